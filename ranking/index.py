@@ -1,0 +1,193 @@
+"""The item index: Milvus (a Milvus Lite file or a Milvus server) behind a small, synchronous API.
+
+The Faust agents call it through ``asyncio.to_thread``-style executors (pymilvus is blocking gRPC).
+One collection holds both feeds; ``feed`` and ``is_live`` are scalar fields so the live feed is a
+filter, and an ended stream leaves it with one upsert. Consistency is Strong so a search right after
+an upsert sees it (an ended stream must disappear at once).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from streams.schemas import Feed
+
+TITLE_MAX_CHARS = 300
+
+
+@dataclass(frozen=True)
+class IndexedItem:
+    item_id: str
+    feed: Feed
+    is_live: bool
+    created_at: float
+    title: str
+    vector: np.ndarray
+
+    def with_live(self, is_live: bool) -> IndexedItem:
+        return IndexedItem(self.item_id, self.feed, is_live, self.created_at, self.title, self.vector)
+
+
+@dataclass(frozen=True)
+class Hit:
+    item_id: str
+    similarity: float
+    feed: Feed
+    created_at: float
+    title: str
+    vector: np.ndarray | None
+
+
+def feed_filter(feed: Feed) -> str:
+    if feed is Feed.live:
+        return 'feed == "live" and is_live == true'
+    return f'feed == "{feed.value}"'
+
+
+class ItemIndex:
+    """Milvus-backed vector index of items plus a bounded in-process cache of their rows."""
+
+    def __init__(
+        self, uri: str, collection: str, dim: int, token: str | None = None, cache_size: int = 100_000
+    ) -> None:
+        from pymilvus import MilvusClient
+
+        if "://" not in uri:
+            Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.collection = collection
+        self.dim = dim
+        self._client = MilvusClient(uri, token=token or "")
+        self._cache: OrderedDict[str, IndexedItem] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._ensure_collection()
+
+    def _ensure_collection(self) -> None:
+        from pymilvus import DataType
+
+        c = self._client
+        if not c.has_collection(self.collection):
+            schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+            schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)
+            schema.add_field("feed", DataType.VARCHAR, max_length=32)
+            schema.add_field("is_live", DataType.BOOL)
+            schema.add_field("created_at", DataType.DOUBLE)
+            schema.add_field("title", DataType.VARCHAR, max_length=4 * TITLE_MAX_CHARS)
+            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
+            index_params = c.prepare_index_params()
+            index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+            c.create_collection(self.collection, schema=schema, index_params=index_params, consistency_level="Strong")
+        else:
+            described = c.describe_collection(self.collection)
+            dims = [f.get("params", {}).get("dim") for f in described["fields"] if f["name"] == "vector"]
+            if dims and int(dims[0]) != self.dim:
+                raise RuntimeError(
+                    f"Milvus collection {self.collection!r} has dim {dims[0]} but the encoder gives {self.dim}: "
+                    "use another LIVELENS_MILVUS_COLLECTION or drop the old one"
+                )
+        c.load_collection(self.collection)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        if not items:
+            return
+        rows = [
+            {
+                "item_id": it.item_id,
+                "feed": it.feed.value,
+                "is_live": it.is_live,
+                "created_at": float(it.created_at),
+                "title": it.title[:TITLE_MAX_CHARS],
+                "vector": np.asarray(it.vector, dtype=np.float32).tolist(),
+            }
+            for it in items
+        ]
+        with self._lock:
+            self._client.upsert(self.collection, rows)
+        self._remember(items)
+
+    def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None:
+        """Flip a live stream's status; returns None when the item is unknown."""
+        item = self.get([item_id], use_cache=False).get(item_id)
+        if item is None:
+            return None
+        updated = item.with_live(is_live)
+        self.upsert([updated])
+        return updated
+
+    def get(self, item_ids: Iterable[str], use_cache: bool = True) -> dict[str, IndexedItem]:
+        found: dict[str, IndexedItem] = {}
+        missing: list[str] = []
+        for item_id in dict.fromkeys(item_ids):
+            cached = self._cache.get(item_id) if use_cache else None
+            if cached is not None:
+                found[item_id] = cached
+            else:
+                missing.append(item_id)
+        if missing:
+            with self._lock:
+                rows = self._client.get(
+                    self.collection, ids=missing, output_fields=["feed", "is_live", "created_at", "title", "vector"]
+                )
+            fetched = [self._row_to_item(r) for r in rows]
+            self._remember(fetched)
+            found.update({it.item_id: it for it in fetched})
+        return found
+
+    def search(
+        self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
+    ) -> list[list[Hit]]:
+        if not queries:
+            return []
+        fields = ["feed", "created_at", "title"] + (["vector"] if with_vectors else [])
+        with self._lock:
+            results = self._client.search(
+                self.collection,
+                data=[np.asarray(q, dtype=np.float32).tolist() for q in queries],
+                limit=limit,
+                filter=feed_filter(feed),
+                output_fields=fields,
+                search_params={"metric_type": "IP"},
+            )
+        out: list[list[Hit]] = []
+        for hits in results:
+            row: list[Hit] = []
+            for h in hits:
+                e = h["entity"]
+                vec = np.asarray(e["vector"], dtype=np.float32) if with_vectors else None
+                row.append(
+                    Hit(str(h["item_id"]), float(h["distance"]), Feed(e["feed"]), e["created_at"], e["title"], vec)
+                )
+            out.append(row)
+        return out
+
+    def count(self) -> int:
+        with self._lock:
+            res = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def _row_to_item(self, r: dict) -> IndexedItem:
+        return IndexedItem(
+            item_id=str(r["item_id"]),
+            feed=Feed(r["feed"]),
+            is_live=bool(r["is_live"]),
+            created_at=float(r["created_at"]),
+            title=str(r["title"]),
+            vector=np.asarray(r["vector"], dtype=np.float32),
+        )
+
+    def _remember(self, items: Iterable[IndexedItem]) -> None:
+        for it in items:
+            self._cache[it.item_id] = it
+            self._cache.move_to_end(it.item_id)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)

@@ -1,0 +1,218 @@
+"""The flow: Faust app, topics, table and agents, described from Settings (running it is the CLI's job).
+
+Agents are thin: they gather micro-batches, hand them to ``streams.handlers`` in executor threads so
+inference and Milvus calls never block the event loop, write user state back into the changelog
+table, and send recommendations and dead letters. Agent concurrency stays 1 (see README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import weakref
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from faust.streams import _current_event  # the context var Faust's tables read the partition from
+from faust.types import EventT
+
+from ranking.recommender import RankingParams
+from ranking.user_state import UserModel, params_from_settings
+from streams import metrics
+from streams.handlers import Handlers, dead_letter, parse_batch
+from streams.kafka import faust_broker_options
+from streams.schemas import ContentEvent, DeadLetter, InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
+from streams.settings import Settings
+
+
+class Services:
+    """Encoder and index, created on first use inside the worker (model loading takes seconds)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.encoder_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-encoder")
+        self.index_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-index")
+        self._handlers: Handlers | None = None
+        self._lock = asyncio.Lock()
+
+    async def handlers(self) -> Handlers:
+        async with self._lock:
+            if self._handlers is None:
+                loop = asyncio.get_running_loop()
+                self._handlers = await loop.run_in_executor(self.index_pool, self._build)
+        return self._handlers
+
+    def _build(self) -> Handlers:
+        from encoders.text import build_text_encoder
+
+        from ranking.index import ItemIndex
+
+        s = self.settings
+        encoder = build_text_encoder(s)
+        index = ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
+        metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim)})
+        return Handlers(
+            index=index,
+            encoder=encoder,
+            user_model=UserModel(params_from_settings(s)),
+            ranking=RankingParams(top_k=s.top_k),
+            candidates=s.candidates,
+            topics={"interactions": s.topic_interactions, "content": s.topic_content},
+        )
+
+    @property
+    def ready(self) -> bool:
+        return self._handlers is not None
+
+
+def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any) -> None:
+    """Write a table key as if inside ``event``'s processing.
+
+    A micro-batch mixes partitions, and Faust picks the changelog (and RocksDB) partition of a write
+    from the current event: pin it to the event that carried this user's update, so the state lives
+    in the same partition as the user's input events and recovers on the worker that owns them.
+    """
+    token = _current_event.set(weakref.ref(event))
+    try:
+        table[key] = value
+    finally:
+        _current_event.reset(token)
+
+
+def build_app(settings: Settings) -> faust.App:
+    s = settings
+    s.data_dir.mkdir(parents=True, exist_ok=True)
+    app = faust.App(
+        s.app_id,
+        **faust_broker_options(s),
+        store=s.table_store,
+        datadir=str(s.data_dir / "faust"),
+        web_host=s.web_host,
+        web_port=s.web_port,
+        web_enabled=True,
+        autodiscover=False,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    services = Services(s)
+    app.livelens_services = services  # type: ignore[attr-defined]
+
+    def topic(name: str) -> faust.TopicT:
+        return app.topic(name, key_type=bytes, value_type=bytes, partitions=s.partitions)
+
+    content_topic = topic(s.topic_content)
+    live_topic = topic(s.topic_live_status)
+    interactions_topic = topic(s.topic_interactions)
+    dlq_topic = topic(s.topic_dead_letter)
+    feed_topics = {feed: topic(name) for feed, name in s.feed_topics().items()}
+
+    user_state = app.Table(
+        "user_state",
+        default=None,
+        partitions=s.partitions,
+        # keys and values use Faust's default json codec: no pickle anywhere
+    )
+
+    async def send_dead(letters: Sequence[DeadLetter]) -> None:
+        for letter in letters:
+            metrics.DEAD_LETTERS.labels(letter.source_topic, letter.reason).inc()
+            await dlq_topic.send(value=letter.model_dump_json().encode())
+
+    async def run_in(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+
+    @app.agent(content_topic, concurrency=1)
+    async def content_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(s.encoder_batch_size, within=s.encoder_batch_wait_s):
+            started = time.perf_counter()
+            handlers = await services.handlers()
+            parsed = parse_batch(ContentEvent, s.topic_content, [e.value for e in events])
+            await send_dead(parsed.dead)
+            good = [ev for _, ev in parsed.events]
+            for ev in good:
+                metrics.EVENTS_CONSUMED.labels(s.topic_content, ev.kind.value).inc()
+            items = await run_in(services.encoder_pool, handlers.index_content, good)
+            for item in items:
+                metrics.ITEMS_INDEXED.labels(item.feed.value).inc()
+                if item.is_live:
+                    metrics.LIVE_NOW.inc()
+            metrics.BATCH_SIZE.labels("content").observe(len(events))
+            metrics.PROCESSING.labels("content").observe(time.perf_counter() - started)
+
+    @app.agent(live_topic, concurrency=1)
+    async def live_status_agent(stream: faust.StreamT) -> None:
+        async for raw in stream:
+            handlers = await services.handlers()
+            parsed = parse_batch(LiveStatusEvent, s.topic_live_status, [raw])
+            await send_dead(parsed.dead)
+            for _, ev in parsed.events:
+                metrics.EVENTS_CONSUMED.labels(s.topic_live_status, ev.status.value).inc()
+                try:
+                    await run_in(services.index_pool, handlers.apply_live_status, ev)
+                except RejectedEvent as exc:
+                    await send_dead([dead_letter(s.topic_live_status, raw, exc)])
+                    continue
+                if ev.status is LiveState.live:
+                    metrics.LIVE_NOW.inc()
+                else:
+                    metrics.LIVE_NOW.dec()
+
+    @app.agent(interactions_topic, concurrency=1)
+    async def interaction_agent(stream: faust.StreamT) -> None:
+        async for events in stream.take_events(s.interaction_batch_size, within=s.interaction_batch_wait_s):
+            started = time.perf_counter()
+            handlers = await services.handlers()
+            parsed = parse_batch(InteractionEvent, s.topic_interactions, [e.value for e in events])
+            await send_dead(parsed.dead)
+            for _, ev in parsed.events:
+                metrics.EVENTS_CONSUMED.labels(s.topic_interactions, ev.type.value).inc()
+            users = {ev.user_id for _, ev in parsed.events}
+            states = {u: user_state.get(u) for u in users}
+            result = await run_in(services.index_pool, handlers.process_interactions, parsed.events, states)
+            await send_dead([letter for _, letter in result.dead])
+            metrics.DUPLICATES.inc(result.duplicates)
+            last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
+            for user, state in result.states.items():
+                set_in_partition_of(last_event_of[user], user_state, user, state)
+            for rec in result.recommendations:
+                await feed_topics[rec.feed.value].send(key=rec.user_id.encode(), value=rec.model_dump_json().encode())
+                metrics.RECOMMENDATIONS.labels(rec.feed.value).inc()
+                if rec.trigger_ts is not None:
+                    metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
+            metrics.BATCH_SIZE.labels("interactions").observe(len(events))
+            metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
+
+    @app.task
+    async def warm_up() -> None:
+        """Load the encoder and connect to Milvus before the first event, so /health can say ready."""
+        await services.handlers()
+
+    @app.page("/metrics")
+    async def metrics_view(web: Any, request: Any) -> Any:
+        return web.bytes(metrics.exposition(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/health")
+    async def health_view(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok", "models_loaded": services.ready})
+
+    @app.page("/stats")
+    async def stats_view(web: Any, request: Any) -> Any:
+        """Counters the demo and tests poll to know the worker caught up."""
+        samples = {
+            family.name: sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
+            for m in (metrics.ITEMS_INDEXED, metrics.RECOMMENDATIONS, metrics.DEAD_LETTERS, metrics.EVENTS_CONSUMED)
+            for family in m.collect()
+        }
+        return web.json({"ready": services.ready, "users": len(user_state), **samples})
+
+    @app.page("/state/{user_id}")
+    async def state_view(web: Any, request: Any, user_id: str) -> Any:
+        state = user_state.get(user_id)
+        if state is None:
+            return web.json({"error": f"unknown user {user_id!r} on this worker"}, status=404)
+        return web.json(json.loads(json.dumps(state)))
+
+    return app

@@ -1,0 +1,161 @@
+"""`livelens demo`: the whole product on one machine, on real MicroLens users, in a few minutes."""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ranking.datasets import Dataset, load_dataset
+from streams.consumer import TopicReader, as_recommendation
+from streams.local import LocalStack
+from streams.replay import publish_content, publish_interactions
+from streams.schemas import Recommendation
+from streams.settings import Settings
+
+
+@dataclass
+class Collected:
+    """Recommendations read back from the feed topics, with end-to-end latencies."""
+
+    latest: dict[tuple[str, str], Recommendation] = field(default_factory=dict)
+    triggers_seen: set[str] = field(default_factory=set)
+    latencies_s: list[float] = field(default_factory=list)
+    first_at: float | None = None
+    last_at: float | None = None
+
+
+def collect(reader: TopicReader, out: Collected, stop: threading.Event) -> None:
+    while not stop.is_set():
+        got = reader.poll(0.1)
+        if got is None:
+            continue
+        rec = as_recommendation(got)
+        out.latest[(rec.user_id, rec.feed.value)] = rec
+        if rec.trigger_event_id:
+            out.triggers_seen.add(rec.trigger_event_id)
+        if rec.trigger_ts is not None:
+            out.latencies_s.append(got.received_at - rec.trigger_ts)
+        out.first_at = out.first_at or got.received_at
+        out.last_at = got.received_at
+
+
+def progress_bar(console: Console) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    )
+
+
+def run_demo(settings: Settings, users: int, show: int, work_dir: Path | None, console: Console) -> dict[str, float]:
+    started = time.perf_counter()
+    dataset: Dataset = load_dataset("microlens-50k", settings.datasets_dir).head(users)
+    items = dataset.touched_items()
+    console.print(
+        f"[bold]LiveLens demo[/]: MicroLens-50K, {len(dataset.sequences)} users, "
+        f"{dataset.n_interactions} interactions, {len(items)} videos"
+    )
+    tmp = tempfile.TemporaryDirectory(prefix="livelens-demo-") if work_dir is None else None
+    root = Path(tmp.name) if tmp else work_dir
+    assert root is not None
+    try:
+        with console.status("starting broker, Milvus Lite and a worker (loads MiniLM)…"):
+            stack = LocalStack(settings, root).__enter__()
+        try:
+            return _run(stack, dataset, items, show, console, started)
+        finally:
+            with console.status("stopping…"):
+                stack.__exit__(None, None, None)
+    finally:
+        if tmp:
+            tmp.cleanup()
+
+
+def _run(stack: LocalStack, dataset: Dataset, items: dict, show: int, console: Console, started: float) -> dict:
+    s = stack.settings
+    worker = stack.worker
+    assert worker is not None
+    console.print(f"broker {s.kafka_broker} · Milvus {s.milvus_uri} · worker {worker.url} · logs in {stack.work_dir}")
+    with progress_bar(console) as bar:
+        task = bar.add_task("publish videos", total=len(items))
+        publish_content(s, dataset, items, progress=lambda n: bar.advance(task, n))
+        task = bar.add_task("encode + index", total=len(items))
+        deadline = time.monotonic() + 240
+        while (done := worker.get("/stats").get("livelens_items_indexed", 0)) < len(items):
+            bar.update(task, completed=done)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"worker indexed only {done}/{len(items)} items; see {worker.log_path}")
+            time.sleep(0.2)
+        bar.update(task, completed=len(items))
+
+    reader = TopicReader(s, list(s.feed_topics().values()), from_beginning=True)
+    reader.wait_assigned()  # join the group first, so latencies measure the pipeline, not our join
+    collected, stop = Collected(), threading.Event()
+    thread = threading.Thread(target=collect, args=(reader, collected, stop), daemon=True)
+    thread.start()
+    with progress_bar(console) as bar:
+        task = bar.add_task("publish interactions", total=dataset.n_interactions)
+        t0 = time.time()
+        stats = publish_interactions(s, dataset, progress=lambda n: bar.advance(task, n))
+        wanted = set((stats.last_event_of_user or {}).values())
+        task = bar.add_task("recommendations for each user's last event", total=len(wanted))
+        deadline = time.monotonic() + 180
+        while not wanted <= collected.triggers_seen and time.monotonic() < deadline:
+            bar.update(task, completed=len(wanted & collected.triggers_seen))
+            time.sleep(0.2)
+        bar.update(task, completed=len(wanted & collected.triggers_seen))
+    stop.set()
+    thread.join(5)
+    reader.close()
+
+    missing = len(wanted - collected.triggers_seen)
+    _print_users(console, dataset, collected, show)
+    elapsed = (collected.last_at or time.time()) - t0
+    lat = np.asarray(collected.latencies_s or [float("nan")]) * 1000
+    figures = {
+        "interactions": float(stats.interactions),
+        "throughput_events_per_s": stats.interactions / elapsed if elapsed > 0 else float("nan"),
+        "latency_p50_ms": float(np.percentile(lat, 50)),
+        "latency_p99_ms": float(np.percentile(lat, 99)),
+        "recommendation_lists": float(len(collected.latencies_s)),
+        "users_missing_final_recommendation": float(missing),
+        "total_seconds": time.perf_counter() - started,
+    }
+    console.print(
+        f"\n[bold]{stats.interactions}[/] interactions in {elapsed:.1f} s = "
+        f"[bold]{figures['throughput_events_per_s']:.0f} ev/s[/] end to end · "
+        f"event→recommendation latency p50 [bold]{figures['latency_p50_ms']:.0f} ms[/], "
+        f"p99 [bold]{figures['latency_p99_ms']:.0f} ms[/] over {len(collected.latencies_s)} lists"
+    )
+    if missing:
+        console.print(f"[red]{missing} users got no recommendation for their last event[/]")
+    console.print(f"demo finished in {figures['total_seconds']:.0f} s")
+    return figures
+
+
+def _print_users(console: Console, dataset: Dataset, collected: Collected, show: int) -> None:
+    for user in list(dataset.sequences)[:show]:
+        rec = collected.latest.get((user, "short_video"))
+        table = Table(title=f"user {user}", show_lines=False, title_justify="left", expand=True)
+        table.add_column("last watched", ratio=1)
+        table.add_column("recommended (score, reason)", ratio=2)
+        watched = [dataset.items[i.item_id].title for i in dataset.sequences[user][-3:]]
+        recs = (rec.items if rec else [])[:5]
+        for row in range(max(len(watched), len(recs))):
+            left = _clip(watched[-1 - row]) if row < len(watched) else ""
+            right = ""
+            if row < len(recs):
+                r = recs[row]
+                right = f"{_clip(dataset.items[r.item_id].title)}  [dim]({r.score:.2f}, {r.reason})[/]"
+            table.add_row(left, right)
+        console.print(table)
+
+
+def _clip(text: str, limit: int = 70) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,158 @@
+"""A local LiveLens stack: embedded broker + Milvus Lite server + worker processes, for demo and tests.
+
+Each piece is used only when nothing is configured for it: ``LIVELENS_KAFKA_BROKER`` and
+``LIVELENS_MILVUS_URI`` point the same code at real clusters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from streams.broker import EmbeddedBroker
+from streams.embedded_milvus import EmbeddedMilvus
+from streams.ports import free_port
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The env vars that make a child process see the same Settings."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        env[f"LIVELENS_{name.upper()}"] = json.dumps(value) if isinstance(value, dict | list) else str(value)
+    return env
+
+
+class WorkerProcess:
+    """``livelens worker`` as a child process, with its web port for health, stats and metrics."""
+
+    def __init__(self, settings: Settings, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.extra_env = extra_env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.settings.web_host}:{self.settings.web_port}"
+
+    def start(self, timeout: float = 120.0) -> WorkerProcess:
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env, "PYTHONUNBUFFERED": "1"}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def get_text(self, path: str, timeout: float = 5.0) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as resp:
+            return resp.read().decode()
+
+    def get(self, path: str, timeout: float = 5.0) -> Any:
+        return json.loads(self.get_text(path, timeout))
+
+    def wait_ready(self, timeout: float) -> None:
+        """Ready = web server up and models loaded (warmed by the worker at start-up)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited early; see {self.log_path}:\n{self.log_tail()}")
+            try:
+                if self.get("/health").get("models_loaded"):
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+                pass
+            time.sleep(0.25)
+        raise RuntimeError(f"worker not ready within {timeout}s; see {self.log_path}:\n{self.log_tail()}")
+
+    def wait_for(self, key: str, at_least: float, timeout: float) -> dict[str, Any]:
+        """Poll /stats until a counter reaches a value (e.g. items indexed)."""
+        deadline = time.monotonic() + timeout
+        stats: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            try:
+                stats = self.get("/stats")
+                if stats.get(key, 0) >= at_least:
+                    return stats
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"worker stat {key} stayed below {at_least} for {timeout}s (last: {stats})")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+class LocalStack:
+    """Start what is not configured (broker, Milvus), create topics, and run one worker."""
+
+    def __init__(self, settings: Settings, work_dir: Path, start_worker: bool = True) -> None:
+        self.base = settings
+        self.work_dir = work_dir
+        self.start_worker = start_worker
+        self.settings = settings
+        self.broker: EmbeddedBroker | None = None
+        self.milvus: EmbeddedMilvus | None = None
+        self.worker: WorkerProcess | None = None
+        self._stack = ExitStack()
+
+    def __enter__(self) -> LocalStack:
+        try:
+            return self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def _start(self) -> LocalStack:
+        updates: dict[str, Any] = {"data_dir": self.work_dir / "worker"}
+        if not self.base.kafka_broker:
+            self.broker = EmbeddedBroker(log_path=self.work_dir / "broker.log")
+            self.broker.start()
+            self._stack.callback(self.broker.stop)
+            updates["kafka_broker"] = self.broker.bootstrap
+        if not self.base.milvus_uri:
+            self.milvus = EmbeddedMilvus(self.work_dir / "milvus", log_path=self.work_dir / "milvus.log").start()
+            self._stack.callback(self.milvus.stop)
+            updates["milvus_uri"] = self.milvus.uri
+        updates["web_port"] = free_port()
+        self.settings = self.base.model_copy(update=updates)
+        ensure_topics(self.settings)
+        if self.start_worker:
+            self.worker = WorkerProcess(self.settings, self.work_dir / "worker.log").start()
+            self._stack.callback(self.worker.stop)
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self._stack.close()

@@ -1,0 +1,204 @@
+"""Event schemas: the contract with producers and consumers.
+
+Every event on a LiveLens topic is JSON matching one of these models. ``livelens schemas`` writes
+their JSON Schema files into ``streams/jsonschema/`` for producers in other languages.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
+ShortText = Annotated[str, Field(max_length=4_000)]
+Timestamp = Annotated[float, Field(ge=0, allow_inf_nan=False, description="Unix time, seconds")]
+MediaPath = Annotated[str, Field(min_length=1, max_length=1_024)]
+
+
+class ContentKind(StrEnum):
+    short_video = "short_video"
+    live_stream = "live_stream"
+
+
+class Feed(StrEnum):
+    short_video = "short_video"
+    live = "live"
+
+
+class InteractionType(StrEnum):
+    view = "view"
+    like = "like"
+    comment = "comment"
+    share = "share"
+    gift = "gift"
+    skip = "skip"
+    follow = "follow"
+
+
+class LiveState(StrEnum):
+    live = "live"
+    ended = "ended"
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ContentEvent(Event):
+    """A new short video or live stream."""
+
+    item_id: Id
+    kind: ContentKind
+    title: Annotated[str, Field(min_length=1, max_length=1_000)]
+    description: ShortText = ""
+    tags: Annotated[list[Annotated[str, Field(max_length=100)]], Field(max_length=50)] = []
+    language: Annotated[str, Field(max_length=16)] = "en"
+    creator_id: Id | None = None
+    created_at: Timestamp = Field(default_factory=time.time)
+    cover_path: MediaPath | None = None
+    keyframe_paths: Annotated[list[MediaPath], Field(max_length=64)] = []
+    video_path: MediaPath | None = None
+    audio_path: MediaPath | None = None
+
+    @property
+    def feed(self) -> Feed:
+        return feed_of(self.kind)
+
+    def text(self) -> str:
+        """What the text encoder reads: title, description and hashtags."""
+        parts = [self.title, self.description, " ".join(f"#{t}" for t in self.tags)]
+        return " ".join(p for p in parts if p).strip()
+
+
+class LiveStatusEvent(Event):
+    """A live stream started or ended; ended streams leave the live feed at once."""
+
+    item_id: Id
+    status: LiveState
+    viewer_count: Annotated[int, Field(ge=0)] = 0
+    ts: Timestamp = Field(default_factory=time.time)
+
+
+class InteractionEvent(Event):
+    """One user action on one item; ``value`` is watch seconds for views, amount for gifts."""
+
+    event_id: Id
+    user_id: Id
+    item_id: Id
+    type: InteractionType
+    value: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 0.0
+    comment: ShortText | None = None
+    ts: Timestamp = Field(default_factory=time.time)
+
+
+class RecommendedItem(Event):
+    item_id: Id
+    score: float
+    reason: str
+
+
+class Recommendation(Event):
+    """A refreshed ranked list for one user and one feed, keyed by user_id on the feed's topic."""
+
+    user_id: Id
+    feed: Feed
+    items: list[RecommendedItem]
+    generated_at: Timestamp
+    trigger_event_id: Id | None = None
+    model_version: str
+    # Interaction ts of the trigger, so consumers can measure event-to-recommendation freshness.
+    trigger_ts: Timestamp | None = None
+
+
+class DeadLetter(Event):
+    """A rejected event: where it came from, why, and the original bytes (as text if decodable)."""
+
+    source_topic: str
+    reason: str
+    error: str
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"] = "utf-8"
+    ts: Timestamp = Field(default_factory=time.time)
+
+    @field_validator("error")
+    @classmethod
+    def _bounded(cls, v: str) -> str:
+        return v[:2_000]
+
+
+def feed_of(kind: ContentKind) -> Feed:
+    return Feed.live if kind is ContentKind.live_stream else Feed.short_video
+
+
+class RejectedEvent(ValueError):
+    """Why an input event cannot be processed; ``reason`` is a short, low-cardinality label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+MAX_EVENT_BYTES = 256 * 1024
+E = TypeVar("E", bound="Event")
+
+
+def parse_event(model: type[E], raw: bytes | str | dict[str, Any] | None) -> E:
+    """Decode and validate one raw event, raising ``RejectedEvent`` with a reason label."""
+    if raw is None:
+        raise RejectedEvent("empty", "event has no value")
+    if isinstance(raw, dict):
+        data: Any = raw
+    else:
+        if len(raw) > MAX_EVENT_BYTES:
+            raise RejectedEvent("oversized", f"{len(raw)} bytes > {MAX_EVENT_BYTES}")
+        try:
+            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
+        except UnicodeDecodeError as exc:
+            raise RejectedEvent("invalid_utf8", str(exc)) from exc
+        try:
+            data = json.loads(text, parse_constant=_reject_constant)
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise RejectedEvent("invalid_json", str(exc)) from exc
+    if not isinstance(data, dict):
+        raise RejectedEvent("schema", f"expected a JSON object, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or "event"
+        raise RejectedEvent("schema", f"{where}: {first.get('msg')} ({exc.error_count()} error(s))") from exc
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"non-finite number {name} is not valid JSON")
+
+
+SCHEMA_MODELS: dict[str, type[Event]] = {
+    "content": ContentEvent,
+    "live_status": LiveStatusEvent,
+    "interaction": InteractionEvent,
+    "recommendation": Recommendation,
+    "dead_letter": DeadLetter,
+}
+
+JSONSCHEMA_DIR = Path(__file__).resolve().parent / "jsonschema"
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    return {name: model.model_json_schema() for name, model in SCHEMA_MODELS.items()}
+
+
+def write_json_schemas(directory: Path = JSONSCHEMA_DIR) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, schema in json_schemas().items():
+        path = directory / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n")
+        written.append(path)
+    return written

@@ -1,0 +1,137 @@
+"""The one typed settings object: every knob of LiveLens, read from ``LIVELENS_*`` env vars.
+
+Everything that differs between a laptop demo and a production cluster is a URL or a number here,
+so the same code runs on the embedded broker and Milvus Lite file or on real clusters.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.schemas import InteractionType
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    # Stronger commitment -> larger pull of the user's taste toward the item (skip pushes away).
+    "gift": 3.0,
+    "comment": 2.0,
+    "share": 1.8,
+    "follow": 1.5,
+    "like": 1.2,
+    "view": 0.5,
+    "skip": -0.6,
+}
+
+
+def project_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_datasets_dir() -> Path:
+    """../shared/datasets beside the checkout: read-only real data, never copied into the repo."""
+    return project_root().parent / "shared" / "datasets"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LIVELENS_", env_nested_delimiter="__")
+
+    # --- Kafka -------------------------------------------------------------------------------
+    kafka_broker: str | None = Field(
+        default=None,
+        description="Kafka bootstrap servers (host:port[,host:port]). Unset: start the embedded broker.",
+    )
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: str | None = Field(default=None, repr=False)
+    kafka_ssl_cafile: str | None = None
+    partitions: int = Field(default=4, ge=1, description="Partition count for topics LiveLens creates.")
+    replication_factor: int = Field(default=1, ge=1)
+    topic_content: str = "livelens.content"
+    topic_live_status: str = "livelens.live-status"
+    topic_interactions: str = "livelens.interactions"
+    topic_recs_short_video: str = "livelens.recs.short-video"
+    topic_recs_live: str = "livelens.recs.live"
+    topic_dead_letter: str = "livelens.dead-letter"
+    # Single-record producer batches: the embedded broker (tansu 0.6) reports wrong end offsets for
+    # multi-record batches and Faust's table recovery reads them. See README "Embedded broker".
+    producer_max_batch_bytes: int = Field(default=1, ge=1)
+    broker_session_timeout_s: float = 6.0
+    broker_heartbeat_interval_s: float = 1.0
+
+    # --- Faust worker --------------------------------------------------------------------------
+    app_id: str = "livelens"
+    data_dir: Path = Field(default_factory=lambda: project_root() / ".livelens")
+    table_store: str = Field(default="rocksdb://", description="rocksdb:// in production, memory:// for tests")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+
+    # --- Milvus ---------------------------------------------------------------------------------
+    milvus_uri: str | None = Field(
+        default=None, description="Milvus URI (http://host:19530) or a Milvus Lite file path; unset: under data_dir."
+    )
+    milvus_token: str | None = Field(default=None, repr=False)
+    milvus_collection: str = "livelens_items"
+
+    # --- Encoders -------------------------------------------------------------------------------
+    text_encoder: Literal["minilm", "hash"] = Field(
+        default="minilm", description="minilm: shipped all-MiniLM-L6-v2 weights; hash: deterministic, no model"
+    )
+    text_model_path: Path | None = Field(default=None, description="Local BERT checkpoint; default: shipped MiniLM")
+    encoder_batch_size: int = Field(default=32, ge=1)
+    encoder_batch_wait_s: float = Field(default=0.05, ge=0.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    interaction_batch_size: int = Field(default=64, ge=1, description="Interactions per micro-batch, at most.")
+    interaction_batch_wait_s: float = Field(default=0.01, ge=0.0, description="Longest wait to fill a batch.")
+
+    # --- Ranking --------------------------------------------------------------------------------
+    event_weights: dict[InteractionType, float] = Field(
+        default_factory=lambda: {InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}
+    )
+    watch_seconds_full: float = Field(default=30.0, gt=0, description="A view this long counts fully.")
+    taste_half_life_s: float = Field(default=3 * 24 * 3600.0, gt=0, description="Old taste halves after this.")
+    learning_rate: float = Field(default=0.3, gt=0, le=1)
+    recent_items: int = Field(default=50, ge=1, description="Items remembered per user (seen filter, reasons).")
+    dedupe_window: int = Field(default=512, ge=1, description="Event ids remembered per user for idempotence.")
+    top_k: int = Field(default=10, ge=1)
+    candidates: int = Field(default=100, ge=1)
+
+    # --- Data -----------------------------------------------------------------------------------
+    datasets_dir: Path = Field(default_factory=default_datasets_dir)
+
+    def broker_url(self) -> str:
+        if not self.kafka_broker:
+            raise RuntimeError("no broker configured: set LIVELENS_KAFKA_BROKER or start the embedded broker")
+        return self.kafka_broker
+
+    def resolved_milvus_uri(self) -> str:
+        return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    def confluent_config(self) -> dict[str, str]:
+        """librdkafka settings shared by every confluent-kafka client (security passes through)."""
+        conf: dict[str, str] = {
+            "bootstrap.servers": self.broker_url(),
+            "security.protocol": self.kafka_security_protocol.lower(),
+        }
+        if self.kafka_sasl_mechanism:
+            conf["sasl.mechanism"] = self.kafka_sasl_mechanism
+        if self.kafka_sasl_username:
+            conf["sasl.username"] = self.kafka_sasl_username
+        if self.kafka_sasl_password:
+            conf["sasl.password"] = self.kafka_sasl_password
+        if self.kafka_ssl_cafile:
+            conf["ssl.ca.location"] = self.kafka_ssl_cafile
+        return conf
+
+    def feed_topics(self) -> dict[str, str]:
+        return {"short_video": self.topic_recs_short_video, "live": self.topic_recs_live}
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,38 @@
+"""Create LiveLens's topics with the configured partition count (the embedded broker never auto-creates)."""
+
+from __future__ import annotations
+
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streams.settings import Settings
+
+
+def topic_names(settings: Settings) -> list[str]:
+    return [
+        settings.topic_content,
+        settings.topic_live_status,
+        settings.topic_interactions,
+        settings.topic_recs_short_video,
+        settings.topic_recs_live,
+        settings.topic_dead_letter,
+    ]
+
+
+def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
+    """Create missing topics; returns the names created. Existing topics are left as they are."""
+    admin = AdminClient(settings.confluent_config())
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    wanted = [
+        NewTopic(name, num_partitions=settings.partitions, replication_factor=settings.replication_factor)
+        for name in topic_names(settings)
+        if name not in existing
+    ]
+    if not wanted:
+        return []
+    for name, future in admin.create_topics(wanted, request_timeout=timeout).items():
+        try:
+            future.result()
+        except Exception as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise RuntimeError(f"could not create topic {name}: {exc}") from exc
+    return [t.topic for t in wanted]

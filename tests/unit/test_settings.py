@@ -1,0 +1,42 @@
+import pytest
+
+from streams.kafka import faust_broker_options
+from streams.schemas import InteractionType
+from streams.settings import Settings
+
+
+def test_env_vars_configure_everything(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVELENS_KAFKA_BROKER", "k1:9092,k2:9092")
+    monkeypatch.setenv("LIVELENS_PARTITIONS", "8")
+    monkeypatch.setenv("LIVELENS_EVENT_WEIGHTS", '{"gift": 5.0, "skip": -1.0}')
+    monkeypatch.setenv("LIVELENS_TOP_K", "20")
+    s = Settings()
+    assert s.partitions == 8 and s.top_k == 20
+    assert s.event_weights[InteractionType.gift] == 5.0
+    assert faust_broker_options(s)["broker"] == "kafka://k1:9092;kafka://k2:9092"
+
+
+def test_single_record_batches_by_default() -> None:
+    """The embedded broker's end offsets are only exact for one-record batches (README: Embedded broker)."""
+    assert faust_broker_options(Settings(kafka_broker="x:1"))["producer_max_batch_size"] == 1
+
+
+def test_sasl_settings_reach_every_client() -> None:
+    s = Settings(
+        kafka_broker="k:9093",
+        kafka_security_protocol="SASL_SSL",
+        kafka_sasl_mechanism="SCRAM-SHA-512",
+        kafka_sasl_username="svc",
+        kafka_sasl_password="secret",
+    )
+    conf = s.confluent_config()
+    assert conf["security.protocol"] == "sasl_ssl" and conf["sasl.username"] == "svc"
+    creds = faust_broker_options(s)["broker_credentials"]
+    assert creds.username == "svc" and creds.mechanism.name == "SCRAM_SHA_512"
+    assert "secret" not in repr(s)
+
+
+def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVELENS_PARTITIONS", "0")
+    with pytest.raises(ValueError, match="partitions"):
+        Settings()
