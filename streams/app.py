@@ -47,7 +47,6 @@ class Services:
 
     def _build(self) -> Handlers:
         from encoders.text import build_text_encoder
-
         from ranking.index import ItemIndex
 
         s = self.settings
@@ -124,7 +123,9 @@ def build_app(settings: Settings) -> faust.App:
     async def run_in(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
 
-    @app.agent(content_topic, concurrency=1)
+    encodes = s.worker_role in ("all", "encoder")
+    ranks = s.worker_role in ("all", "ranking")
+
     async def content_agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(s.encoder_batch_size, within=s.encoder_batch_wait_s):
             started = time.perf_counter()
@@ -142,7 +143,6 @@ def build_app(settings: Settings) -> faust.App:
             metrics.BATCH_SIZE.labels("content").observe(len(events))
             metrics.PROCESSING.labels("content").observe(time.perf_counter() - started)
 
-    @app.agent(live_topic, concurrency=1)
     async def live_status_agent(stream: faust.StreamT) -> None:
         async for raw in stream:
             handlers = await services.handlers()
@@ -160,7 +160,6 @@ def build_app(settings: Settings) -> faust.App:
                 else:
                     metrics.LIVE_NOW.dec()
 
-    @app.agent(interactions_topic, concurrency=1)
     async def interaction_agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(s.interaction_batch_size, within=s.interaction_batch_wait_s):
             started = time.perf_counter()
@@ -184,6 +183,13 @@ def build_app(settings: Settings) -> faust.App:
                     metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
             metrics.BATCH_SIZE.labels("interactions").observe(len(events))
             metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
+
+    # Concurrency stays 1: with more, Faust can commit offsets of events still being processed.
+    if encodes:
+        app.agent(content_topic, concurrency=1)(content_agent)
+    if ranks:
+        app.agent(live_topic, concurrency=1)(live_status_agent)
+        app.agent(interactions_topic, concurrency=1)(interaction_agent)
 
     @app.task
     async def warm_up() -> None:

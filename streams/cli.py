@@ -167,6 +167,7 @@ def tail(
 def demo(
     limit: Annotated[int, typer.Option(help="MicroLens users to replay")] = 300,
     show: Annotated[int, typer.Option(help="users to print")] = 3,
+    rate: Annotated[float | None, typer.Option(help="pace interactions (ev/s); default: one burst")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="keep logs and data here (default: a temp dir)")] = None,
 ) -> None:
     """Start everything locally, replay MicroLens-50K, print recommendations and latency, stop."""
@@ -175,7 +176,7 @@ def demo(
 
     s = _settings()
     try:
-        run_demo(s, users=limit, show=show, work_dir=work_dir, console=console)
+        run_demo(s, users=limit, show=show, work_dir=work_dir, console=console, rate=rate)
     except DatasetNotFound as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc

@@ -53,7 +53,9 @@ def progress_bar(console: Console) -> Progress:
     )
 
 
-def run_demo(settings: Settings, users: int, show: int, work_dir: Path | None, console: Console) -> dict[str, float]:
+def run_demo(
+    settings: Settings, users: int, show: int, work_dir: Path | None, console: Console, rate: float | None = None
+) -> dict[str, float]:
     started = time.perf_counter()
     dataset: Dataset = load_dataset("microlens-50k", settings.datasets_dir).head(users)
     items = dataset.touched_items()
@@ -68,7 +70,7 @@ def run_demo(settings: Settings, users: int, show: int, work_dir: Path | None, c
         with console.status("starting broker, Milvus Lite and a worker (loads MiniLM)…"):
             stack = LocalStack(settings, root).__enter__()
         try:
-            return _run(stack, dataset, items, show, console, started)
+            return _run(stack, dataset, items, show, console, started, rate)
         finally:
             with console.status("stopping…"):
                 stack.__exit__(None, None, None)
@@ -77,7 +79,9 @@ def run_demo(settings: Settings, users: int, show: int, work_dir: Path | None, c
             tmp.cleanup()
 
 
-def _run(stack: LocalStack, dataset: Dataset, items: dict, show: int, console: Console, started: float) -> dict:
+def _run(
+    stack: LocalStack, dataset: Dataset, items: dict, show: int, console: Console, started: float, rate: float | None
+) -> dict:
     s = stack.settings
     worker = stack.worker
     assert worker is not None
@@ -102,7 +106,7 @@ def _run(stack: LocalStack, dataset: Dataset, items: dict, show: int, console: C
     with progress_bar(console) as bar:
         task = bar.add_task("publish interactions", total=dataset.n_interactions)
         t0 = time.time()
-        stats = publish_interactions(s, dataset, progress=lambda n: bar.advance(task, n))
+        stats = publish_interactions(s, dataset, rate=rate, progress=lambda n: bar.advance(task, n))
         wanted = set((stats.last_event_of_user or {}).values())
         task = bar.add_task("recommendations for each user's last event", total=len(wanted))
         deadline = time.monotonic() + 180
@@ -127,8 +131,9 @@ def _run(stack: LocalStack, dataset: Dataset, items: dict, show: int, console: C
         "users_missing_final_recommendation": float(missing),
         "total_seconds": time.perf_counter() - started,
     }
+    load = f"paced at {rate:.0f} ev/s" if rate else "published as one burst, so queueing is included"
     console.print(
-        f"\n[bold]{stats.interactions}[/] interactions in {elapsed:.1f} s = "
+        f"\n[bold]{stats.interactions}[/] interactions ({load}) processed in {elapsed:.1f} s = "
         f"[bold]{figures['throughput_events_per_s']:.0f} ev/s[/] end to end · "
         f"event→recommendation latency p50 [bold]{figures['latency_p50_ms']:.0f} ms[/], "
         f"p99 [bold]{figures['latency_p99_ms']:.0f} ms[/] over {len(collected.latencies_s)} lists"

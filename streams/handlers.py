@@ -165,6 +165,10 @@ class Handlers:
             states={u: users[u].to_dict() for u in touched}, recommendations=recs, dead=dead, duplicates=duplicates
         )
 
+    def _vector_of(self, item_id: str) -> np.ndarray | None:
+        item = self.index.get([item_id]).get(item_id)
+        return item.vector if item is not None else None
+
     def recommend(
         self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent]
     ) -> list[Recommendation]:
@@ -178,10 +182,10 @@ class Handlers:
         out: list[Recommendation] = []
         for feed, wanted in by_feed.items():
             limit = self.candidates + max(len(users[u].recent) for u, _, _ in wanted)
-            hits = self.index.search([q for _, _, q in wanted], feed, limit=limit, with_vectors=True)
+            hits = self.index.search([q for _, _, q in wanted], feed, limit=limit)
             now = time.time()
             for (user, ev, _), user_hits in zip(wanted, hits, strict=True):
-                ranked = rank(user_hits, users[user], recent, now, self.ranking)
+                ranked = rank(user_hits, users[user], recent, now, self.ranking, vector_of=self._vector_of)
                 out.append(
                     Recommendation(
                         user_id=user,

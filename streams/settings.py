@@ -65,6 +65,9 @@ class Settings(BaseSettings):
 
     # --- Faust worker --------------------------------------------------------------------------
     app_id: str = "livelens"
+    worker_role: Literal["all", "encoder", "ranking"] = Field(
+        default="all", description="encoder: content agent only (GPU nodes); ranking: live status + interactions"
+    )
     data_dir: Path = Field(default_factory=lambda: project_root() / ".livelens")
     table_store: str = Field(default="rocksdb://", description="rocksdb:// in production, memory:// for tests")
     web_host: str = "127.0.0.1"
@@ -99,7 +102,7 @@ class Settings(BaseSettings):
     recent_items: int = Field(default=50, ge=1, description="Items remembered per user (seen filter, reasons).")
     dedupe_window: int = Field(default=512, ge=1, description="Event ids remembered per user for idempotence.")
     top_k: int = Field(default=10, ge=1)
-    candidates: int = Field(default=100, ge=1)
+    candidates: int = Field(default=30, ge=1, description="Retrieved per query beyond the seen items.")
 
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)
