@@ -119,3 +119,26 @@ def load_dataset(name: str, root: Path) -> Dataset:
     if name == "movielens-latest-small":
         return load_movielens(root)
     raise DatasetNotFound(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+
+
+def load_csv_dataset(interactions: Path, items: Path, name: str | None = None) -> Dataset:
+    """Any dataset without code: interactions CSV ``user_id,item_id[,timestamp][,event_type][,value]``
+    and items CSV ``item_id,title[,description][,tags][,kind]`` (tags separated by ``|``)."""
+    catalogue: dict[str, Item] = {}
+    with open(items, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            title = " ".join(p for p in (row["title"], row.get("description") or "") if p).strip()
+            tags = tuple(t for t in (row.get("tags") or "").split("|") if t)
+            kind = ContentKind(row["kind"]) if row.get("kind") else ContentKind.short_video
+            catalogue[row["item_id"]] = Item(row["item_id"], title or row["item_id"], tags, kind)
+    rows: dict[str, list[tuple[float, int, Interaction]]] = defaultdict(list)
+    with open(interactions, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f)):
+            ts = float(row["timestamp"]) if row.get("timestamp") else None
+            kind = InteractionType(row["event_type"]) if row.get("event_type") else InteractionType.view
+            value = float(row["value"]) if row.get("value") else 0.0
+            rows[row["user_id"]].append(
+                (ts if ts is not None else float(n), n, Interaction(row["item_id"], kind, value, ts))
+            )
+    sequences = {u: [i for _, _, i in sorted(r, key=lambda x: (x[0], x[1]))] for u, r in rows.items()}
+    return Dataset(name or interactions.stem, catalogue, sequences)

@@ -36,6 +36,7 @@ class Services:
         self.encoder_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-encoder")
         self.index_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-index")
         self._handlers: Handlers | None = None
+        self.last_error: str | None = None
         self._lock = asyncio.Lock()
 
     async def handlers(self) -> Handlers:
@@ -85,7 +86,9 @@ def build_app(settings: Settings) -> faust.App:
     s = settings
     s.data_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        s.app_id,
+        # Encoder-only workers form their own consumer group: in a shared group Faust could assign them
+        # interaction partitions they have no agent for.
+        f"{s.app_id}-encoder" if s.worker_role == "encoder" else s.app_id,
         **faust_broker_options(s),
         store=s.table_store,
         datadir=str(s.data_dir / "faust"),
@@ -121,7 +124,27 @@ def build_app(settings: Settings) -> faust.App:
             await dlq_topic.send(value=letter.model_dump_json().encode())
 
     async def run_in(pool: ThreadPoolExecutor, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        """Run blocking work off the loop; retry failures (Milvus down, encoder error) with backoff.
+
+        The batch is neither skipped nor acked while it fails, so no event is lost; the failure shows
+        in /health and in livelens_processing_errors_total until a retry succeeds.
+        """
+        delay = 0.5
+        while True:
+            try:
+                result = await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            except RejectedEvent:
+                raise
+            except Exception as exc:
+                name = getattr(fn, "__name__", "work")
+                metrics.PROCESSING_ERRORS.labels(name, type(exc).__name__).inc()
+                services.last_error = f"{name}: {type(exc).__name__}: {exc}"[:500]
+                app.log.exception("%s failed; retrying in %.1fs", name, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+                continue
+            services.last_error = None
+            return result
 
     encodes = s.worker_role in ("all", "encoder")
     ranks = s.worker_role in ("all", "ranking")
@@ -202,7 +225,10 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok", "models_loaded": services.ready})
+        healthy = services.ready and services.last_error is None
+        status = "ok" if healthy else ("loading" if not services.ready else "degraded")
+        body = {"status": status, "models_loaded": services.ready, "error": services.last_error}
+        return web.json(body, status=200 if healthy else 503)
 
     @app.page("/stats")
     async def stats_view(web: Any, request: Any) -> Any:

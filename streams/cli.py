@@ -9,7 +9,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -180,6 +180,90 @@ def demo(
     except DatasetNotFound as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
+
+
+@cli.command(name="eval")
+def evaluate(
+    dataset: Annotated[str | None, typer.Option(help="microlens-50k | movielens-latest-small")] = None,
+    interactions: Annotated[
+        Path | None, typer.Option(help="CSV user_id,item_id[,timestamp][,event_type][,value]")
+    ] = None,
+    items: Annotated[Path | None, typer.Option(help="CSV item_id,title[,description][,tags][,kind]")] = None,
+    output: Annotated[Path, typer.Option(help="directory for results.json and metrics.png")] = Path("eval-results"),
+    users: Annotated[int | None, typer.Option(help="evaluate only the first N users")] = None,
+    variant: Annotated[str, typer.Option(help="strict (headline) | streaming")] = "strict",
+    target: Annotated[str, typer.Option(help="test (report) | valid (tune)")] = "test",
+) -> None:
+    """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
+    from rich.table import Table
+
+    from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
+    from ranking.evaluation import Protocol, run_evaluation, write_outputs
+    from ranking.user_state import params_from_settings
+    from streams.demo import progress_bar
+
+    s = _settings()
+    if variant not in ("strict", "streaming") or target not in ("test", "valid"):
+        console.print("[red]--variant is strict|streaming and --target is test|valid[/]")
+        raise typer.Exit(2)
+    try:
+        if dataset:
+            data = load_dataset(dataset, s.datasets_dir)
+        elif interactions and items:
+            data = load_csv_dataset(interactions, items)
+        else:
+            console.print("[red]give --dataset NAME, or --interactions FILE and --items FILE[/]")
+            raise typer.Exit(2)
+    except (DatasetNotFound, FileNotFoundError, KeyError, ValueError) as exc:
+        console.print(f"[red]cannot load the dataset: {exc}[/]")
+        raise typer.Exit(2) from exc
+    data = data.head(users)
+    encoder = _cached_encoder(s, data.name)
+    with progress_bar(console) as bar:
+        tasks: dict[str, int] = {}
+
+        def tick(name: str, n: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"replay + rank ({name})", total=total)
+            bar.advance(tasks[name], n)
+
+        result = run_evaluation(
+            data, encoder, params_from_settings(s), Protocol(variant=variant, target=target), s.text_encoder, tick
+        )
+    results_path, plot_path = write_outputs(result, output)
+    table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")
+    table.add_column("method")
+    metrics = list(next(iter(result.methods.values())))
+    for m in metrics:
+        table.add_column(m, justify="right")
+    for name, values in result.methods.items():
+        table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
+    console.print(table)
+    console.print(f"wrote {results_path} and {plot_path}")
+
+
+def _cached_encoder(s: Settings, dataset_name: str) -> Any:
+    """Encode titles once per dataset and encoder; later runs read the vectors from data_dir/cache."""
+    import hashlib
+
+    import numpy as np
+
+    from encoders.text import build_text_encoder
+
+    cache_dir = s.data_dir / "cache"
+
+    def encode(texts: list[str]) -> Any:
+        digest = hashlib.sha1("\n".join(texts).encode()).hexdigest()[:12]
+        path = cache_dir / f"{dataset_name}-{s.text_encoder}-{len(texts)}-{digest}.npy"
+        if path.is_file():
+            return np.load(path)
+        with console.status(f"encoding {len(texts)} item titles with {s.text_encoder} (cached afterwards)…"):
+            vectors = build_text_encoder(s).encode(texts)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        np.save(path, vectors)
+        return vectors
+
+    return encode
 
 
 @cli.command()

@@ -76,7 +76,7 @@ class WorkerProcess:
                 if self.get("/health").get("models_loaded"):
                     return
             except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-                pass
+                pass  # not listening yet, or 503 while the models load
             time.sleep(0.25)
         raise RuntimeError(f"worker not ready within {timeout}s; see {self.log_path}:\n{self.log_tail()}")
 

@@ -40,6 +40,9 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )
+PROCESSING_ERRORS = Counter(
+    "livelens_processing_errors_total", "Failed attempts at a batch (retried).", ["step", "error"], registry=REGISTRY
+)
 LIVE_NOW = Gauge("livelens_live_streams", "Live streams this worker saw start minus end.", registry=REGISTRY)
 MODEL_INFO = Info("livelens_model", "Encoder and ranking model versions.", registry=REGISTRY)
 

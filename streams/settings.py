@@ -82,8 +82,13 @@ class Settings(BaseSettings):
     milvus_collection: str = "livelens_items"
 
     # --- Encoders -------------------------------------------------------------------------------
-    text_encoder: Literal["minilm", "hash"] = Field(
-        default="minilm", description="minilm: shipped all-MiniLM-L6-v2 weights; hash: deterministic, no model"
+    text_encoder: Literal["minilm", "use-m3", "hash"] = Field(
+        default="minilm",
+        description="minilm: shipped all-MiniLM-L6-v2 (English); use-m3: shipped multilingual USE (incl. Chinese); "
+        "hash: deterministic, no model",
+    )
+    torch_threads: int | None = Field(
+        default=None, ge=1, description="torch intra-op threads; 1 avoids oversubscription on busy small hosts"
     )
     text_model_path: Path | None = Field(default=None, description="Local BERT checkpoint; default: shipped MiniLM")
     encoder_batch_size: int = Field(default=32, ge=1)

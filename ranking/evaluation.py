@@ -1,0 +1,262 @@
+"""Offline evaluation with the MicroLens paper's protocol, on the same user-model and ranking code.
+
+Protocol (paper): keep each user's last 13 interactions; leave-one-out with valid = 2nd last and
+test = last; rank every item in the catalogue with the user's history masked; HR@K and NDCG@K.
+"Strict": global statistics (popularity, co-occurrence) and model state learn only from the
+training part (each sequence minus its last two items); when the test item is ranked, the user's
+validation item is part of that user's own history, as in the paper.
+
+LiveLens is scored by replaying each user's history through ``UserModel.learn_one`` and ranking
+with ``Handlers``' path: index search (an exact in-memory index with Milvus's interface) + ``rank``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranking.datasets import Dataset
+from ranking.index import IndexedItem
+from ranking.memory_index import InMemoryIndex
+from ranking.recommender import RankingParams, rank
+from ranking.user_state import UserModel, UserModelParams, UserState
+from streams.schemas import Feed, InteractionEvent, InteractionType
+
+KS = (10, 20)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    keep_last: int = 13
+    min_interactions: int = 3
+    variant: str = "strict"  # strict | streaming (global stats also absorb every validation event)
+    ks: tuple[int, ...] = KS
+    target: str = "test"  # test (report) | valid (tune)
+
+
+@dataclass(frozen=True)
+class UserSplit:
+    history: tuple[str, ...]  # what the user did before the target (train, plus valid when target=test)
+    train: tuple[str, ...]  # the part global statistics may learn from (strict)
+    target: str
+
+
+def split_users(sequences: Mapping[str, Sequence[str]], protocol: Protocol) -> dict[str, UserSplit]:
+    out: dict[str, UserSplit] = {}
+    for user, seq in sequences.items():
+        seq = list(seq)[-protocol.keep_last :]
+        if len(seq) < protocol.min_interactions:
+            continue
+        train, valid, test = tuple(seq[:-2]), seq[-2], seq[-1]
+        if protocol.target == "valid":
+            out[user] = UserSplit(history=train, train=train, target=valid)
+        else:
+            stats_part = (*train, valid) if protocol.variant == "streaming" else train
+            out[user] = UserSplit(history=(*train, valid), train=stats_part, target=test)
+    return out
+
+
+# --- metrics ---------------------------------------------------------------------------------------
+def hit_rate(ranks: Sequence[int | None], k: int) -> float:
+    """Share of users whose target is in the top k (rank is 0-based; None = not retrieved)."""
+    return sum(1 for r in ranks if r is not None and r < k) / len(ranks) if ranks else 0.0
+
+
+def ndcg(ranks: Sequence[int | None], k: int) -> float:
+    """One relevant item per user: 1/log2(rank+2) when it is in the top k."""
+    return sum(1.0 / math.log2(r + 2) for r in ranks if r is not None and r < k) / len(ranks) if ranks else 0.0
+
+
+def summarize(ranks: Sequence[int | None], ks: Iterable[int]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k in ks:
+        out[f"HR@{k}"] = round(hit_rate(ranks, k), 6)
+        out[f"NDCG@{k}"] = round(ndcg(ranks, k), 6)
+    return out
+
+
+def rank_of_target(scores: np.ndarray, target: int, masked: Iterable[int]) -> int:
+    """0-based position of the target among all unmasked items (ties count against it)."""
+    scores = scores.astype(np.float64, copy=True)
+    for m in masked:
+        scores[m] = -np.inf
+    return int((scores > scores[target]).sum() + ((scores == scores[target]).sum() - 1))
+
+
+# --- baselines -------------------------------------------------------------------------------------
+class Catalogue:
+    def __init__(self, item_ids: Sequence[str]) -> None:
+        self.ids = list(item_ids)
+        self.pos = {i: n for n, i in enumerate(self.ids)}
+
+
+def popularity_scores(splits: Mapping[str, UserSplit], cat: Catalogue) -> np.ndarray:
+    counts = np.zeros(len(cat.ids), dtype=np.float64)
+    for sp in splits.values():
+        for i in sp.train:
+            counts[cat.pos[i]] += 1
+    return counts
+
+
+def evaluate_popularity(splits: Mapping[str, UserSplit], cat: Catalogue, ks: Iterable[int]) -> list[int | None]:
+    pop = popularity_scores(splits, cat)
+    return [rank_of_target(pop, cat.pos[sp.target], (cat.pos[i] for i in sp.history)) for sp in splits.values()]
+
+
+def evaluate_cooccurrence(splits: Mapping[str, UserSplit], cat: Catalogue, ks: Iterable[int]) -> list[int | None]:
+    """Items seen next to the user's last item in training sequences; popularity breaks ties."""
+    pop = popularity_scores(splits, cat)
+    tiebreak = pop / (pop.max() + 1.0)
+    co: dict[int, Counter[int]] = defaultdict(Counter)
+    for sp in splits.values():
+        seq = [cat.pos[i] for i in sp.train]
+        for a, b in itertools.pairwise(seq):
+            if a != b:
+                co[a][b] += 1
+                co[b][a] += 1
+    ranks: list[int | None] = []
+    for sp in splits.values():
+        scores = tiebreak.copy()
+        for j, c in co.get(cat.pos[sp.history[-1]], Counter()).items():
+            scores[j] += c
+        ranks.append(rank_of_target(scores, cat.pos[sp.target], (cat.pos[i] for i in sp.history)))
+    return ranks
+
+
+# --- LiveLens ---------------------------------------------------------------------------------------
+def evaluate_livelens(
+    splits: Mapping[str, UserSplit],
+    index: InMemoryIndex,
+    params: UserModelParams,
+    ks: Sequence[int],
+    event_type: InteractionType = InteractionType.comment,
+    progress: Callable[[int], None] | None = None,
+    batch: int = 256,
+) -> list[int | None]:
+    """Replay each history through the live user model, then search + rank as the agent does."""
+    model = UserModel(params)
+    top = max(ks)
+    ranking = RankingParams(top_k=top, freshness_weight=0.0)
+    ranks: list[int | None] = []
+    users = list(splits.items())
+    for start in range(0, len(users), batch):
+        chunk = users[start : start + batch]
+        states: list[UserState] = []
+        queries: list[np.ndarray] = []
+        for user, sp in chunk:
+            state = UserState()
+            items = index.get(sp.history)
+            for n, item_id in enumerate(sp.history):
+                ev = InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=n)
+                item = items.get(item_id)
+                model.learn_one(state, ev, item.vector if item else None)
+            states.append(state)
+            q = model.query_vector(state)
+            queries.append(q if q is not None else np.zeros(index.dim, np.float32))
+        limit = top + max(len(sp.history) for _, sp in chunk)
+        hits = index.search(queries, Feed.short_video, limit=limit)
+        for (_, sp), state, user_hits in zip(chunk, states, hits, strict=True):
+            ranked = [r.item_id for r in rank(user_hits, state, {}, now=0.0, params=ranking)]
+            ranks.append(ranked.index(sp.target) if sp.target in ranked else None)
+        if progress:
+            progress(len(chunk))
+    return ranks
+
+
+def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:
+    index = InMemoryIndex(vectors.shape[1])
+    index.upsert(
+        [
+            IndexedItem(i, Feed.short_video, False, 0.0, dataset.items[i].title, vectors[n])
+            for n, i in enumerate(item_ids)
+        ]
+    )
+    return index
+
+
+@dataclass
+class EvalResult:
+    methods: dict[str, dict[str, float]]
+    protocol: dict[str, Any]
+    dataset: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def run_evaluation(
+    dataset: Dataset,
+    encode: Callable[[list[str]], np.ndarray],
+    params: UserModelParams,
+    protocol: Protocol,
+    encoder_name: str,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> EvalResult:
+    """All methods on one split, in one run."""
+    sequences = {u: [i.item_id for i in seq] for u, seq in dataset.sequences.items()}
+    splits = split_users(sequences, protocol)
+    known = set(dataset.items)
+    splits = {u: sp for u, sp in splits.items() if sp.target in known and all(i in known for i in sp.history)}
+    cat = Catalogue(sorted(dataset.items))
+    seconds: dict[str, float] = {}
+    methods: dict[str, dict[str, float]] = {}
+
+    t = time.perf_counter()
+    methods["popularity"] = summarize(evaluate_popularity(splits, cat, protocol.ks), protocol.ks)
+    seconds["popularity"] = time.perf_counter() - t
+    t = time.perf_counter()
+    methods["cooccurrence"] = summarize(evaluate_cooccurrence(splits, cat, protocol.ks), protocol.ks)
+    seconds["cooccurrence"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    titles = [dataset.items[i].title for i in cat.ids]
+    vectors = encode(titles)
+    seconds["encode_items"] = time.perf_counter() - t
+    index = build_index(dataset, vectors, cat.ids)
+    t = time.perf_counter()
+    tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
+    methods["livelens"] = summarize(evaluate_livelens(splits, index, params, protocol.ks, progress=tick), protocol.ks)
+    seconds["livelens"] = time.perf_counter() - t
+    return EvalResult(
+        methods=methods,
+        protocol={**asdict(protocol), "encoder": encoder_name, "full_ranking": True, "history_masked": True},
+        dataset={"name": dataset.name, "users": len(splits), "items": len(cat.ids)},
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+
+
+def write_outputs(result: EvalResult, out_dir: Path) -> tuple[Path, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    results_path = out_dir / "results.json"
+    results_path.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    ks = list(result.protocol["ks"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("HR", "NDCG"), strict=True):
+        for name, values in result.methods.items():
+            ax.plot(ks, [values[f"{metric}@{k}"] for k in ks], marker="o", label=name)
+        ax.set_xlabel("K")
+        ax.set_ylabel(f"{metric}@K")
+        ax.set_xticks(ks)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(f"{result.dataset['name']} ({result.protocol['variant']}, {result.dataset['users']} users)")
+    fig.tight_layout()
+    plot_path = out_dir / "metrics.png"
+    fig.savefig(plot_path, dpi=100)
+    plt.close(fig)
+    return results_path, plot_path
