@@ -4,8 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# tests/integration/test_prometheus.py needs Debian's prometheus package (prometheus + promtool) and
+# tests/unit/test_compose.py Debian's docker-compose (validates without an engine); both skip without; `make test` installs it first only where that can work: as root with apt-get.
+PROMETHEUS_FOR_TEST := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && echo prometheus)
 
-.PHONY: install demo test lint unit integration bench clean schemas
+.PHONY: install demo test lint unit integration bench clean schemas prometheus eval
 
 install: $(STAMP)
 
@@ -29,7 +32,25 @@ unit: install
 integration: install
 	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
 
-test: install lint
+# Installs Prometheus when missing. Run directly without root or apt-get it says so and fails; as a
+# dependency of `make test` (root with apt-get only) a failed install only warns, and the test skips.
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 \
+		&& command -v docker-compose >/dev/null 2>&1; then \
+		exit 0; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make prometheus: needs root and apt-get (sudo apt-get install prometheus)" >&2; exit 1; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -q --no-install-recommends prometheus docker-compose \
+			|| { apt-get update -q && apt-get install -y -q --no-install-recommends prometheus docker-compose; } \
+			|| echo "make prometheus: could not install prometheus/docker-compose; their tests will skip" >&2; \
+	fi
+
+eval: install
+	$(BIN)/livelens eval --dataset microlens-50k --output eval-results
+
+test: install lint $(PROMETHEUS_FOR_TEST)
 	$(BIN)/pytest -q -ra $(PYTEST_ARGS)
 
 schemas: install

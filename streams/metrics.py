@@ -1,10 +1,29 @@
-"""Prometheus metrics: one registry per process, named after Prometheus conventions (base units)."""
+"""Prometheus metrics and probes: one registry per process, named after Prometheus conventions.
+
+Conventions (checked by tests/unit/test_metrics.py): every name starts with ``livelens_``, counters end in
+``_total``, durations are histograms in base units ending in ``_seconds``, and unitless histograms (batch sizes,
+candidate counts) carry no unit suffix. Every worker serves this registry at ``/metrics``.
+
+Besides the metric objects, this module holds the small pieces the Faust app wires in:
+
+- ``TimedEncoder`` / ``TimedIndex``: proxies around the encoder and the Milvus index that time ``encode`` and
+  ``search`` (the calls happen inside ``streams.handlers``, which stays free of metrics code);
+- ``update_consumer_lag`` / ``update_table_keys``: what the app's periodic timer records;
+- ``readiness``: the checks behind ``/ready``.
+"""
 
 from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 EVENTS_CONSUMED = Counter(
     "livelens_events_consumed_total", "Events read from input topics.", ["topic", "type"], registry=REGISTRY
@@ -28,7 +47,7 @@ FRESHNESS = Histogram(
 )
 PROCESSING = Histogram(
     "livelens_processing_seconds",
-    "Time an agent spends on one micro-batch.",
+    "Time an agent spends on one micro-batch (or one event, for the live-status agent).",
     ["agent"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
     registry=REGISTRY,
@@ -40,12 +59,210 @@ BATCH_SIZE = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
     registry=REGISTRY,
 )
+ENCODER_SECONDS = Histogram(
+    "livelens_encoder_seconds",
+    "Time of one encoder call (one micro-batch of items), by modality and device.",
+    ["modality", "device"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+ENCODER_BATCH_SIZE = Histogram(
+    "livelens_encoder_batch_size",
+    "Inputs per encoder call, by modality and device.",
+    ["modality", "device"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+    registry=REGISTRY,
+)
+RETRIEVAL = Histogram(
+    "livelens_retrieval_seconds",
+    "Time of one vector search call against the index (all the queries of a micro-batch for one feed).",
+    ["feed"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+CANDIDATES = Histogram(
+    "livelens_candidates",
+    "Candidates returned per query, by candidate source.",
+    ["source"],
+    buckets=(0, 1, 5, 10, 25, 50, 100, 200, 500, 1000),
+    registry=REGISTRY,
+)
+MEDIA_ERRORS = Counter(
+    "livelens_media_errors_total",
+    "Media of content events that could not be decoded (modality skipped).",
+    ["reason"],
+    registry=REGISTRY,
+)
 PROCESSING_ERRORS = Counter(
     "livelens_processing_errors_total", "Failed attempts at a batch (retried).", ["step", "error"], registry=REGISTRY
 )
 LIVE_NOW = Gauge("livelens_live_streams", "Live streams this worker saw start minus end.", registry=REGISTRY)
+CONSUMER_LAG = Gauge(
+    "livelens_consumer_lag",
+    "Messages in an assigned input partition not read yet (high watermark minus last read offset + 1).",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
+TABLE_KEYS = Gauge(
+    "livelens_table_keys", "Keys in a table's partitions active on this worker.", ["table"], registry=REGISTRY
+)
 MODEL_INFO = Info("livelens_model", "Encoder and ranking model versions.", registry=REGISTRY)
 
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
+
+
+# --- encoder and retrieval timing -------------------------------------------------------------------
+
+
+class TimedEncoder:
+    """An encoder proxy that records ``livelens_encoder_seconds`` and ``livelens_encoder_batch_size``.
+
+    Everything but ``encode`` is passed through to the wrapped encoder, so handlers see the same object.
+    """
+
+    def __init__(self, inner: Any, modality: str) -> None:
+        self._inner = inner
+        self.name: str = inner.name
+        self.dim: int = inner.dim
+        self.modality = modality
+        self.device = str(getattr(inner, "device", "cpu"))
+
+    def encode(self, inputs: Sequence[Any]) -> Any:
+        started = time.perf_counter()
+        out = self._inner.encode(inputs)
+        if len(inputs):
+            ENCODER_SECONDS.labels(self.modality, self.device).observe(time.perf_counter() - started)
+            ENCODER_BATCH_SIZE.labels(self.modality, self.device).observe(len(inputs))
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+class TimedIndex:
+    """An index proxy that records ``livelens_retrieval_seconds`` and ``livelens_candidates`` around ``search``."""
+
+    def __init__(self, inner: Any, source: str = "content") -> None:
+        self._inner = inner
+        self.source = source
+
+    def search(self, queries: Sequence[Any], feed: Any, limit: int, with_vectors: bool = False) -> Any:
+        started = time.perf_counter()
+        results = self._inner.search(queries, feed, limit=limit, with_vectors=with_vectors)
+        if len(queries):
+            RETRIEVAL.labels(getattr(feed, "value", str(feed))).observe(time.perf_counter() - started)
+            for hits in results:
+                CANDIDATES.labels(self.source).observe(len(hits))
+        return results
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+# --- periodic gauges ----------------------------------------------------------------------------------
+
+_lag_series: set[tuple[str, str]] = set()
+_table_keys_at: dict[str, float] = {}
+
+
+def update_consumer_lag(consumer: Any, topics: Collection[str]) -> dict[tuple[str, int], int]:
+    """Set ``livelens_consumer_lag`` for every assigned partition of ``topics``; drop revoked partitions.
+
+    ``consumer`` is Faust's app consumer: ``highwater(tp)`` is the broker's high watermark (next offset to be
+    written) as of the last fetch, ``_read_offset[tp]`` the offset of the last message handed to the agents.
+    Before anything was read, the committed offset (the next one to read) stands in; with neither, the lag is
+    the whole partition (an upper bound: the consumer starts from the earliest offset).
+    """
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # not started or rebalancing: keep the last values
+        return {}
+    read_offsets = getattr(consumer, "_read_offset", {})
+    committed_offsets = getattr(consumer, "_committed_offset", {})
+    lags: dict[tuple[str, int], int] = {}
+    for tp in assigned:
+        if tp.topic not in topics:
+            continue
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            continue
+        if high is None:  # no fetch answered for it yet
+            continue
+        read = read_offsets.get(tp)
+        committed = committed_offsets.get(tp)
+        position = read + 1 if read is not None else (committed if committed is not None else 0)
+        lags[(tp.topic, tp.partition)] = max(0, int(high) - int(position))
+    current = {(topic, str(partition)) for topic, partition in lags}
+    for labels in _lag_series - current:
+        CONSUMER_LAG.remove(*labels)
+    _lag_series.intersection_update(current)
+    for (topic, partition), lag in lags.items():
+        CONSUMER_LAG.labels(topic, str(partition)).set(lag)
+        _lag_series.add((topic, str(partition)))
+    return lags
+
+
+def update_table_keys(tables: Mapping[str, Any], every_s: float = 30.0) -> None:
+    """Set ``livelens_table_keys`` at most every ``every_s`` per table (``len`` of a RocksDB table scans keys)."""
+    now = time.monotonic()
+    for name, table in tables.items():
+        last = _table_keys_at.get(name)
+        if last is not None and now - last < every_s:
+            continue
+        _table_keys_at[name] = now
+        TABLE_KEYS.labels(name).set(len(table))
+
+
+# --- readiness ------------------------------------------------------------------------------------------
+
+_admin_clients: dict[str, Any] = {}
+
+
+def _broker_topics(conf: Mapping[str, str], timeout: float) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    key = repr(sorted(conf.items()))
+    admin = _admin_clients.get(key)
+    if admin is None:
+        admin = _admin_clients[key] = AdminClient(dict(conf))
+    return set(admin.list_topics(timeout=timeout).topics)
+
+
+async def readiness(
+    app: Any, services: Any, settings: Any, topics: Collection[str], timeout: float = 3.0
+) -> tuple[bool, dict[str, Any]]:
+    """The checks behind ``/ready``: models loaded, broker reachable with our topics, Milvus answering.
+
+    Blocking client calls run in the loop's default executor, each bounded by ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    checks: dict[str, dict[str, Any]] = {}
+
+    checks["models"] = {"ok": bool(services.ready)}
+
+    try:
+        started = all(svc.started and not svc.crashed for svc in (app.producer, app.consumer))
+        present = await asyncio.wait_for(
+            loop.run_in_executor(None, _broker_topics, settings.confluent_config(), timeout), timeout + 1
+        )
+        missing = sorted(set(topics) - present)
+        detail = "clients not started" if not started else (f"missing topics {missing}" if missing else "ok")
+        checks["broker"] = {"ok": started and not missing, "detail": detail}
+    except Exception as exc:
+        checks["broker"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+    if not services.ready:
+        checks["milvus"] = {"ok": False, "detail": "not connected yet (models loading)"}
+    else:
+        try:
+            handlers = await services.handlers()
+            count = await asyncio.wait_for(loop.run_in_executor(None, handlers.index.count), timeout)
+            checks["milvus"] = {"ok": True, "items": count}
+        except Exception as exc:
+            checks["milvus"] = {"ok": False, "detail": f"{type(exc).__name__}: {exc}"[:300]}
+
+    ready = all(check["ok"] for check in checks.values())
+    return ready, {"status": "ready" if ready else "not_ready", "checks": checks}
