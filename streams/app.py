@@ -47,13 +47,16 @@ class Services:
         return self._handlers
 
     def _build(self) -> Handlers:
+        from encoders.pipeline import MediaPipeline
         from encoders.text import build_text_encoder
         from ranking.index import ItemIndex
 
         s = self.settings
-        encoder = build_text_encoder(s)
-        index = ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
-        metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim)})
+        encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
+        index = metrics.TimedIndex(
+            ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
+        )
+        metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(
             index=index,
             encoder=encoder,
@@ -61,6 +64,7 @@ class Services:
             ranking=RankingParams(top_k=s.top_k),
             candidates=s.candidates,
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
+            media=MediaPipeline(s),
         )
 
     @property
@@ -158,8 +162,13 @@ def build_app(settings: Settings) -> faust.App:
             good = [ev for _, ev in parsed.events]
             for ev in good:
                 metrics.EVENTS_CONSUMED.labels(s.topic_content, ev.kind.value).inc()
-            items = await run_in(services.encoder_pool, handlers.index_content, good)
-            for item in items:
+            content = await run_in(services.encoder_pool, handlers.index_content, good)
+            await send_dead(
+                [dead_letter(s.topic_content, ev.model_dump_json().encode(), err) for ev, err in content.dead]
+            )
+            for reason in content.media_errors:
+                metrics.MEDIA_ERRORS.labels(reason).inc()
+            for item in content.items:
                 metrics.ITEMS_INDEXED.labels(item.feed.value).inc()
                 if item.is_live:
                     metrics.LIVE_NOW.inc()
@@ -168,6 +177,7 @@ def build_app(settings: Settings) -> faust.App:
 
     async def live_status_agent(stream: faust.StreamT) -> None:
         async for raw in stream:
+            started = time.perf_counter()
             handlers = await services.handlers()
             parsed = parse_batch(LiveStatusEvent, s.topic_live_status, [raw])
             await send_dead(parsed.dead)
@@ -182,6 +192,7 @@ def build_app(settings: Settings) -> faust.App:
                     metrics.LIVE_NOW.inc()
                 else:
                     metrics.LIVE_NOW.dec()
+            metrics.PROCESSING.labels("live_status").observe(time.perf_counter() - started)
 
     async def interaction_agent(stream: faust.StreamT) -> None:
         async for events in stream.take_events(s.interaction_batch_size, within=s.interaction_batch_wait_s):
@@ -218,6 +229,20 @@ def build_app(settings: Settings) -> faust.App:
     async def warm_up() -> None:
         """Load the encoder and connect to Milvus before the first event, so /health can say ready."""
         await services.handlers()
+
+    input_topics = (s.topic_content, s.topic_live_status, s.topic_interactions)
+
+    @app.timer(5.0)
+    async def observe_lag_and_tables() -> None:
+        """Consumer lag per input partition every 5 s; table sizes every 30 s (len scans RocksDB keys)."""
+        metrics.update_consumer_lag(app.consumer, input_topics)
+        metrics.update_table_keys({"user_state": user_state}, every_s=30.0)
+
+    @app.page("/ready")
+    async def ready_view(web: Any, request: Any) -> Any:
+        """Readiness: models loaded, broker reachable with the input topics, Milvus answering; 200 or 503."""
+        ready, body = await metrics.readiness(app, services, s, input_topics)
+        return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:

@@ -15,8 +15,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from encoders.pipeline import MediaPipeline
+from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
-from ranking.recommender import RankingParams, rank
+from ranking.recommender import RankingParams, recommend_user
 from ranking.user_state import UserModel, UserState
 from streams.schemas import (
     ContentEvent,
@@ -96,6 +98,13 @@ def content_to_items(events: Sequence[ContentEvent], vectors: np.ndarray) -> lis
 
 
 @dataclass
+class ContentResult:
+    items: list[IndexedItem] = field(default_factory=list)
+    dead: list[tuple[ContentEvent, RejectedEvent]] = field(default_factory=list)
+    media_errors: list[str] = field(default_factory=list)
+
+
+@dataclass
 class InteractionResult:
     states: dict[str, dict[str, Any]]
     recommendations: list[Recommendation]
@@ -112,6 +121,7 @@ class Handlers:
         ranking: RankingParams,
         candidates: int,
         topics: Mapping[str, str],
+        media: MediaPipeline | None = None,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -119,16 +129,41 @@ class Handlers:
         self.ranking = ranking
         self.candidates = candidates
         self.topics = topics
+        self.media = media
+        # Learned from this worker's interactions (its partitions). Each worker holds its own copy;
+        # a changelog-backed global table is the next step for multi-worker deployments.
+        self.co_engagement = CoEngagement()
 
     # --- content -----------------------------------------------------------------------------
-    def index_content(self, events: Sequence[ContentEvent]) -> list[IndexedItem]:
-        """Encode a batch of new items in one forward pass and upsert them."""
+    def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
+        """Encode a batch of new items (text in one forward pass, then each item's media) and upsert them.
+
+        An item whose media path escapes the configured roots is rejected whole (dead letter); media
+        that merely fail to decode cost only their modality and are reported in ``media_errors``.
+        """
+        result = ContentResult()
         if not events:
-            return []
+            return result
         vectors = self.encoder.encode([ev.text() for ev in events])
-        items = content_to_items(events, vectors)
-        self.index.upsert(items)
-        return items
+        kept: list[ContentEvent] = []
+        fused: list[np.ndarray] = []
+        for ev, text_vector in zip(events, vectors, strict=True):
+            if self.media is None:
+                kept.append(ev)
+                fused.append(text_vector)
+                continue
+            out = self.media.item_vector(ev, text_vector)
+            if "path_outside_roots" in out.media_errors.values():
+                err = RejectedEvent("media_path_outside_roots", f"item {ev.item_id!r} names media outside the roots")
+                result.dead.append((ev, err))
+                continue
+            result.media_errors.extend(out.media_errors.values())
+            kept.append(ev)
+            fused.append(out.vector)
+        if kept:
+            result.items = content_to_items(kept, np.stack(fused))
+            self.index.upsert(result.items)
+        return result
 
     # --- live status -------------------------------------------------------------------------
     def apply_live_status(self, event: LiveStatusEvent) -> IndexedItem:
@@ -156,7 +191,10 @@ class Handlers:
                 dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
                 continue
             state = users.setdefault(ev.user_id, UserState())
-            if not self.user_model.learn_one(state, ev, item.vector):
+            previous = [r.item_id for r in state.recent if r.weight > 0]
+            if self.user_model.learn_one(state, ev, item.vector):
+                self.co_engagement.learn_one(previous, ev.item_id, state.recent[-1].weight)
+            else:
                 duplicates += 1
             last_trigger[(ev.user_id, item.feed)] = ev
         recs = self.recommend(users, last_trigger)
@@ -164,10 +202,6 @@ class Handlers:
         return InteractionResult(
             states={u: users[u].to_dict() for u in touched}, recommendations=recs, dead=dead, duplicates=duplicates
         )
-
-    def _vector_of(self, item_id: str) -> np.ndarray | None:
-        item = self.index.get([item_id]).get(item_id)
-        return item.vector if item is not None else None
 
     def recommend(
         self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent]
@@ -184,8 +218,10 @@ class Handlers:
             limit = self.candidates + max(len(users[u].recent) for u, _, _ in wanted)
             hits = self.index.search([q for _, _, q in wanted], feed, limit=limit)
             now = time.time()
-            for (user, ev, _), user_hits in zip(wanted, hits, strict=True):
-                ranked = rank(user_hits, users[user], recent, now, self.ranking, vector_of=self._vector_of)
+            for (user, ev, q), user_hits in zip(wanted, hits, strict=True):
+                ranked = recommend_user(
+                    users[user], q, feed, user_hits, self.co_engagement, self.index.get, recent, now, self.ranking
+                )
                 out.append(
                     Recommendation(
                         user_id=user,

@@ -94,6 +94,35 @@ class Settings(BaseSettings):
     encoder_batch_size: int = Field(default=32, ge=1)
     encoder_batch_wait_s: float = Field(default=0.05, ge=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    image_encoder: Literal["efficientnet", "clip", "none"] = Field(
+        default="efficientnet",
+        description="efficientnet: shipped ImageNet EfficientNet-Lite0 (1280-d, visual only); clip: open_clip from "
+        "clip_checkpoint (text-aligned); none: frames not encoded",
+    )
+    image_model_path: Path | None = Field(default=None, description="EfficientNet-Lite0 .pth; default: shipped")
+    clip_model: str = Field(default="ViT-B-32", description="open_clip model name")
+    clip_checkpoint: str | None = Field(
+        default=None, description="Local CLIP weights file, or a pretrained tag already in the local cache"
+    )
+    audio_encoder: Literal["features", "wav2vec2", "none"] = Field(
+        default="features",
+        description="features: log-mel statistics + descriptors (no weights); wav2vec2: audio_model_path; none",
+    )
+    audio_model_path: Path | None = Field(default=None, description="Local wav2vec2-style checkpoint directory")
+    audio_sample_rate: int = Field(default=16_000, ge=8_000, le=48_000)
+    audio_max_seconds: float = Field(default=120.0, gt=0, description="Audio decoded per item, at most.")
+    keyframes: int = Field(default=4, ge=1, le=64, description="Frames per item: cover/keyframes/video keyframes.")
+    media_roots: list[Path] = Field(
+        default_factory=lambda: [default_datasets_dir()],
+        description="Media paths in content events must resolve inside one of these (JSON list); empty: none allowed",
+    )
+    fusion_weights: dict[str, float] = Field(
+        default_factory=lambda: {"text": 1.0, "image": 0.35, "audio": 0.15},
+        description="Relative modality weights, renormalised over the modalities an item has.",
+    )
+    live_refresh_alpha: float = Field(
+        default=0.3, ge=0.0, le=1.0, description="Weight of a live stream's recent window when its vector refreshes."
+    )
     interaction_batch_size: int = Field(default=64, ge=1, description="Interactions per micro-batch, at most.")
     interaction_batch_wait_s: float = Field(default=0.01, ge=0.0, description="Longest wait to fill a batch.")
 

@@ -157,3 +157,24 @@ def test_malformed_event_goes_to_dlq_and_the_next_good_one_is_processed(stack: A
     assert rec.user_id == "dave" and rec.items
     metrics = stack.worker.get_text("/metrics")
     assert 'livelens_dead_letter_total{reason="invalid_json",topic="' + s.topic_interactions + '"} 1.0' in metrics
+
+
+def test_media_outside_the_roots_is_rejected_and_real_video_is_indexed(stack: Any, inbox: Inbox) -> None:
+    s = stack.settings
+    evil = ContentEvent(item_id="v_evil", kind="short_video", title="innocent title", cover_path="/etc/passwd")
+    publish_raw(s, s.topic_content, "v_evil", evil.model_dump_json())
+    letter = inbox.dead_letter(lambda d: "v_evil" in d.payload)
+    assert letter.reason == "media_path_outside_roots" and letter.source_topic == s.topic_content
+
+    video = s.datasets_dir / "microlens-50k" / "videos" / "10040.mp4"
+    if not video.is_file():
+        pytest.skip("real MicroLens videos not available")
+    before = stack.worker.get("/stats")["livelens_items_indexed"]
+    item = ContentEvent(item_id="v_real", kind="short_video", title="Spicy noodles at home", video_path=str(video))
+    publish_raw(s, s.topic_content, "v_real", item.model_dump_json())
+    stack.worker.wait_for("livelens_items_indexed", before + 1, timeout=120)
+    assert "livelens_media_errors_total{" not in stack.worker.get_text("/metrics"), "the real video failed to decode"
+    # Cold start: a brand-new item is recommendable before anyone interacted with it.
+    interact(stack, "p7", "erin", "v_cook2", "like")
+    _, rec = inbox.recommendation("p7")
+    assert "v_real" in [i.item_id for i in rec.items]
