@@ -18,16 +18,17 @@ import math
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ranking.coengagement import CoEngagement, CoEngagementParams
 from ranking.datasets import Dataset
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.recommender import RankingParams, rank
+from ranking.recommender import RankingParams, recommend_user
 from ranking.user_state import UserModel, UserModelParams, UserState
 from streams.schemas import Feed, InteractionEvent, InteractionType
 
@@ -141,11 +142,20 @@ def evaluate_livelens(
     event_type: InteractionType = InteractionType.comment,
     progress: Callable[[int], None] | None = None,
     batch: int = 256,
+    ranking: RankingParams | None = None,
 ) -> list[int | None]:
-    """Replay each history through the live user model, then search + rank as the agent does."""
+    """Learn co-engagement from the training parts, replay each history through the live user model,
+    then retrieve and rank with ``recommend_user``, exactly as the interaction agent does."""
     model = UserModel(params)
     top = max(ks)
-    ranking = RankingParams(top_k=top, freshness_weight=0.0)
+    ranking = replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0)
+    co = CoEngagement()
+    weight = params.event_weights.get(event_type, 1.0)
+    for sp in splits.values():
+        seen: list[str] = []
+        for item_id in sp.train:
+            co.learn_one(seen, item_id, weight)
+            seen.append(item_id)
     ranks: list[int | None] = []
     users = list(splits.items())
     for start in range(0, len(users), batch):
@@ -164,8 +174,10 @@ def evaluate_livelens(
             queries.append(q if q is not None else np.zeros(index.dim, np.float32))
         limit = top + max(len(sp.history) for _, sp in chunk)
         hits = index.search(queries, Feed.short_video, limit=limit)
-        for (_, sp), state, user_hits in zip(chunk, states, hits, strict=True):
-            ranked = [r.item_id for r in rank(user_hits, state, {}, now=0.0, params=ranking)]
+        for (_, sp), state, q, user_hits in zip(chunk, states, queries, hits, strict=True):
+            recent = {i: (it.vector, it.title) for i, it in index.get([r.item_id for r in state.recent[-10:]]).items()}
+            recs = recommend_user(state, q, Feed.short_video, user_hits, co, index.get, recent, 0.0, ranking)
+            ranked = [r.item_id for r in recs]
             ranks.append(ranked.index(sp.target) if sp.target in ranked else None)
         if progress:
             progress(len(chunk))
@@ -229,7 +241,14 @@ def run_evaluation(
     seconds["livelens"] = time.perf_counter() - t
     return EvalResult(
         methods=methods,
-        protocol={**asdict(protocol), "encoder": encoder_name, "full_ranking": True, "history_masked": True},
+        protocol={
+            **asdict(protocol),
+            "encoder": encoder_name,
+            "full_ranking": True,
+            "history_masked": True,
+            "ranking": asdict(RankingParams()),
+            "co_engagement": asdict(CoEngagementParams()),
+        },
         dataset={"name": dataset.name, "users": len(splits), "items": len(cat.ids)},
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )
