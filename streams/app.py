@@ -24,7 +24,7 @@ from ranking.user_state import UserModel, params_from_settings
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
 from streams.kafka import faust_broker_options
-from streams.schemas import ContentEvent, DeadLetter, InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
+from streams.schemas import ContentEvent, DeadLetter, Feed, InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
 from streams.settings import Settings
 
 
@@ -264,6 +264,21 @@ def build_app(settings: Settings) -> faust.App:
             for family in m.collect()
         }
         return web.json({"ready": services.ready, "users": len(user_state), **samples})
+
+    @app.page("/search")
+    async def search_view(web: Any, request: Any) -> Any:
+        """GET /search?q=...&feed=short_video|live&limit=10: best-matching items for a text query."""
+        query = request.query.get("q", "")
+        feed_name = request.query.get("feed", "short_video")
+        try:
+            limit = int(request.query.get("limit", "10"))
+        except ValueError:
+            limit = -1
+        if feed_name not in ("short_video", "live") or not 1 <= limit <= 100 or not 0 < len(query) <= 500:
+            return web.json({"error": "need q (1-500 chars), feed short_video|live, limit 1-100"}, status=400)
+        handlers = await services.handlers()
+        results = await run_in(services.encoder_pool, handlers.search, query, Feed(feed_name), limit)
+        return web.json({"query": query, "feed": feed_name, "results": results})
 
     @app.page("/state/{user_id}")
     async def state_view(web: Any, request: Any, user_id: str) -> Any:

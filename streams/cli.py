@@ -182,6 +182,34 @@ def demo(
         raise typer.Exit(2) from exc
 
 
+@cli.command()
+def search(
+    query: Annotated[str, typer.Argument(help="words to look for in titles, captions and media")],
+    feed: Annotated[str, typer.Option(help="short_video | live")] = "short_video",
+    limit: Annotated[int, typer.Option(help="results, 1-100")] = 10,
+    worker_url: Annotated[str | None, typer.Option(help="default: http://WEB_HOST:WEB_PORT")] = None,
+) -> None:
+    """Search the index for a text query through a running worker (same index as recommendations)."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    s = _settings()
+    base = worker_url or f"http://{s.web_host}:{s.web_port}"
+    url = f"{base}/search?" + urllib.parse.urlencode({"q": query, "feed": feed, "limit": limit})
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            data = json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        console.print(f"[red]search failed ({exc.code}):[/] {exc.read().decode(errors='replace')}")
+        raise typer.Exit(2) from exc
+    except urllib.error.URLError as exc:
+        console.print(f"[red]no worker at {base}[/] ({exc.reason}); start `livelens worker` or pass --worker-url")
+        raise typer.Exit(2) from exc
+    for n, hit in enumerate(data["results"], 1):
+        console.print(f"{n:>2}. [bold]{hit['score']:.3f}[/] {hit['item_id']}  {hit['title']}")
+
+
 @cli.command(name="eval")
 def evaluate(
     dataset: Annotated[str | None, typer.Option(help="microlens-50k | movielens-latest-small")] = None,

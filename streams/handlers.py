@@ -165,6 +165,22 @@ class Handlers:
             self.index.upsert(result.items)
         return result
 
+    # --- search ------------------------------------------------------------------------------
+    def search(self, query: str, feed: Feed, limit: int) -> list[dict[str, Any]]:
+        """Keyword/semantic search: the text tower against the same item vectors recommendations use.
+
+        Item vectors are fused into the text space (``encoders.fusion``), so a text query also finds
+        items through what their media added. Per-modality scores are not stored yet.
+        """
+        query = query.strip()
+        if not query:
+            raise RejectedEvent("empty_query", "the query is empty")
+        vector = self.encoder.encode([query])[0]
+        hits = self.index.search([vector], feed, limit=limit)[0]
+        return [
+            {"item_id": h.item_id, "title": h.title, "score": round(h.similarity, 6), "feed": feed.value} for h in hits
+        ]
+
     # --- live status -------------------------------------------------------------------------
     def apply_live_status(self, event: LiveStatusEvent) -> IndexedItem:
         item = self.index.set_live(event.item_id, event.status is LiveState.live)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import urllib.error
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -178,3 +179,14 @@ def test_media_outside_the_roots_is_rejected_and_real_video_is_indexed(stack: An
     interact(stack, "p7", "erin", "v_cook2", "like")
     _, rec = inbox.recommendation("p7")
     assert "v_real" in [i.item_id for i in rec.items]
+
+
+def test_search_returns_items_on_the_topic_and_validates_input(stack: Any, inbox: Inbox) -> None:
+    results = stack.worker.get("/search?q=football+goals&feed=short_video&limit=3")["results"]
+    assert [r["item_id"] for r in results][:3] and all(r["item_id"].startswith("v_ball") for r in results)
+    assert results[0]["score"] >= results[-1]["score"]
+    live = stack.worker.get("/search?q=dumplings&feed=live&limit=2")["results"]
+    assert live[0]["item_id"] == "l_cook1"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        stack.worker.get("/search?q=&feed=short_video")
+    assert info.value.code == 400
