@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 import weakref
 from collections.abc import Sequence
@@ -70,6 +71,9 @@ class Services:
     @property
     def ready(self) -> bool:
         return self._handlers is not None
+
+
+USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 
 def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any) -> None:
@@ -279,6 +283,19 @@ def build_app(settings: Settings) -> faust.App:
         handlers = await services.handlers()
         results = await run_in(services.encoder_pool, handlers.search, query, Feed(feed_name), limit)
         return web.json({"query": query, "feed": feed_name, "results": results})
+
+    @app.page("/recommendations/{user_id}")
+    async def recommendations_view(web: Any, request: Any, user_id: str) -> Any:
+        """GET /recommendations/{user_id}?feed=short_video|live: the current list from the latest state."""
+        feed_name = request.query.get("feed", "short_video")
+        if feed_name not in ("short_video", "live") or not USER_ID.fullmatch(user_id):
+            return web.json({"error": "need a valid user id and feed short_video|live"}, status=400)
+        state = user_state.get(user_id)
+        if state is None:
+            return web.json({"error": f"unknown user {user_id!r} on this worker"}, status=404)
+        handlers = await services.handlers()
+        rec = await run_in(services.index_pool, handlers.recommend_now, user_id, state, Feed(feed_name))
+        return web.json(json.loads(rec.model_dump_json()))
 
     @app.page("/state/{user_id}")
     async def state_view(web: Any, request: Any, user_id: str) -> Any:

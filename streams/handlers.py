@@ -219,10 +219,24 @@ class Handlers:
             states={u: users[u].to_dict() for u in touched}, recommendations=recs, dead=dead, duplicates=duplicates
         )
 
+    def recommend_now(self, user: str, state: Mapping[str, Any], feed: Feed) -> Recommendation:
+        """The user's current list for a feed, from the latest state (``GET /recommendations``)."""
+        recs = self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})
+        if recs:
+            return recs[0]
+        return Recommendation(
+            user_id=user, feed=feed, items=[], generated_at=time.time(), model_version=self.model_version
+        )
+
+    @property
+    def model_version(self) -> str:
+        return f"{MODEL_VERSION}+{self.encoder.name}"
+
     def recommend(
-        self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent]
+        self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent | None]
     ) -> list[Recommendation]:
-        by_feed: dict[Feed, list[tuple[str, InteractionEvent, np.ndarray]]] = {}
+        """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness."""
+        by_feed: dict[Feed, list[tuple[str, InteractionEvent | None, np.ndarray]]] = {}
         for (user, feed), ev in triggers.items():
             q = self.user_model.query_vector(users[user])
             if q is not None:
@@ -244,9 +258,9 @@ class Handlers:
                         feed=feed,
                         items=ranked,
                         generated_at=time.time(),
-                        trigger_event_id=ev.event_id,
-                        trigger_ts=ev.ts,
-                        model_version=f"{MODEL_VERSION}+{self.encoder.name}",
+                        trigger_event_id=ev.event_id if ev else None,
+                        trigger_ts=ev.ts if ev else None,
+                        model_version=self.model_version,
                     )
                 )
         return out

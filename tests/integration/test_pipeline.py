@@ -190,3 +190,15 @@ def test_search_returns_items_on_the_topic_and_validates_input(stack: Any, inbox
     with pytest.raises(urllib.error.HTTPError) as info:
         stack.worker.get("/search?q=&feed=short_video")
     assert info.value.code == 400
+
+
+def test_get_recommendations_serves_the_latest_state(stack: Any, inbox: Inbox) -> None:
+    inbox.recommendation("p4-1")  # carol liked v_ball1 and v_ball2
+    rec = stack.worker.get("/recommendations/carol?feed=short_video")
+    ids = [i["item_id"] for i in rec["items"]]
+    assert rec["user_id"] == "carol" and ids and ids[0] == "v_ball3"
+    assert "v_ball1" not in ids and "v_ball2" not in ids and all(i["reason"] for i in rec["items"])
+    for bad, code in (("/recommendations/nobody-here", 404), ("/recommendations/carol?feed=tv", 400)):
+        with pytest.raises(urllib.error.HTTPError) as info:
+            stack.worker.get(bad)
+        assert info.value.code == code
