@@ -295,6 +295,34 @@ def _cached_encoder(s: Settings, dataset_name: str) -> Any:
 
 
 @cli.command()
+def bench(
+    name: Annotated[str, typer.Argument(help="benchmark name (see README \"Benchmarks\")")],
+    duration: Annotated[float | None, typer.Option(help="seconds of sustained load")] = None,
+    rate: Annotated[float | None, typer.Option(help="events per second offered")] = None,
+    items: Annotated[int | None, typer.Option(help="items in the index")] = None,
+    batch_size: Annotated[list[int] | None, typer.Option(help="batch size (repeatable)")] = None,
+    quick: Annotated[bool, typer.Option(help="short smoke run; figures are not the README's")] = False,
+    output_dir: Annotated[Path | None, typer.Option(help="default: bench/results")] = None,
+) -> None:
+    """Run a benchmark beside its reference; print the figures and write bench/results/NAME.json."""
+    from bench import BENCHES, RESULTS_DIR, BenchOptions, UnknownBench, run_bench
+
+    options = BenchOptions(
+        duration=duration,
+        rate=rate,
+        items=items,
+        batch_sizes=list(batch_size or []),
+        quick=quick,
+        output_dir=output_dir or RESULTS_DIR,
+    )
+    try:
+        run_bench(name, options, console)
+    except UnknownBench as exc:
+        console.print(f"[red]unknown benchmark {name!r}[/]; choose one of: {', '.join(sorted(BENCHES))}")
+        raise typer.Exit(2) from exc
+
+
+@cli.command()
 def schemas(
     out: Annotated[Path | None, typer.Option(help="directory (default: streams/jsonschema)")] = None,
 ) -> None:
