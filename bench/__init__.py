@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 import os
 import platform
 import time
@@ -115,6 +116,6 @@ def percentiles(values: list[float], points: tuple[float, ...] = (50, 90, 99)) -
     ordered = sorted(values)
     out: dict[str, float] = {}
     for p in points:
-        rank = max(0, min(len(ordered) - 1, int(round(p / 100 * len(ordered) + 0.5)) - 1))
+        rank = max(0, min(len(ordered) - 1, math.ceil(p / 100 * len(ordered)) - 1))
         out[f"p{p:g}"] = ordered[rank]
     return out

@@ -296,7 +296,7 @@ def _cached_encoder(s: Settings, dataset_name: str) -> Any:
 
 @cli.command()
 def bench(
-    name: Annotated[str, typer.Argument(help="benchmark name (see README \"Benchmarks\")")],
+    name: Annotated[str, typer.Argument(help='benchmark name (see README "Benchmarks")')],
     duration: Annotated[float | None, typer.Option(help="seconds of sustained load")] = None,
     rate: Annotated[float | None, typer.Option(help="events per second offered")] = None,
     items: Annotated[int | None, typer.Option(help="items in the index")] = None,
