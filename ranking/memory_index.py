@@ -25,7 +25,8 @@ class InMemoryIndex:
             self._items[it.item_id] = it
         self._matrix = None
 
-    def get(self, item_ids: Iterable[str]) -> dict[str, IndexedItem]:
+    def get(self, item_ids: Iterable[str], use_cache: bool = True) -> dict[str, IndexedItem]:
+        """``use_cache`` is accepted for interface parity with ``ItemIndex``: this index is its own truth."""
         return {i: self._items[i] for i in item_ids if i in self._items}
 
     def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None:

@@ -25,7 +25,16 @@ from ranking.user_state import UserModel, params_from_settings
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
 from streams.kafka import faust_broker_options
-from streams.schemas import ContentEvent, DeadLetter, Feed, InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
+from streams.schemas import (
+    ContentEvent,
+    DeadLetter,
+    Feed,
+    InteractionEvent,
+    LiveSegmentEvent,
+    LiveState,
+    LiveStatusEvent,
+    RejectedEvent,
+)
 from streams.settings import Settings
 
 
@@ -48,9 +57,11 @@ class Services:
         return self._handlers
 
     def _build(self) -> Handlers:
+        from encoders.live import LiveWindows
         from encoders.pipeline import MediaPipeline
         from encoders.text import build_text_encoder
         from ranking.index import ItemIndex
+        from ranking.modalities import MilvusModalityStore
 
         s = self.settings
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
@@ -66,6 +77,12 @@ class Services:
             candidates=s.candidates,
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
             media=MediaPipeline(s),
+            modalities=MilvusModalityStore(
+                s.resolved_milvus_uri(), f"{s.milvus_collection}_modalities", encoder.dim, token=s.milvus_token
+            ),
+            live_windows=LiveWindows(s.live_comment_window, s.live_streams_tracked, s.live_refresh_interval_s),
+            fusion_weights=s.fusion_weights,
+            live_refresh_alpha=s.live_refresh_alpha,
         )
 
     @property
@@ -116,6 +133,7 @@ def build_app(settings: Settings) -> faust.App:
     content_topic = topic(s.topic_content)
     live_topic = topic(s.topic_live_status)
     interactions_topic = topic(s.topic_interactions)
+    segments_topic = topic(s.topic_live_segments)
     dlq_topic = topic(s.topic_dead_letter)
     feed_topics = {feed: topic(name) for feed, name in s.feed_topics().items()}
 
@@ -214,6 +232,8 @@ def build_app(settings: Settings) -> faust.App:
             last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
             for user, state in result.states.items():
                 set_in_partition_of(last_event_of[user], user_state, user, state)
+            for segment in result.live_comments:
+                await segments_topic.send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
             for rec in result.recommendations:
                 await feed_topics[rec.feed.value].send(key=rec.user_id.encode(), value=rec.model_dump_json().encode())
                 metrics.RECOMMENDATIONS.labels(rec.feed.value).inc()
@@ -222,9 +242,39 @@ def build_app(settings: Settings) -> faust.App:
             metrics.BATCH_SIZE.labels("interactions").observe(len(events))
             metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
 
+    async def live_segment_agent(stream: faust.StreamT) -> None:
+        """Fold segments into their stream's window; the refresh timer does the encoding, at a bounded rate."""
+        async for raw in stream:
+            handlers = await services.handlers()
+            parsed = parse_batch(LiveSegmentEvent, s.topic_live_segments, [raw])
+            await send_dead(parsed.dead)
+            for _, ev in parsed.events:
+                metrics.EVENTS_CONSUMED.labels(s.topic_live_segments, "segment").inc()
+                try:
+                    handlers.add_live_segment(ev)
+                except RejectedEvent as exc:
+                    await send_dead([dead_letter(s.topic_live_segments, raw, exc)])
+
+    async def refresh_live_streams() -> None:
+        if not services.ready:
+            return
+        handlers = await services.handlers()
+        due = handlers.live_windows.due(time.time())
+        if not due:
+            return
+        started = time.perf_counter()
+        refreshed = await run_in(services.encoder_pool, handlers.refresh_live, due)
+        metrics.LIVE_REFRESHES.inc(len(refreshed.items))
+        for reason in refreshed.media_errors:
+            metrics.MEDIA_ERRORS.labels(reason).inc()
+        metrics.PROCESSING.labels("live_refresh").observe(time.perf_counter() - started)
+
     # Concurrency stays 1: with more, Faust can commit offsets of events still being processed.
     if encodes:
         app.agent(content_topic, concurrency=1)(content_agent)
+        app.agent(segments_topic, concurrency=1)(live_segment_agent)
+        # checks often; each stream refreshes at most once per live_refresh_interval_s (LiveWindows.due)
+        app.timer(max(0.2, min(1.0, s.live_refresh_interval_s / 2)))(refresh_live_streams)
     if ranks:
         app.agent(live_topic, concurrency=1)(live_status_agent)
         app.agent(interactions_topic, concurrency=1)(interaction_agent)
@@ -264,7 +314,13 @@ def build_app(settings: Settings) -> faust.App:
         """Counters the demo and tests poll to know the worker caught up."""
         samples = {
             family.name: sum(sample.value for sample in family.samples if sample.name.endswith("_total"))
-            for m in (metrics.ITEMS_INDEXED, metrics.RECOMMENDATIONS, metrics.DEAD_LETTERS, metrics.EVENTS_CONSUMED)
+            for m in (
+                metrics.ITEMS_INDEXED,
+                metrics.RECOMMENDATIONS,
+                metrics.DEAD_LETTERS,
+                metrics.EVENTS_CONSUMED,
+                metrics.LIVE_REFRESHES,
+            )
             for family in m.collect()
         }
         return web.json({"ready": services.ready, "users": len(user_state), **samples})

@@ -15,9 +15,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from encoders.fusion import to_common
+from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
+from encoders.video import MediaError, confine_path
 from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
+from ranking.modalities import InMemoryModalityStore, ModalityStore
 from ranking.recommender import RankingParams, recommend_user
 from ranking.user_state import UserModel, UserState
 from streams.schemas import (
@@ -26,6 +30,7 @@ from streams.schemas import (
     Event,
     Feed,
     InteractionEvent,
+    LiveSegmentEvent,
     LiveState,
     LiveStatusEvent,
     Recommendation,
@@ -46,7 +51,7 @@ class TextEncoder(Protocol):
 
 class Index(Protocol):
     def upsert(self, items: Sequence[IndexedItem]) -> None: ...
-    def get(self, item_ids: Sequence[str]) -> dict[str, IndexedItem]: ...
+    def get(self, item_ids: Sequence[str], use_cache: bool = True) -> dict[str, IndexedItem]: ...
     def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None: ...
     def search(
         self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
@@ -71,6 +76,11 @@ class Parsed:
 
     events: list[tuple[int, Any]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
+
+
+def modality_scores(queries: Mapping[str, np.ndarray], parts: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """Query-to-part similarity for each stored part a query exists for (empty for text-only items)."""
+    return {m: float(np.dot(queries[m], v)) for m, v in parts.items() if m in queries}
 
 
 def parse_batch(model: type[Event], topic: str, raws: Sequence[bytes | None]) -> Parsed:
@@ -110,6 +120,15 @@ class InteractionResult:
     recommendations: list[Recommendation]
     dead: list[tuple[int, DeadLetter]]
     duplicates: int = 0
+    # comments on streams that are live now, to forward to the live-segments topic (keyed by stream)
+    live_comments: list[LiveSegmentEvent] = field(default_factory=list)
+
+
+@dataclass
+class LiveRefresh:
+    items: list[IndexedItem] = field(default_factory=list)
+    skipped: int = 0  # ended, unknown or nothing usable in the window
+    media_errors: list[str] = field(default_factory=list)
 
 
 class Handlers:
@@ -122,6 +141,10 @@ class Handlers:
         candidates: int,
         topics: Mapping[str, str],
         media: MediaPipeline | None = None,
+        modalities: ModalityStore | None = None,
+        live_windows: LiveWindows | None = None,
+        fusion_weights: Mapping[str, float] | None = None,
+        live_refresh_alpha: float = 0.3,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -130,6 +153,10 @@ class Handlers:
         self.candidates = candidates
         self.topics = topics
         self.media = media
+        self.modalities: ModalityStore = modalities if modalities is not None else InMemoryModalityStore()
+        self.live_windows = live_windows if live_windows is not None else LiveWindows()
+        self.fusion_weights = dict(fusion_weights or {"text": 1.0, "image": 0.35, "audio": 0.15})
+        self.live_refresh_alpha = live_refresh_alpha
         # Learned from this worker's interactions (its partitions). Each worker holds its own copy;
         # a changelog-backed global table is the next step for multi-worker deployments.
         self.co_engagement = CoEngagement()
@@ -147,10 +174,12 @@ class Handlers:
         vectors = self.encoder.encode([ev.text() for ev in events])
         kept: list[ContentEvent] = []
         fused: list[np.ndarray] = []
+        parts: list[dict[str, np.ndarray]] = []
         for ev, text_vector in zip(events, vectors, strict=True):
             if self.media is None:
                 kept.append(ev)
                 fused.append(text_vector)
+                parts.append({})
                 continue
             out = self.media.item_vector(ev, text_vector)
             if "path_outside_roots" in out.media_errors.values():
@@ -160,26 +189,118 @@ class Handlers:
             result.media_errors.extend(out.media_errors.values())
             kept.append(ev)
             fused.append(out.vector)
+            parts.append(out.parts if len(out.parts) > 1 else {})
         if kept:
             result.items = content_to_items(kept, np.stack(fused))
+            # parts first: an item is searchable once it is in the index, and then it can be explained
+            for item, item_parts in zip(result.items, parts, strict=True):
+                if item.is_live:
+                    item_parts = {**item_parts, "origin": item.vector}
+                self.modalities.put(item.item_id, item_parts)
             self.index.upsert(result.items)
         return result
+
+    # --- live streams now ----------------------------------------------------------------------
+    def add_live_segment(self, event: LiveSegmentEvent) -> bool:
+        """Fold a segment or forwarded comments into the stream's window (cheap; no encoding here).
+
+        Media paths are checked against the roots now, so a hostile segment is a dead letter with its
+        reason instead of a decode error later.
+        """
+        if self.media is not None:
+            roots = self.media.settings.media_roots
+            for path in [*event.keyframe_paths, event.video_path, event.audio_path]:
+                if path is None:
+                    continue
+                try:
+                    confine_path(path, roots)
+                except MediaError as exc:
+                    raise RejectedEvent(
+                        "media_path_outside_roots" if exc.reason == "path_outside_roots" else "bad_media_path",
+                        f"stream {event.item_id!r}: {exc}",
+                    ) from exc
+        return self.live_windows.add(event)
+
+    def refresh_live(self, windows: Sequence[LiveWindow]) -> LiveRefresh:
+        """Re-encode due live streams from their windows and upsert the blended vectors.
+
+        Comments and transcripts of all due streams go through the text encoder in one batch; each
+        stream's new frames/audio through the media pipeline. A stream that ended or is unknown is
+        skipped (an ended stream must never come back into the live feed).
+        """
+        out = LiveRefresh()
+        if not windows:
+            return out
+        items = self.index.get([w.item_id for w in windows])
+        live = [w for w in windows if (it := items.get(w.item_id)) is not None and it.is_live]
+        out.skipped = len(windows) - len(live)
+        if not live:
+            return out
+        originals = self.modalities.get([w.item_id for w in live])
+        texts = [w.text() for w in live]
+        with_text = [i for i, t in enumerate(texts) if t]
+        text_vectors = self.encoder.encode([texts[i] for i in with_text]) if with_text else np.zeros((0, 1))
+        text_of = dict(zip(with_text, text_vectors, strict=True))
+        refreshed: list[IndexedItem] = []
+        for pos, w in enumerate(live):
+            item = items[w.item_id]
+            now: dict[str, np.ndarray | None] = {"text": text_of.get(pos)}
+            if self.media is not None:
+                media, errors = self.media.media_vectors(w)
+                out.media_errors.extend(errors.values())
+                now.update(media)
+            original = originals.get(w.item_id, {}).get("origin", item.vector)
+            vector = refreshed_vector(original, now, self.fusion_weights, self.live_refresh_alpha)
+            if vector is None:
+                out.skipped += 1
+                continue
+            dim = len(original)
+            self.modalities.put(w.item_id, {f"live_{m}": to_common(m, v, dim) for m, v in now.items() if v is not None})
+            refreshed.append(IndexedItem(item.item_id, item.feed, item.is_live, item.created_at, item.title, vector))
+        if refreshed:
+            # re-check just before writing: a stream that ended meanwhile stays ended
+            current = self.index.get([it.item_id for it in refreshed], use_cache=False)
+            refreshed = [it for it in refreshed if (c := current.get(it.item_id)) is not None and c.is_live]
+            self.index.upsert(refreshed)
+        out.items = refreshed
+        return out
 
     # --- search ------------------------------------------------------------------------------
     def search(self, query: str, feed: Feed, limit: int) -> list[dict[str, Any]]:
         """Keyword/semantic search: the text tower against the same item vectors recommendations use.
 
-        Item vectors are fused into the text space (``encoders.fusion``), so a text query also finds
-        items through what their media added. Per-modality scores are not stored yet.
+        Candidates come from the fused vectors (``encoders.fusion``: text is the retrieval space). Each
+        hit is then explained by its stored parts: the query's similarity to the item's text, to what a
+        live stream's viewers say now (``live_text``) and, when the image tower is text-aligned (CLIP),
+        to its frames; ``matched`` names the best. Audio has no text-aligned tower here, so it is never
+        the match.
         """
         query = query.strip()
         if not query:
             raise RejectedEvent("empty_query", "the query is empty")
         vector = self.encoder.encode([query])[0]
         hits = self.index.search([vector], feed, limit=limit)[0]
-        return [
-            {"item_id": h.item_id, "title": h.title, "score": round(h.similarity, 6), "feed": feed.value} for h in hits
-        ]
+        queries: dict[str, np.ndarray] = {"text": vector, "live_text": vector}
+        if self.media is not None and hits:
+            image_q = self.media.image_query([query], len(vector))
+            if image_q is not None:
+                queries["image"] = queries["live_image"] = image_q[0]
+        parts = self.modalities.get([h.item_id for h in hits]) if hits else {}
+        out = []
+        for h in hits:
+            # a text-only item's fused vector is its text vector
+            scores = modality_scores(queries, parts.get(h.item_id, {})) or {"text": h.similarity}
+            out.append(
+                {
+                    "item_id": h.item_id,
+                    "title": h.title,
+                    "score": round(h.similarity, 6),
+                    "feed": feed.value,
+                    "matched": max(scores, key=lambda m: scores[m]) if scores else "text",
+                    "modality_scores": {m: round(v, 6) for m, v in scores.items()},
+                }
+            )
+        return out
 
     # --- live status -------------------------------------------------------------------------
     def apply_live_status(self, event: LiveStatusEvent) -> IndexedItem:
@@ -188,6 +309,8 @@ class Handlers:
             raise RejectedEvent("unknown_item", f"item {event.item_id!r} is not indexed")
         if item.feed is not Feed.live:
             raise RejectedEvent("not_live_stream", f"item {event.item_id!r} is a short video")
+        if event.status is LiveState.ended:
+            self.live_windows.forget(event.item_id)
         return item
 
     # --- interactions ------------------------------------------------------------------------
@@ -199,6 +322,7 @@ class Handlers:
         dead: list[tuple[int, DeadLetter]] = []
         users: dict[str, UserState] = {u: UserState.from_dict(s) for u, s in states.items()}
         last_trigger: dict[tuple[str, Feed], InteractionEvent] = {}
+        comments: dict[str, list[str]] = {}
         duplicates = 0
         for pos, ev in events:
             item = items.get(ev.item_id)
@@ -210,13 +334,23 @@ class Handlers:
             previous = [r.item_id for r in state.recent if r.weight > 0]
             if self.user_model.learn_one(state, ev, item.vector):
                 self.co_engagement.learn_one(previous, ev.item_id, state.recent[-1].weight)
+                if ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
+                    comments.setdefault(ev.item_id, []).append(ev.comment.strip())
             else:
                 duplicates += 1
             last_trigger[(ev.user_id, item.feed)] = ev
         recs = self.recommend(users, last_trigger)
         touched = {user for user, _ in last_trigger}
+        forwarded = [
+            LiveSegmentEvent(item_id=item_id, comments=texts[-100:], ts=time.time())
+            for item_id, texts in comments.items()
+        ]
         return InteractionResult(
-            states={u: users[u].to_dict() for u in touched}, recommendations=recs, dead=dead, duplicates=duplicates
+            states={u: users[u].to_dict() for u in touched},
+            recommendations=recs,
+            dead=dead,
+            duplicates=duplicates,
+            live_comments=forwarded,
         )
 
     def recommend_now(self, user: str, state: Mapping[str, Any], feed: Feed) -> Recommendation:

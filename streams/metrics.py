@@ -96,6 +96,11 @@ MEDIA_ERRORS = Counter(
 PROCESSING_ERRORS = Counter(
     "livelens_processing_errors_total", "Failed attempts at a batch (retried).", ["step", "error"], registry=REGISTRY
 )
+LIVE_REFRESHES = Counter(
+    "livelens_live_refreshes_total",
+    "Live-stream vectors refreshed from their recent window (comments, keyframes, audio).",
+    registry=REGISTRY,
+)
 LIVE_NOW = Gauge("livelens_live_streams", "Live streams this worker saw start minus end.", registry=REGISTRY)
 CONSUMER_LAG = Gauge(
     "livelens_consumer_lag",

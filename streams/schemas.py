@@ -84,6 +84,32 @@ class LiveStatusEvent(Event):
     ts: Timestamp = Field(default_factory=time.time)
 
 
+class LiveSegmentEvent(Event):
+    """What is happening on a live stream now: new keyframes or audio from a producer, or recent comments.
+
+    Producers publish segments with media paths (confined to the media roots, like content events); the
+    interaction agent forwards comments on live streams here, keyed by item id, so the one worker that
+    owns a stream's partition refreshes its vector from everything said about it.
+    """
+
+    item_id: Id
+    ts: Timestamp = Field(default_factory=time.time)
+    comments: Annotated[list[ShortText], Field(max_length=100)] = []
+    transcript: ShortText = ""
+    keyframe_paths: Annotated[list[MediaPath], Field(max_length=64)] = []
+    video_path: MediaPath | None = None
+    audio_path: MediaPath | None = None
+
+    def has_content(self) -> bool:
+        return bool(
+            any(c.strip() for c in self.comments)
+            or self.transcript.strip()
+            or self.keyframe_paths
+            or self.video_path
+            or self.audio_path
+        )
+
+
 class InteractionEvent(Event):
     """One user action on one item; ``value`` is watch seconds for views, amount for gifts."""
 
@@ -183,6 +209,7 @@ SCHEMA_MODELS: dict[str, type[Event]] = {
     "content": ContentEvent,
     "live_status": LiveStatusEvent,
     "interaction": InteractionEvent,
+    "live_segment": LiveSegmentEvent,
     "recommendation": Recommendation,
     "dead_letter": DeadLetter,
 }

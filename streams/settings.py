@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     topic_content: str = "livelens.content"
     topic_live_status: str = "livelens.live-status"
     topic_interactions: str = "livelens.interactions"
+    topic_live_segments: str = "livelens.live-segments"
     topic_recs_short_video: str = "livelens.recs.short-video"
     topic_recs_live: str = "livelens.recs.live"
     topic_dead_letter: str = "livelens.dead-letter"
@@ -122,6 +123,13 @@ class Settings(BaseSettings):
     )
     live_refresh_alpha: float = Field(
         default=0.3, ge=0.0, le=1.0, description="Weight of a live stream's recent window when its vector refreshes."
+    )
+    live_refresh_interval_s: float = Field(
+        default=5.0, gt=0, description="A live stream's vector refreshes at most this often (its window accumulates)."
+    )
+    live_comment_window: int = Field(default=50, ge=1, le=1_000, description="Recent comments kept per live stream.")
+    live_streams_tracked: int = Field(
+        default=10_000, ge=1, description="Live streams with a pending window per worker, at most (oldest dropped)."
     )
     interaction_batch_size: int = Field(default=64, ge=1, description="Interactions per micro-batch, at most.")
     interaction_batch_wait_s: float = Field(default=0.01, ge=0.0, description="Longest wait to fill a batch.")

@@ -12,6 +12,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_content,
         settings.topic_live_status,
         settings.topic_interactions,
+        settings.topic_live_segments,
         settings.topic_recs_short_video,
         settings.topic_recs_live,
         settings.topic_dead_letter,
