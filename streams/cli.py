@@ -207,7 +207,9 @@ def search(
         console.print(f"[red]no worker at {base}[/] ({exc.reason}); start `livelens worker` or pass --worker-url")
         raise typer.Exit(2) from exc
     for n, hit in enumerate(data["results"], 1):
-        console.print(f"{n:>2}. [bold]{hit['score']:.3f}[/] {hit['item_id']}  {hit['title']}")
+        matched = hit.get("matched", "text")
+        line = f"{n:>2}. [bold]{hit['score']:.3f}[/] {hit['item_id']}  {hit['title']}"
+        console.print(f"{line}  [dim](matched: {matched})[/]")
 
 
 @cli.command(name="eval")
