@@ -28,6 +28,7 @@ from ranking.coengagement import CoEngagement, CoEngagementParams
 from ranking.datasets import Dataset
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
+from ranking.next_item import NextItemModel, NextItemParams
 from ranking.recommender import RankingParams, recommend_user
 from ranking.user_state import UserModel, UserModelParams, UserState
 from streams.schemas import Feed, InteractionEvent, InteractionType
@@ -42,6 +43,9 @@ class Protocol:
     variant: str = "strict"  # strict | streaming (global stats also absorb every validation event)
     ks: tuple[int, ...] = KS
     target: str = "test"  # test (report) | valid (tune)
+    # passes of the next-item model over the training part before ranking: 1 = purely online (each
+    # training event seen once, in stream order, as the live agent does); more = a warm start
+    warm_epochs: int = 1
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,11 @@ def evaluate_livelens(
     progress: Callable[[int], None] | None = None,
     batch: int = 256,
     ranking: RankingParams | None = None,
+    warm_epochs: int = 1,
+    next_item_params: NextItemParams | None = None,
 ) -> list[int | None]:
-    """Learn co-engagement from the training parts, replay each history through the live user model,
-    then retrieve and rank with ``recommend_user``, exactly as the interaction agent does."""
+    """Learn co-engagement and the next-item model from the training parts, replay each history
+    through the live user model, then retrieve and rank with ``recommend_user``, as the agent does."""
     model = UserModel(params)
     top = max(ks)
     ranking = replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0)
@@ -156,6 +162,7 @@ def evaluate_livelens(
         for item_id in sp.train:
             co.learn_one(seen, item_id, weight)
             seen.append(item_id)
+    next_item = train_next_item(splits, index, warm_epochs, next_item_params)
     ranks: list[int | None] = []
     users = list(splits.items())
     for start in range(0, len(users), batch):
@@ -176,12 +183,26 @@ def evaluate_livelens(
         hits = index.search(queries, Feed.short_video, limit=limit)
         for (_, sp), state, q, user_hits in zip(chunk, states, queries, hits, strict=True):
             recent = {i: (it.vector, it.title) for i, it in index.get([r.item_id for r in state.recent[-10:]]).items()}
-            recs = recommend_user(state, q, Feed.short_video, user_hits, co, index.get, recent, 0.0, ranking)
+            recs = recommend_user(
+                state, q, Feed.short_video, user_hits, co, index.get, recent, 0.0, ranking, next_item=next_item
+            )
             ranked = [r.item_id for r in recs]
             ranks.append(ranked.index(sp.target) if sp.target in ranked else None)
         if progress:
             progress(len(chunk))
     return ranks
+
+
+def train_next_item(
+    splits: Mapping[str, UserSplit], index: InMemoryIndex, epochs: int, params: NextItemParams | None = None
+) -> NextItemModel:
+    """The next-item model after ``epochs`` passes over every training sequence (context = preceding items)."""
+    model = NextItemModel(params, content=lambda i: v.vector if (v := index.get([i]).get(i)) else None)
+    window = model.params.window
+    examples = [(sp.train[max(0, n - window) : n], sp.train[n]) for sp in splits.values() for n in range(len(sp.train))]
+    for _ in range(max(1, epochs)):
+        model.learn_many(examples)
+    return model
 
 
 def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:
@@ -237,7 +258,8 @@ def run_evaluation(
     index = build_index(dataset, vectors, cat.ids)
     t = time.perf_counter()
     tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
-    methods["livelens"] = summarize(evaluate_livelens(splits, index, params, protocol.ks, progress=tick), protocol.ks)
+    ranks = evaluate_livelens(splits, index, params, protocol.ks, progress=tick, warm_epochs=protocol.warm_epochs)
+    methods["livelens"] = summarize(ranks, protocol.ks)
     seconds["livelens"] = time.perf_counter() - t
     return EvalResult(
         methods=methods,
@@ -248,6 +270,7 @@ def run_evaluation(
             "history_masked": True,
             "ranking": asdict(RankingParams()),
             "co_engagement": asdict(CoEngagementParams()),
+            "next_item": asdict(NextItemParams()),
         },
         dataset={"name": dataset.name, "users": len(splits), "items": len(cat.ids)},
         seconds={k: round(v, 2) for k, v in seconds.items()},

@@ -17,6 +17,7 @@ import numpy as np
 
 from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
+from ranking.next_item import NextItemModel
 from ranking.user_state import POSITIVE_VERBS, UserState
 from streams.schemas import Feed, RecommendedItem
 
@@ -31,6 +32,9 @@ class RankingParams:
     co_weight: float = 10.0  # tuned on MicroLens validation items (README "Quality")
     co_recency_decay: float = 0.5
     co_candidates: int = 100
+    # next-item model (ranking/next_item.py): weight of its standardised score, and its own candidates
+    seq_weight: float = 0.4
+    seq_candidates: int = 100
 
 
 def shorten(title: str, limit: int = REASON_TITLE_CHARS) -> str:
@@ -72,6 +76,7 @@ def rank(
     vector_of: Callable[[str], np.ndarray | None] | None = None,
     co_scores: Mapping[str, float] | None = None,
     co_source: Mapping[str, str] | None = None,
+    seq_scores: Mapping[str, float] | None = None,
 ) -> list[RecommendedItem]:
     """Drop seen items, score the rest, keep the top K, and give each a reason.
 
@@ -82,11 +87,13 @@ def rank(
     """
     seen = state.seen_items
     co_scores = co_scores or {}
+    seq_scores = seq_scores or {}
     scored: dict[str, tuple[float, Hit]] = {}
     for h in hits:
         if h.item_id in seen or h.item_id in scored:
             continue
         score = h.similarity + params.co_weight * co_scores.get(h.item_id, 0.0)
+        score += params.seq_weight * seq_scores.get(h.item_id, 0.0)
         score += params.freshness_weight * freshness(h.created_at, now, params.freshness_half_life_s)
         scored[h.item_id] = (score, h)
     best = sorted(scored.values(), key=lambda sh: sh[0], reverse=True)[: params.top_k]
@@ -112,8 +119,9 @@ def recommend_user(
     recent_vectors: Mapping[str, tuple[np.ndarray, str]],
     now: float,
     params: RankingParams,
+    next_item: NextItemModel | None = None,
 ) -> list[RecommendedItem]:
-    """Candidates from content search and co-engagement, scored and explained: one user, one feed.
+    """Candidates from content search, co-engagement and the next-item model, scored and explained.
 
     The live feed only re-ranks what the index search returned, because only the index knows for
     sure which streams are live right now; co-engaged short videos are added as candidates.
@@ -127,6 +135,18 @@ def recommend_user(
             if item.feed is feed:
                 similarity = float(np.dot(query, item.vector))
                 hits.append(Hit(item.item_id, similarity, item.feed, item.created_at, item.title, item.vector))
+    seq_scores: dict[str, float] = {}
+    if next_item is not None and recent_positive:
+        _, seq_top = next_item.standardized(
+            recent_positive, [], params.seq_candidates if feed is Feed.short_video else 0
+        )
+        have = {h.item_id for h in hits}
+        extra = [i for i in seq_top if i not in have and i not in state.seen_items]
+        for item in lookup(extra).values():
+            if item.feed is feed:
+                similarity = float(np.dot(query, item.vector))
+                hits.append(Hit(item.item_id, similarity, item.feed, item.created_at, item.title, item.vector))
+        seq_scores, _ = next_item.standardized(recent_positive, [h.item_id for h in hits])
     titles = {i: t for i, (_, t) in recent_vectors.items()}
     co_source = {i: titles[src] for i, src in co_from.items() if src in titles}
 
@@ -134,4 +154,14 @@ def recommend_user(
         item = lookup([item_id]).get(item_id)
         return item.vector if item is not None else None
 
-    return rank(hits, state, recent_vectors, now, params, vector_of, co_scores=co_scores, co_source=co_source)
+    return rank(
+        hits,
+        state,
+        recent_vectors,
+        now,
+        params,
+        vector_of,
+        co_scores=co_scores,
+        co_source=co_source,
+        seq_scores=seq_scores,
+    )

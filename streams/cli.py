@@ -223,6 +223,9 @@ def evaluate(
     users: Annotated[int | None, typer.Option(help="evaluate only the first N users")] = None,
     variant: Annotated[str, typer.Option(help="strict (headline) | streaming")] = "strict",
     target: Annotated[str, typer.Option(help="test (report) | valid (tune)")] = "test",
+    warm_epochs: Annotated[
+        int, typer.Option(min=1, max=50, help="next-item model passes over the training part (1 = purely online)")
+    ] = 1,
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
     from rich.table import Table
@@ -258,7 +261,12 @@ def evaluate(
             bar.advance(tasks[name], n)
 
         result = run_evaluation(
-            data, encoder, params_from_settings(s), Protocol(variant=variant, target=target), s.text_encoder, tick
+            data,
+            encoder,
+            params_from_settings(s),
+            Protocol(variant=variant, target=target, warm_epochs=warm_epochs),
+            s.text_encoder,
+            tick,
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")

@@ -22,6 +22,7 @@ from encoders.video import MediaError, confine_path
 from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
 from ranking.modalities import InMemoryModalityStore, ModalityStore
+from ranking.next_item import NextItemModel
 from ranking.recommender import RankingParams, recommend_user
 from ranking.user_state import UserModel, UserState
 from streams.schemas import (
@@ -160,6 +161,13 @@ class Handlers:
         # Learned from this worker's interactions (its partitions). Each worker holds its own copy;
         # a changelog-backed global table is the next step for multi-worker deployments.
         self.co_engagement = CoEngagement()
+        # Same scope as co-engagement: learned online from this worker's interactions, in memory.
+        self.next_item = NextItemModel(content=self._content_vector)
+
+    def _content_vector(self, item_id: str) -> np.ndarray | None:
+        """The next-item model's prior for an item it has not seen: its content vector (cached lookup)."""
+        item = self.index.get([item_id]).get(item_id)
+        return item.vector if item is not None else None
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
@@ -334,6 +342,8 @@ class Handlers:
             previous = [r.item_id for r in state.recent if r.weight > 0]
             if self.user_model.learn_one(state, ev, item.vector):
                 self.co_engagement.learn_one(previous, ev.item_id, state.recent[-1].weight)
+                if item.feed is Feed.short_video:
+                    self.next_item.learn_many([(previous, ev.item_id)], [state.recent[-1].weight])
                 if ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
                     comments.setdefault(ev.item_id, []).append(ev.comment.strip())
             else:
@@ -384,7 +394,16 @@ class Handlers:
             now = time.time()
             for (user, ev, q), user_hits in zip(wanted, hits, strict=True):
                 ranked = recommend_user(
-                    users[user], q, feed, user_hits, self.co_engagement, self.index.get, recent, now, self.ranking
+                    users[user],
+                    q,
+                    feed,
+                    user_hits,
+                    self.co_engagement,
+                    self.index.get,
+                    recent,
+                    now,
+                    self.ranking,
+                    next_item=self.next_item,
                 )
                 out.append(
                     Recommendation(

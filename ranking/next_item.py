@@ -1,0 +1,226 @@
+"""An online next-item model: item ID embeddings learned incrementally from the interaction stream.
+
+Why this model. Co-engagement counts only pairs that were actually observed; on a sparse catalogue most
+(recent item, next item) pairs never were. Learning a small embedding per item from the same stream
+generalises across them: items watched in similar contexts end up close. The shape is the simplest one
+that serves online (a "recent-items average" next-item model, as in two-tower retrieval): a user's
+context is the recency-weighted mean of the *input* embeddings of their last few items; the score of
+a candidate is the dot product with its *output* embedding plus a bias. Each positive interaction is
+one SGD step on a sampled-softmax loss against negatives drawn from popularity, so learning is
+O(window + negatives) per event, happens as events arrive (``learn_many`` takes a micro-batch, as the
+agent has one), and never needs a training job. New items start from their content vector through a
+fixed projection, so a brand-new item is not a random point: content is the prior, co-watching
+refines it.
+
+Bounded: embeddings exist only for items that were interacted with (at most ``max_items``, the least
+recently used dropped); memory is ``max_items x 2 x dim`` floats.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+NEG_TABLE_EVERY = 2_000
+NOISE_ALONE = 0.1
+NOISE_WITH_CONTENT = 0.01
+
+
+@dataclass(frozen=True)
+class NextItemParams:
+    dim: int = 64
+    window: int = 3  # recent items in the context (3 beat 5 on the validation items)
+    recency_decay: float = 0.7  # weight per step back in the context
+    negatives: int = 32
+    learning_rate: float = 0.1
+    l2: float = 1e-5
+    content_scale: float = 0.3  # how strongly an item's content vector seeds its embeddings
+    max_items: int = 500_000
+    seed: int = 7
+
+
+class NextItemModel:
+    """``learn_many([(context_items, next_item), ...])`` and ``scores(context, candidates)``."""
+
+    def __init__(self, params: NextItemParams | None = None, content: Callable[[str], np.ndarray | None] | None = None):
+        self.params = params or NextItemParams()
+        self.content = content
+        p = self.params
+        self._rng = np.random.default_rng(p.seed)
+        cap = 1024
+        self.e_in = np.zeros((cap, p.dim), np.float32)
+        self.e_out = np.zeros((cap, p.dim), np.float32)
+        self.bias = np.zeros(cap, np.float32)
+        self.count = np.zeros(cap, np.float64)
+        self.row: OrderedDict[str, int] = OrderedDict()
+        self._free: list[int] = []
+        self._projection: np.ndarray | None = None
+        self._table_rows: np.ndarray | None = None
+        self._table_cum = np.zeros(0)
+        self._table_age = 0
+
+    # --- rows ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def _seed_vector(self, item: str) -> np.ndarray:
+        p = self.params
+        noise = self._rng.standard_normal(p.dim).astype(np.float32)
+        vec = self.content(item) if self.content is not None else None
+        if vec is None:
+            return noise * NOISE_ALONE  # large enough to break symmetry: both towers start here
+        vec = np.asarray(vec, np.float32).reshape(-1)
+        if self._projection is None or self._projection.shape[0] != vec.size:
+            # fixed, seeded: every worker derives the same prior for the same item
+            rng = np.random.default_rng(p.seed + vec.size)
+            self._projection = (rng.standard_normal((vec.size, p.dim)) / np.sqrt(p.dim)).astype(np.float32)
+        return p.content_scale * (vec @ self._projection) + noise * NOISE_WITH_CONTENT
+
+    def _index(self, item: str) -> int:
+        r = self.row.get(item)
+        if r is not None:
+            self.row.move_to_end(item)
+            return r
+        if len(self.row) >= self.params.max_items:
+            _, old = self.row.popitem(last=False)
+            self._free.append(old)
+        if self._free:
+            r = self._free.pop()
+        else:
+            r = len(self.row)
+            if r >= len(self.bias):
+                self._grow()
+        seed = self._seed_vector(item)
+        self.e_in[r] = seed
+        self.e_out[r] = seed
+        self.bias[r] = 0.0
+        self.count[r] = 0.0
+        self.row[item] = r
+        return r
+
+    def _grow(self) -> None:
+        n = len(self.bias) * 2
+        self.e_in = np.resize(self.e_in, (n, self.params.dim))
+        self.e_out = np.resize(self.e_out, (n, self.params.dim))
+        self.bias = np.resize(self.bias, n)
+        self.count = np.resize(self.count, n)
+
+    # --- learning --------------------------------------------------------------------------------
+    def _context(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        p = self.params
+        rows = list(rows)[-p.window :]
+        w = np.array([p.recency_decay**d for d in range(len(rows) - 1, -1, -1)], np.float32)
+        w /= w.sum()
+        return w, np.asarray(rows, np.int64)
+
+    def learn_many(self, examples: Sequence[tuple[Sequence[str], str]], weights: Sequence[float] | None = None) -> int:
+        """One SGD step per example (context items oldest first, the item that came next).
+
+        Examples with an empty context only count the item (popularity for negatives and the bias).
+        Returns how many examples updated the embeddings.
+        """
+        p = self.params
+        learned = 0
+        for n, (context, item) in enumerate(examples):
+            weight = 1.0 if weights is None else float(weights[n])
+            if weight <= 0:
+                continue
+            pos = self._index(item)
+            self.count[pos] += weight
+            ctx_items = [c for c in context[-p.window :] if c != item]
+            if not ctx_items:
+                continue
+            ctx_rows = [self._index(c) for c in ctx_items]
+            w, rows = self._context(ctx_rows)
+            negs = self._negatives(pos)
+            cand = np.concatenate(([pos], negs))
+            user = w @ self.e_in[rows]
+            logits = self.e_out[cand] @ user + self.bias[cand]
+            logits -= logits.max()
+            prob = np.exp(logits)
+            prob /= prob.sum()
+            grad = prob.copy()
+            grad[0] -= 1.0  # d(-log softmax_0)/d logits
+            grad *= weight
+            lr = p.learning_rate
+            g_user = grad @ self.e_out[cand]
+            np.subtract.at(self.e_out, cand, lr * (np.outer(grad, user) + p.l2 * self.e_out[cand]))
+            np.subtract.at(self.bias, cand, lr * grad)
+            np.subtract.at(self.e_in, rows, lr * (np.outer(w, g_user) + p.l2 * self.e_in[rows]))
+            learned += 1
+        return learned
+
+    def _negatives(self, pos: int) -> np.ndarray:
+        """Popularity^0.75 negatives from a table rebuilt every ``NEG_TABLE_EVERY`` draws or 10 % more items."""
+        stale = self._table_rows is None or len(self.row) > 1.1 * len(self._table_rows) + 1
+        if self._table_age <= 0 or stale:
+            rows = np.fromiter(self.row.values(), np.int64, count=len(self.row))
+            weights = np.maximum(self.count[rows], 1e-3) ** 0.75
+            self._table_rows, self._table_cum = rows, np.cumsum(weights)
+            self._table_age = NEG_TABLE_EVERY
+        self._table_age -= 1
+        if self._table_rows is None or len(self._table_rows) <= 1:
+            return np.zeros(0, np.int64)
+        draws = self._rng.random(self.params.negatives) * self._table_cum[-1]
+        picks = self._table_rows[np.minimum(np.searchsorted(self._table_cum, draws), len(self._table_rows) - 1)]
+        # a row freed and reused since the table was built is just another item: harmless
+        return picks[picks != pos]
+
+    # --- prediction ------------------------------------------------------------------------------
+    def user_vector(self, context: Sequence[str]) -> np.ndarray | None:
+        rows = [self.row[c] for c in context[-self.params.window :] if c in self.row]
+        if not rows:
+            return None
+        w, r = self._context(rows)
+        return w @ self.e_in[r]
+
+    def scores(self, context: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
+        """Logits of each candidate coming next (0 for items the model has never seen)."""
+        user = self.user_vector(context)
+        out = np.zeros(len(candidates), np.float32)
+        if user is None:
+            return out
+        for n, item in enumerate(candidates):
+            r = self.row.get(item)
+            if r is not None:
+                out[n] = float(self.e_out[r] @ user + self.bias[r])
+        return out
+
+    def standardized(
+        self, context: Sequence[str], candidates: Sequence[str], top_n: int = 0
+    ) -> tuple[dict[str, float], list[str]]:
+        """Candidates' logits as z-scores over every known item, and the model's own top ``top_n`` items.
+
+        Standardising makes one ranking weight mean the same as the model grows; an item the model has
+        never seen gets the lowest z-score (no evidence it comes next). Empty when there is no context.
+        """
+        user = self.user_vector(context)
+        if user is None or len(self.row) < 2:
+            return {}, []
+        rows = np.fromiter(self.row.values(), np.int64, count=len(self.row))
+        logits = self.e_out[rows] @ user + self.bias[rows]
+        mean, std = float(logits.mean()), float(logits.std()) or 1.0
+        floor = (float(logits.min()) - mean) / std
+        z = {}
+        for item in candidates:
+            r = self.row.get(item)
+            z[item] = floor if r is None else (float(self.e_out[r] @ user + self.bias[r]) - mean) / std
+        top: list[str] = []
+        if top_n > 0:
+            ids = list(self.row)
+            k = min(top_n, len(ids))
+            best = np.argpartition(-logits, k - 1)[:k]
+            top = [ids[j] for j in best[np.argsort(-logits[best])]]
+        return z, top
+
+    def all_scores(self, context: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """Logits of every known item (offline full ranking, candidate generation)."""
+        ids = list(self.row)
+        rows = np.fromiter(self.row.values(), np.int64, count=len(ids))
+        user = self.user_vector(context)
+        if user is None:
+            return ids, np.zeros(len(ids), np.float32)
+        return ids, self.e_out[rows] @ user + self.bias[rows]
