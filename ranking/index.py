@@ -57,7 +57,13 @@ class ItemIndex:
     """Milvus-backed vector index of items plus a bounded in-process cache of their rows."""
 
     def __init__(
-        self, uri: str, collection: str, dim: int, token: str | None = None, cache_size: int = 100_000
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        token: str | None = None,
+        cache_size: int = 100_000,
+        timeout: float | None = None,
     ) -> None:
         from pymilvus import MilvusClient
 
@@ -66,7 +72,10 @@ class ItemIndex:
         self.uri = uri
         self.collection = collection
         self.dim = dim
-        self._client = MilvusClient(uri, token=token or "")
+        # Per call: without one a hung server stalls the agent silently; with one the call raises, the
+        # worker's retry loop backs off and /health shows the error.
+        self.timeout = timeout
+        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
         self._cache: OrderedDict[str, IndexedItem] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -107,7 +116,7 @@ class ItemIndex:
         except MilvusException as exc:
             if exc.code != COLLECTION_NOT_LOADED and "released" not in str(exc):
                 raise
-        self._client.load_collection(self.collection)
+        self._client.load_collection(self.collection, timeout=self.timeout)
         return call()
 
     def close(self) -> None:
@@ -128,7 +137,7 @@ class ItemIndex:
             for it in items
         ]
         with self._lock:
-            self._loaded(lambda: self._client.upsert(self.collection, rows))
+            self._loaded(lambda: self._client.upsert(self.collection, rows, timeout=self.timeout))
         self._remember(items)
 
     def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None:
@@ -152,7 +161,9 @@ class ItemIndex:
         if missing:
             fields = ["feed", "is_live", "created_at", "title", "vector"]
             with self._lock:
-                rows = self._loaded(lambda: self._client.get(self.collection, ids=missing, output_fields=fields))
+                rows = self._loaded(
+                    lambda: self._client.get(self.collection, ids=missing, output_fields=fields, timeout=self.timeout)
+                )
             fetched = [self._row_to_item(r) for r in rows]
             self._remember(fetched)
             found.update({it.item_id: it for it in fetched})
@@ -174,6 +185,7 @@ class ItemIndex:
                     filter=feed_filter(feed),
                     output_fields=fields,
                     search_params={"metric_type": "IP"},
+                    timeout=self.timeout,
                 )
             )
         out: list[list[Hit]] = []
@@ -190,7 +202,9 @@ class ItemIndex:
 
     def count(self) -> int:
         with self._lock:
-            res = self._loaded(lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"]))
+            res = self._loaded(
+                lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
+            )
         return int(res[0]["count(*)"])
 
     def _row_to_item(self, r: dict) -> IndexedItem:

@@ -71,7 +71,13 @@ class Services:
         s = self.settings
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
         index = metrics.TimedIndex(
-            ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
+            ItemIndex(
+                s.resolved_milvus_uri(),
+                s.milvus_collection,
+                encoder.dim,
+                token=s.milvus_token,
+                timeout=s.milvus_timeout_s,
+            )
         )
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     )
     milvus_token: str | None = Field(default=None, repr=False)
     milvus_collection: str = "livelens_items"
+    milvus_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest wait for one Milvus call; a hung server then shows in /health"
+    )
 
     # --- Encoders -------------------------------------------------------------------------------
     text_encoder: Literal["minilm", "use-m3", "hash"] = Field(

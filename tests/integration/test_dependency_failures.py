@@ -9,7 +9,10 @@ Milvus, each user's state holding exactly the event ids sent.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 import urllib.error
 from collections.abc import Iterator
@@ -245,6 +248,97 @@ def test_missing_text_model_at_start_is_retried_and_then_everything_is_applied(
         print(f"\nmodel missing: {failures:.0f} failed load attempts; all applied {took:.1f}s after the fix")
     finally:
         worker.stop()
+
+
+class StallProxy:
+    """A TCP relay to Milvus that can hold every byte back: a server that accepts calls and never answers."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def uri(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while chunk := src.recv(65536):
+                self.flowing.wait()
+                dst.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._closed = True
+        self.flowing.set()
+        self._server.close()
+
+
+def test_hung_milvus_times_out_shows_in_health_and_recovers(dep_stack: LocalStack, tmp_path: Path) -> None:
+    """Milvus that stops answering (not down: connections stay open) must not stall the worker silently:
+    each call gives up after LIVELENS_MILVUS_TIMEOUT_S, the batch is retried, /health says why."""
+    assert dep_stack.milvus is not None and dep_stack.milvus.port is not None
+    proxy = StallProxy(dep_stack.milvus.port)
+    s = dep_stack.settings.model_copy(
+        update={
+            "app_id": "livelens-slow",
+            "milvus_uri": proxy.uri,
+            "milvus_collection": "slow_items",
+            "milvus_timeout_s": 2.0,
+            "web_port": free_port(),
+            "data_dir": tmp_path / "worker",
+            **{f"topic_{t}": f"slow.{t}" for t in ("content", "live_status", "interactions", "dead_letter")},
+            "topic_recs_short_video": "slow.recs.short",
+            "topic_recs_live": "slow.recs.live",
+        }
+    )
+    ensure_topics(s)
+    worker = WorkerProcess(s, tmp_path / "worker.log").start(timeout=120)
+    try:
+        first = items("slow-a", 6)
+        publish(s, first, [])
+        worker.wait_for("livelens_items_indexed", len(first), timeout=60)
+
+        proxy.flowing.clear()
+        hung_at = time.monotonic()
+        during = items("slow-b", 6)
+        by_user = clicks("slow", [i.item_id for i in first], users=3, per_user=4)
+        publish(s, during, [e for evs in by_user.values() for e in evs])
+        _, body = wait_until("/health degraded", lambda: (h := health(worker))[0] == 503 and h, 60, worker)
+        noticed_s = time.monotonic() - hung_at
+        assert body["status"] == "degraded" and body["error"], body
+        assert metric(worker, "livelens_processing_errors_total") > 0
+        time.sleep(3.0)
+
+        proxy.flowing.set()
+        worker.wait_for("livelens_items_indexed", len(first) + len(during), timeout=90)
+        assert_applied(worker, by_user, timeout=60)
+        wait_until("/health ok", lambda: health(worker)[0] == 200, 30, worker)
+        assert all_indexed(s, first + during)
+        print(f"\nhung milvus noticed after {noticed_s:.1f}s (timeout 2s): {body['error'][:100]}")
+    finally:
+        worker.stop()
+        proxy.close()
 
 
 def test_broker_restart_with_lost_topics_worker_survives_and_processes_new_events(dep_stack: LocalStack) -> None:
