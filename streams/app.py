@@ -128,6 +128,7 @@ def build_app(settings: Settings) -> faust.App:
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
+        recovery_consistency_check=s.table_consistency_check,
     )
     services = Services(s)
     app.livelens_services = services  # type: ignore[attr-defined]
