@@ -30,6 +30,7 @@ class CoEngagement:
         self.params = params or CoEngagementParams()
         self.links: dict[str, dict[str, float]] = {}
         self.popularity: dict[str, float] = {}
+        self.evictions = 0  # how often _evict sorted the maps (amortised: see _evict)
 
     def learn_one(self, previous: Sequence[str], item: str, weight: float = 1.0) -> None:
         """Link ``item`` with the user's ``previous`` items (oldest first); negative weights are ignored."""
@@ -43,7 +44,7 @@ class CoEngagement:
             w = weight * p.distance_decay**distance
             self._add(prev, item, w)
             self._add(item, prev, w * p.backward_weight)
-        if len(self.links) > p.max_items:
+        if len(self.links) > p.max_items or len(self.popularity) > p.max_items:
             self._evict()
 
     def _add(self, a: str, b: str, w: float) -> None:
@@ -54,13 +55,21 @@ class CoEngagement:
             self.links[a] = dict(keep)
 
     def _evict(self) -> None:
-        """Drop the weakest items' rows (by total link weight) when the map holds too many items."""
-        strength = {i: sum(row.values()) for i, row in self.links.items()}
-        for item in sorted(strength, key=strength.__getitem__)[: len(self.links) - self.params.max_items]:
-            del self.links[item]
+        """Drop the weakest items (by total link weight, by popularity) down to 90% of ``max_items``.
+
+        The 10% headroom makes the sort run once per ``max_items / 10`` new items instead of on every
+        new item once the map is full (a full sort of 500k rows per event would stall the agent).
+        Popularity is bounded on its own: items seen alone (a user's first interaction) have no links.
+        """
+        keep_n = max(1, int(self.params.max_items * 0.9))
+        if len(self.links) > self.params.max_items:
+            strength = {i: sum(row.values()) for i, row in self.links.items()}
+            for item in sorted(strength, key=strength.__getitem__)[: len(self.links) - keep_n]:
+                del self.links[item]
         if len(self.popularity) > self.params.max_items:
-            keep = sorted(self.popularity.items(), key=lambda kv: kv[1], reverse=True)[: self.params.max_items]
+            keep = sorted(self.popularity.items(), key=lambda kv: kv[1], reverse=True)[:keep_n]
             self.popularity = dict(keep)
+        self.evictions += 1
 
     def neighbours(self, item: str) -> Mapping[str, float]:
         return self.links.get(item, {})

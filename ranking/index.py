@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 
 from streams.schemas import Feed
 
 TITLE_MAX_CHARS = 300
+COLLECTION_NOT_LOADED = 101  # Milvus error code: "collection ... is in state 'released'"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,13 @@ class ItemIndex:
     """Milvus-backed vector index of items plus a bounded in-process cache of their rows."""
 
     def __init__(
-        self, uri: str, collection: str, dim: int, token: str | None = None, cache_size: int = 100_000
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        token: str | None = None,
+        cache_size: int = 100_000,
+        timeout: float | None = None,
     ) -> None:
         from pymilvus import MilvusClient
 
@@ -63,7 +72,10 @@ class ItemIndex:
         self.uri = uri
         self.collection = collection
         self.dim = dim
-        self._client = MilvusClient(uri, token=token or "")
+        # Per call: without one a hung server stalls the agent silently; with one the call raises, the
+        # worker's retry loop backs off and /health shows the error.
+        self.timeout = timeout
+        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
         self._cache: OrderedDict[str, IndexedItem] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -94,6 +106,19 @@ class ItemIndex:
                 )
         c.load_collection(self.collection)
 
+    def _loaded(self, call: Callable[[], T]) -> T:
+        """Run a client call; if the server lost the loaded state (a Milvus restart releases every
+        collection), load the collection again and retry once. Other errors go to the caller's retry."""
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return call()
+        except MilvusException as exc:
+            if exc.code != COLLECTION_NOT_LOADED and "released" not in str(exc):
+                raise
+        self._client.load_collection(self.collection, timeout=self.timeout)
+        return call()
+
     def close(self) -> None:
         self._client.close()
 
@@ -112,7 +137,7 @@ class ItemIndex:
             for it in items
         ]
         with self._lock:
-            self._client.upsert(self.collection, rows)
+            self._loaded(lambda: self._client.upsert(self.collection, rows, timeout=self.timeout))
         self._remember(items)
 
     def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None:
@@ -134,9 +159,10 @@ class ItemIndex:
             else:
                 missing.append(item_id)
         if missing:
+            fields = ["feed", "is_live", "created_at", "title", "vector"]
             with self._lock:
-                rows = self._client.get(
-                    self.collection, ids=missing, output_fields=["feed", "is_live", "created_at", "title", "vector"]
+                rows = self._loaded(
+                    lambda: self._client.get(self.collection, ids=missing, output_fields=fields, timeout=self.timeout)
                 )
             fetched = [self._row_to_item(r) for r in rows]
             self._remember(fetched)
@@ -149,14 +175,18 @@ class ItemIndex:
         if not queries:
             return []
         fields = ["feed", "created_at", "title"] + (["vector"] if with_vectors else [])
+        data = [np.asarray(q, dtype=np.float32).tolist() for q in queries]
         with self._lock:
-            results = self._client.search(
-                self.collection,
-                data=[np.asarray(q, dtype=np.float32).tolist() for q in queries],
-                limit=limit,
-                filter=feed_filter(feed),
-                output_fields=fields,
-                search_params={"metric_type": "IP"},
+            results = self._loaded(
+                lambda: self._client.search(
+                    self.collection,
+                    data=data,
+                    limit=limit,
+                    filter=feed_filter(feed),
+                    output_fields=fields,
+                    search_params={"metric_type": "IP"},
+                    timeout=self.timeout,
+                )
             )
         out: list[list[Hit]] = []
         for hits in results:
@@ -172,7 +202,9 @@ class ItemIndex:
 
     def count(self) -> int:
         with self._lock:
-            res = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+            res = self._loaded(
+                lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
+            )
         return int(res[0]["count(*)"])
 
     def _row_to_item(self, r: dict) -> IndexedItem:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import time
 import weakref
@@ -37,6 +38,8 @@ from streams.schemas import (
 )
 from streams.settings import Settings
 
+log = logging.getLogger(__name__)
+
 
 class Services:
     """Encoder and index, created on first use inside the worker (model loading takes seconds)."""
@@ -50,10 +53,23 @@ class Services:
         self._lock = asyncio.Lock()
 
     async def handlers(self) -> Handlers:
+        """The handlers, built on first use; a failed build (model missing, Milvus down) is retried.
+
+        Raising here would crash the calling agent with a micro-batch already taken, so failures
+        back off like ``run_in`` and show in /health and livelens_processing_errors_total{step="load"}.
+        """
         async with self._lock:
-            if self._handlers is None:
-                loop = asyncio.get_running_loop()
-                self._handlers = await loop.run_in_executor(self.index_pool, self._build)
+            delay = 0.5
+            while self._handlers is None:
+                try:
+                    self._handlers = await asyncio.get_running_loop().run_in_executor(self.index_pool, self._build)
+                    self.last_error = None
+                except Exception as exc:
+                    metrics.PROCESSING_ERRORS.labels("load", type(exc).__name__).inc()
+                    self.last_error = f"load: {type(exc).__name__}: {exc}"[:500]
+                    log.exception("loading the encoder or connecting to Milvus failed; retrying in %.1fs", delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 30.0)
         return self._handlers
 
     def _build(self) -> Handlers:
@@ -66,7 +82,13 @@ class Services:
         s = self.settings
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
         index = metrics.TimedIndex(
-            ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
+            ItemIndex(
+                s.resolved_milvus_uri(),
+                s.milvus_collection,
+                encoder.dim,
+                token=s.milvus_token,
+                timeout=s.milvus_timeout_s,
+            )
         )
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(
@@ -123,6 +145,7 @@ def build_app(settings: Settings) -> faust.App:
         autodiscover=False,
         key_serializer="raw",
         value_serializer="raw",
+        recovery_consistency_check=s.table_consistency_check,
     )
     services = Services(s)
     app.livelens_services = services  # type: ignore[attr-defined]
@@ -305,7 +328,7 @@ def build_app(settings: Settings) -> faust.App:
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
         healthy = services.ready and services.last_error is None
-        status = "ok" if healthy else ("loading" if not services.ready else "degraded")
+        status = "ok" if healthy else ("degraded" if services.last_error else "loading")
         body = {"status": status, "models_loaded": services.ready, "error": services.last_error}
         return web.json(body, status=200 if healthy else 503)
 
@@ -325,6 +348,21 @@ def build_app(settings: Settings) -> faust.App:
         }
         return web.json({"ready": services.ready, "users": len(user_state), **samples})
 
+    async def page_call(pool: ThreadPoolExecutor, method: str, *args: Any) -> tuple[bool, Any]:
+        """One attempt at a page's blocking call, without run_in's retry loop: a request must not hang
+        while Milvus or the model is down. (False, (message, status)): 400 for bad input, 503 otherwise."""
+        if not services.ready:
+            return False, ("models are loading or failing to load; see /health", 503)
+        handlers = await services.handlers()
+        try:
+            fn = getattr(handlers, method)
+            result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(pool, fn, *args), 30.0)
+        except RejectedEvent as exc:
+            return False, (str(exc), 400)
+        except Exception as exc:
+            return False, (f"{method} failed: {type(exc).__name__}: {exc}"[:300], 503)
+        return True, result
+
     @app.page("/search")
     async def search_view(web: Any, request: Any) -> Any:
         """GET /search?q=...&feed=short_video|live&limit=10: best-matching items for a text query."""
@@ -334,10 +372,11 @@ def build_app(settings: Settings) -> faust.App:
             limit = int(request.query.get("limit", "10"))
         except ValueError:
             limit = -1
-        if feed_name not in ("short_video", "live") or not 1 <= limit <= 100 or not 0 < len(query) <= 500:
+        if feed_name not in ("short_video", "live") or not 1 <= limit <= 100 or not 0 < len(query.strip()) <= 500:
             return web.json({"error": "need q (1-500 chars), feed short_video|live, limit 1-100"}, status=400)
-        handlers = await services.handlers()
-        results = await run_in(services.encoder_pool, handlers.search, query, Feed(feed_name), limit)
+        ok, results = await page_call(services.encoder_pool, "search", query, Feed(feed_name), limit)
+        if not ok:
+            return web.json({"error": results[0]}, status=results[1])
         return web.json({"query": query, "feed": feed_name, "results": results})
 
     @app.page("/recommendations/{user_id}")
@@ -349,12 +388,16 @@ def build_app(settings: Settings) -> faust.App:
         state = user_state.get(user_id)
         if state is None:
             return web.json({"error": f"unknown user {user_id!r} on this worker"}, status=404)
-        handlers = await services.handlers()
-        rec = await run_in(services.index_pool, handlers.recommend_now, user_id, state, Feed(feed_name))
+        ok, rec = await page_call(services.index_pool, "recommend_now", user_id, state, Feed(feed_name))
+        if not ok:
+            return web.json({"error": rec[0]}, status=rec[1])
         return web.json(json.loads(rec.model_dump_json()))
 
     @app.page("/state/{user_id}")
     async def state_view(web: Any, request: Any, user_id: str) -> Any:
+        """GET /state/{user_id}: the user's table value (ids follow the event schema's Id format)."""
+        if not USER_ID.fullmatch(user_id):
+            return web.json({"error": "need a valid user id (1-128 of A-Z a-z 0-9 _ . : @ -)"}, status=400)
         state = user_state.get(user_id)
         if state is None:
             return web.json({"error": f"unknown user {user_id!r} on this worker"}, status=404)

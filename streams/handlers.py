@@ -8,6 +8,7 @@ handlers are testable without Faust or a broker: give them an index and an encod
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,8 @@ from streams.schemas import (
 
 MODEL_VERSION = "livelens-0.1"
 DLQ_PAYLOAD_MAX_BYTES = 256 * 1024
+# A letter must stay well under the producer's 1 MiB request limit once JSON-escaped.
+DLQ_PAYLOAD_MAX_JSON_BYTES = 512 * 1024
 
 
 class TextEncoder(Protocol):
@@ -60,14 +63,29 @@ class Index(Protocol):
 
 
 def dead_letter(source_topic: str, raw: bytes | None, error: RejectedEvent) -> DeadLetter:
-    """Wrap a rejected event with its reason and (bounded) original payload."""
-    payload = (raw or b"")[:DLQ_PAYLOAD_MAX_BYTES]
+    """Wrap a rejected event with its reason and (bounded) original payload.
+
+    Bounded twice: by raw bytes, and by escaped size, because a control character takes 6 bytes in
+    the letter's JSON (256 KiB of them became a 1.5 MB letter that the producer refused, killing
+    the agent). Each character escapes to at most 6 bytes, so the cut below always fits.
+    """
+    raw = raw or b""
+    payload = raw[:DLQ_PAYLOAD_MAX_BYTES]
     try:
         text, encoding = payload.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(payload).decode("ascii"), "base64"
+    cut = len(payload) < len(raw)
+    if len(json.dumps(text, ensure_ascii=False).encode()) > DLQ_PAYLOAD_MAX_JSON_BYTES:
+        cut = True
+        text = text[: DLQ_PAYLOAD_MAX_JSON_BYTES // 6 - 2]
+        if encoding == "base64":
+            text = text[: len(text) - len(text) % 4]
+    detail = str(error)
+    if cut:
+        detail = f"{detail[:1_900]} [payload cut from {len(raw)} bytes]"
     return DeadLetter(
-        source_topic=source_topic, reason=error.reason, error=str(error), payload=text, payload_encoding=encoding
+        source_topic=source_topic, reason=error.reason, error=detail, payload=text, payload_encoding=encoding
     )
 
 

@@ -191,6 +191,8 @@ def parse_event(model: type[E], raw: bytes | str | dict[str, Any] | None) -> E:
             data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as exc:
             raise RejectedEvent("invalid_json", str(exc)) from exc
+        except RecursionError as exc:  # e.g. 100k nested "[": the decoder recurses per level
+            raise RejectedEvent("invalid_json", "nested too deeply") from exc
     if not isinstance(data, dict):
         raise RejectedEvent("schema", f"expected a JSON object, got {type(data).__name__}")
     try:

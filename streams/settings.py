@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=lambda: project_root() / ".livelens")
     table_store: str = Field(default="rocksdb://", description="rocksdb:// in production, memory:// for tests")
+    table_consistency_check: bool = Field(
+        default=True,
+        description="Stop the worker when its local table store is ahead of the changelog (Faust's check). The "
+        "local stack turns it off: its in-memory broker loses the changelog on restart and the worker keeps its "
+        "local state instead of crashing.",
+    )
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
@@ -81,6 +87,9 @@ class Settings(BaseSettings):
     )
     milvus_token: str | None = Field(default=None, repr=False)
     milvus_collection: str = "livelens_items"
+    milvus_timeout_s: float = Field(
+        default=30.0, gt=0, description="Longest wait for one Milvus call; a hung server then shows in /health"
+    )
 
     # --- Encoders -------------------------------------------------------------------------------
     text_encoder: Literal["minilm", "use-m3", "hash"] = Field(

@@ -19,6 +19,15 @@ def topic_names(settings: Settings) -> list[str]:
     ]
 
 
+def changelog_topic(settings: Settings) -> str:
+    """Faust's changelog of the ``user_state`` table (Faust names it ``<app id>-<table>-changelog``).
+
+    Created here as well: Faust declares it only when the worker starts, so after a broker lost its
+    topics (the embedded one keeps them in memory) user state would otherwise stop being durable.
+    """
+    return f"{settings.app_id}-user_state-changelog"
+
+
 def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
     """Create missing topics; returns the names created. Existing topics are left as they are."""
     admin = AdminClient(settings.confluent_config())
@@ -28,6 +37,15 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         for name in topic_names(settings)
         if name not in existing
     ]
+    if settings.worker_role != "encoder" and changelog_topic(settings) not in existing:
+        wanted.append(
+            NewTopic(
+                changelog_topic(settings),
+                num_partitions=settings.partitions,
+                replication_factor=settings.replication_factor,
+                config={"cleanup.policy": "compact"},
+            )
+        )
     if not wanted:
         return []
     for name, future in admin.create_topics(wanted, request_timeout=timeout).items():

@@ -26,6 +26,22 @@ def test_memory_is_bounded() -> None:
     assert len(co.links) <= 10
 
 
+def test_popularity_is_bounded_even_for_items_without_links() -> None:
+    co = CoEngagement(CoEngagementParams(max_items=10))
+    for n in range(50):
+        co.learn_one([], f"solo{n}", weight=1.0)  # a first interaction: no previous item, no link
+    assert len(co.popularity) <= 10 and not co.links
+
+
+def test_eviction_is_amortised_once_the_map_is_full() -> None:
+    """Full map: evicting one item per new item meant a sort of every row on every event."""
+    co = CoEngagement(CoEngagementParams(window=1, max_items=1_000))
+    for n in range(11_000):
+        co.learn_one([f"a{n}"], f"b{n}", weight=1.0)  # two new items per event
+    assert len(co.links) <= 1_000 and len(co.popularity) <= 1_000
+    assert co.evictions <= 2 * 11_000 * 2 // 100 + 2  # about one sort per 100 new items, not one per item
+
+
 def test_recent_items_weigh_more_and_sources_are_named() -> None:
     co = CoEngagement(CoEngagementParams(window=1))
     co.learn_sequence(["old", "x"])

@@ -40,6 +40,8 @@ def test_valid_interaction_parses_from_bytes() -> None:
         (json.dumps(good_interaction(extra="x")).encode(), "schema"),
         (b" " * (MAX_EVENT_BYTES + 1), "oversized"),
         (None, "empty"),
+        # Found by tests/integration/test_fuzz.py: json.loads raised RecursionError, which killed the agent.
+        (b'{"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "invalid_json"),
     ],
 )
 def test_bad_events_are_rejected_with_a_reason(raw: bytes | None, reason: str) -> None:
