@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,20 @@ from streams.schemas import Feed
 TITLE_MAX_CHARS = 300
 COLLECTION_NOT_LOADED = 101  # Milvus error code: "collection ... is in state 'released'"
 T = TypeVar("T")
+
+
+def with_loaded_collection(client: Any, collection: str, timeout: float | None, call: Callable[[], T]) -> T:
+    """Run a client call; if the server lost the loaded state (a Milvus restart releases every
+    collection), load the collection again and retry once. Other errors go to the caller's retry."""
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        return call()
+    except MilvusException as exc:
+        if exc.code != COLLECTION_NOT_LOADED and "released" not in str(exc):
+            raise
+    client.load_collection(collection, timeout=timeout)
+    return call()
 
 
 @dataclass(frozen=True)
@@ -107,17 +121,7 @@ class ItemIndex:
         c.load_collection(self.collection)
 
     def _loaded(self, call: Callable[[], T]) -> T:
-        """Run a client call; if the server lost the loaded state (a Milvus restart releases every
-        collection), load the collection again and retry once. Other errors go to the caller's retry."""
-        from pymilvus.exceptions import MilvusException
-
-        try:
-            return call()
-        except MilvusException as exc:
-            if exc.code != COLLECTION_NOT_LOADED and "released" not in str(exc):
-                raise
-        self._client.load_collection(self.collection, timeout=self.timeout)
-        return call()
+        return with_loaded_collection(self._client, self.collection, self.timeout, call)
 
     def close(self) -> None:
         self._client.close()

@@ -19,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from ranking.index import with_loaded_collection
+
 MODALITY_MAX_CHARS = 16
 
 
@@ -44,14 +46,17 @@ class InMemoryModalityStore:
 class MilvusModalityStore:
     """Rows ``item_id/modality`` in the collection ``<items collection>_modalities``."""
 
-    def __init__(self, uri: str, collection: str, dim: int, token: str | None = None) -> None:
+    def __init__(
+        self, uri: str, collection: str, dim: int, token: str | None = None, timeout: float | None = None
+    ) -> None:
         from pymilvus import MilvusClient
 
         if "://" not in uri:
             Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.collection = collection
         self.dim = dim
-        self._client = MilvusClient(uri, token=token or "")
+        self.timeout = timeout
+        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
         self._lock = threading.Lock()
         self._ensure_collection()
 
@@ -83,7 +88,12 @@ class MilvusModalityStore:
         ]
         if rows:
             with self._lock:
-                self._client.upsert(self.collection, rows)
+                with_loaded_collection(
+                    self._client,
+                    self.collection,
+                    self.timeout,
+                    lambda: self._client.upsert(self.collection, rows, timeout=self.timeout),
+                )
 
     def get(self, item_ids: Iterable[str]) -> dict[str, dict[str, np.ndarray]]:
         ids = list(dict.fromkeys(item_ids))
@@ -91,8 +101,16 @@ class MilvusModalityStore:
             return {}
         quoted = ", ".join('"' + i.replace("\\", "\\\\").replace('"', '\\"') + '"' for i in ids)
         with self._lock:
-            rows = self._client.query(
-                self.collection, filter=f"item_id in [{quoted}]", output_fields=["item_id", "modality", "vector"]
+            rows = with_loaded_collection(
+                self._client,
+                self.collection,
+                self.timeout,
+                lambda: self._client.query(
+                    self.collection,
+                    filter=f"item_id in [{quoted}]",
+                    output_fields=["item_id", "modality", "vector"],
+                    timeout=self.timeout,
+                ),
             )
         out: dict[str, dict[str, np.ndarray]] = {}
         for r in rows:

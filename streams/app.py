@@ -100,7 +100,11 @@ class Services:
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
             media=MediaPipeline(s),
             modalities=MilvusModalityStore(
-                s.resolved_milvus_uri(), f"{s.milvus_collection}_modalities", encoder.dim, token=s.milvus_token
+                s.resolved_milvus_uri(),
+                f"{s.milvus_collection}_modalities",
+                encoder.dim,
+                token=s.milvus_token,
+                timeout=s.milvus_timeout_s,
             ),
             live_windows=LiveWindows(s.live_comment_window, s.live_streams_tracked, s.live_refresh_interval_s),
             fusion_weights=s.fusion_weights,
