@@ -176,8 +176,9 @@ def update_consumer_lag(consumer: Any, topics: Collection[str]) -> dict[tuple[st
     """Set ``livelens_consumer_lag`` for every assigned partition of ``topics``; drop revoked partitions.
 
     ``consumer`` is Faust's app consumer: ``highwater(tp)`` is the broker's high watermark (next offset to be
-    written) as of the last fetch, ``_read_offset[tp]`` the offset of the last message handed to the agents.
-    Before anything was read, the committed offset (the next one to read) stands in; with neither, the lag is
+    written) as of the last fetch, ``_read_offset[tp]`` the offset of the last message handed to the agents,
+    ``_committed_offset[tp]`` the last offset committed after processing. The lag counts from the lower of the
+    two, so events fetched into an agent's buffer but not processed still count; with neither, the lag is
     the whole partition (an upper bound: the consumer starts from the earliest offset).
     """
     try:
@@ -198,7 +199,10 @@ def update_consumer_lag(consumer: Any, topics: Collection[str]) -> dict[tuple[st
             continue
         read = read_offsets.get(tp)
         committed = committed_offsets.get(tp)
-        position = read + 1 if read is not None else (committed if committed is not None else 0)
+        # Fetched-but-unprocessed events sit in agent buffers past the read offset: once something is
+        # committed, the committed offset (processed and acked) is the honest position.
+        known = [p for p in (None if read is None else read + 1, committed) if p is not None]
+        position = min(known) if known else 0
         lags[(tp.topic, tp.partition)] = max(0, int(high) - int(position))
     current = {(topic, str(partition)) for topic, partition in lags}
     for labels in _lag_series - current:

@@ -130,10 +130,10 @@ class TP:
 
 class FakeConsumer:
     def __init__(self) -> None:
-        self.assigned = {TP("in", 0), TP("in", 1), TP("in", 2), TP("changelog", 0)}
-        self.high = {TP("in", 0): 10, TP("in", 1): 5, TP("in", 2): 4, TP("changelog", 0): 99}
-        self._read_offset = {TP("in", 0): 9, TP("in", 1): None}
-        self._committed_offset = {TP("in", 1): 2}
+        self.assigned = {TP("in", 0), TP("in", 1), TP("in", 2), TP("in", 3), TP("changelog", 0)}
+        self.high = {TP("in", 0): 10, TP("in", 1): 5, TP("in", 2): 4, TP("in", 3): 10, TP("changelog", 0): 99}
+        self._read_offset = {TP("in", 0): 9, TP("in", 1): None, TP("in", 3): 9}
+        self._committed_offset = {TP("in", 1): 2, TP("in", 3): 4}
 
     def assignment(self) -> set[TP]:
         return self.assigned
@@ -145,8 +145,9 @@ class FakeConsumer:
 def test_consumer_lag_per_input_partition_and_revoked_partitions_removed() -> None:
     consumer = FakeConsumer()
     lags = metrics.update_consumer_lag(consumer, {"in"})
-    # read up to offset 9 of 10: caught up; nothing read but committed 2 of 5: 3; nothing known: whole partition.
-    assert lags == {("in", 0): 0, ("in", 1): 3, ("in", 2): 4}
+    # read up to offset 9 of 10: caught up; nothing read but committed 2 of 5: 3; nothing known: whole partition;
+    # read 9 but only 4 processed and committed: 6 still in flight count as lag.
+    assert lags == {("in", 0): 0, ("in", 1): 3, ("in", 2): 4, ("in", 3): 6}
     assert _sample("livelens_consumer_lag", {"topic": "in", "partition": "1"}) == 3
     consumer.assigned = {TP("in", 0)}
     metrics.update_consumer_lag(consumer, {"in"})
