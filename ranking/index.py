@@ -54,8 +54,17 @@ class ItemIndex:
     """Milvus-backed vector index of items plus a bounded in-process cache of their rows."""
 
     def __init__(
-        self, uri: str, collection: str, dim: int, token: str | None = None, cache_size: int = 100_000
+        self,
+        uri: str,
+        collection: str,
+        dim: int,
+        token: str | None = None,
+        cache_size: int = 100_000,
+        index_type: str = "FLAT",
+        index_params: dict[str, int] | None = None,
+        search_params: dict[str, int] | None = None,
     ) -> None:
+        """``index_type``/``index_params`` apply when the collection is created; ``search_params`` to every search."""
         from pymilvus import MilvusClient
 
         if "://" not in uri:
@@ -63,6 +72,9 @@ class ItemIndex:
         self.uri = uri
         self.collection = collection
         self.dim = dim
+        self.index_type = index_type
+        self.index_params = dict(index_params or {})
+        self.search_params = dict(search_params or {})
         self._client = MilvusClient(uri, token=token or "")
         self._cache: OrderedDict[str, IndexedItem] = OrderedDict()
         self._cache_size = cache_size
@@ -82,7 +94,9 @@ class ItemIndex:
             schema.add_field("title", DataType.VARCHAR, max_length=4 * TITLE_MAX_CHARS)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
             index_params = c.prepare_index_params()
-            index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+            index_params.add_index(
+                field_name="vector", index_type=self.index_type, metric_type="IP", params=self.index_params
+            )
             c.create_collection(self.collection, schema=schema, index_params=index_params, consistency_level="Strong")
         else:
             described = c.describe_collection(self.collection)
@@ -156,7 +170,7 @@ class ItemIndex:
                 limit=limit,
                 filter=feed_filter(feed),
                 output_fields=fields,
-                search_params={"metric_type": "IP"},
+                search_params={"metric_type": "IP", "params": self.search_params},
             )
         out: list[list[Hit]] = []
         for hits in results:

@@ -55,7 +55,15 @@ class Services:
         s = self.settings
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
         index = metrics.TimedIndex(
-            ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
+            ItemIndex(
+                s.resolved_milvus_uri(),
+                s.milvus_collection,
+                encoder.dim,
+                token=s.milvus_token,
+                index_type=s.milvus_index_type,
+                index_params=s.milvus_index_params,
+                search_params=s.milvus_search_params,
+            )
         )
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(
