@@ -22,7 +22,10 @@ from rich.console import Console
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # name -> module under bench/ (each documented in README "Benchmarks")
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {
+    "encoders": "bench.encoders",
+    "retrieval": "bench.retrieval",
+}
 
 
 @dataclass
