@@ -23,6 +23,8 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # name -> module under bench/ (each documented in README "Benchmarks")
 BENCHES: dict[str, str] = {
+    "encoders": "bench.encoders",
+    "retrieval": "bench.retrieval",
     "load": "bench.load",
 }
 

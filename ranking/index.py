@@ -78,7 +78,11 @@ class ItemIndex:
         token: str | None = None,
         cache_size: int = 100_000,
         timeout: float | None = None,
+        index_type: str = "FLAT",
+        index_params: dict[str, int] | None = None,
+        search_params: dict[str, int] | None = None,
     ) -> None:
+        """``index_type``/``index_params`` apply when the collection is created; ``search_params`` to every search."""
         from pymilvus import MilvusClient
 
         if "://" not in uri:
@@ -89,6 +93,9 @@ class ItemIndex:
         # Per call: without one a hung server stalls the agent silently; with one the call raises, the
         # worker's retry loop backs off and /health shows the error.
         self.timeout = timeout
+        self.index_type = index_type
+        self.index_params = dict(index_params or {})
+        self.search_params = dict(search_params or {})
         self._client = MilvusClient(uri, token=token or "", timeout=timeout)
         self._cache: OrderedDict[str, IndexedItem] = OrderedDict()
         self._cache_size = cache_size
@@ -108,7 +115,9 @@ class ItemIndex:
             schema.add_field("title", DataType.VARCHAR, max_length=4 * TITLE_MAX_CHARS)
             schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
             index_params = c.prepare_index_params()
-            index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
+            index_params.add_index(
+                field_name="vector", index_type=self.index_type, metric_type="IP", params=self.index_params
+            )
             c.create_collection(self.collection, schema=schema, index_params=index_params, consistency_level="Strong")
         else:
             described = c.describe_collection(self.collection)
@@ -188,7 +197,7 @@ class ItemIndex:
                     limit=limit,
                     filter=feed_filter(feed),
                     output_fields=fields,
-                    search_params={"metric_type": "IP"},
+                    search_params={"metric_type": "IP", "params": self.search_params},
                     timeout=self.timeout,
                 )
             )

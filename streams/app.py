@@ -88,6 +88,9 @@ class Services:
                 encoder.dim,
                 token=s.milvus_token,
                 timeout=s.milvus_timeout_s,
+                index_type=s.milvus_index_type,
+                index_params=s.milvus_index_params,
+                search_params=s.milvus_search_params,
             )
         )
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})

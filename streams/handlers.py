@@ -189,7 +189,7 @@ class Handlers:
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
-        """Encode a batch of new items (text in one forward pass, then each item's media) and upsert them.
+        """Encode a batch of new items (text in one forward pass, media batched across items) and upsert them.
 
         An item whose media path escapes the configured roots is rejected whole (dead letter); media
         that merely fail to decode cost only their modality and are reported in ``media_errors``.
@@ -201,21 +201,19 @@ class Handlers:
         kept: list[ContentEvent] = []
         fused: list[np.ndarray] = []
         parts: list[dict[str, np.ndarray]] = []
-        for ev, text_vector in zip(events, vectors, strict=True):
-            if self.media is None:
+        if self.media is None:
+            kept, fused, parts = list(events), list(vectors), [{} for _ in events]
+        else:
+            # Media of the whole batch: frames of all items in one image forward, clips in one audio call.
+            for ev, out in zip(events, self.media.item_vectors(events, vectors), strict=True):
+                if "path_outside_roots" in out.media_errors.values():
+                    reason = f"item {ev.item_id!r} names media outside the roots"
+                    result.dead.append((ev, RejectedEvent("media_path_outside_roots", reason)))
+                    continue
+                result.media_errors.extend(out.media_errors.values())
                 kept.append(ev)
-                fused.append(text_vector)
-                parts.append({})
-                continue
-            out = self.media.item_vector(ev, text_vector)
-            if "path_outside_roots" in out.media_errors.values():
-                err = RejectedEvent("media_path_outside_roots", f"item {ev.item_id!r} names media outside the roots")
-                result.dead.append((ev, err))
-                continue
-            result.media_errors.extend(out.media_errors.values())
-            kept.append(ev)
-            fused.append(out.vector)
-            parts.append(out.parts if len(out.parts) > 1 else {})
+                fused.append(out.vector)
+                parts.append(out.parts if len(out.parts) > 1 else {})
         if kept:
             result.items = content_to_items(kept, np.stack(fused))
             # parts first: an item is searchable once it is in the index, and then it can be explained

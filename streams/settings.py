@@ -10,10 +10,17 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.schemas import InteractionType
+
+# Build / search parameters each Milvus index type understands (milvus-lite 3.2.2 names; Milvus uses the same).
+INDEX_PARAM_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    "FLAT": (frozenset(), frozenset()),
+    "IVF_FLAT": (frozenset({"nlist"}), frozenset({"nprobe"})),
+    "HNSW": (frozenset({"M", "efConstruction"}), frozenset({"ef"})),
+}
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     # Stronger commitment -> larger pull of the user's taste toward the item (skip pushes away).
@@ -90,6 +97,17 @@ class Settings(BaseSettings):
     milvus_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest wait for one Milvus call; a hung server then shows in /health"
     )
+    milvus_index_type: Literal["FLAT", "IVF_FLAT", "HNSW"] = Field(
+        default="FLAT",
+        description="Vector index of a new collection. FLAT: exact, and exact under the live-feed filter; "
+        "IVF_FLAT/HNSW: approximate (see README bench retrieval)",
+    )
+    milvus_index_params: dict[str, int] = Field(
+        default_factory=dict, description='Index build params, e.g. {"nlist": 1024} or {"M": 16, "efConstruction": 64}'
+    )
+    milvus_search_params: dict[str, int] = Field(
+        default_factory=dict, description='Search params, e.g. {"nprobe": 32} (IVF_FLAT) or {"ef": 128} (HNSW)'
+    )
 
     # --- Encoders -------------------------------------------------------------------------------
     text_encoder: Literal["minilm", "use-m3", "hash"] = Field(
@@ -157,6 +175,23 @@ class Settings(BaseSettings):
 
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)
+
+    @model_validator(mode="after")
+    def _index_params_fit_type(self) -> Settings:
+        """A typo'd or mismatched index param would be silently ignored by Milvus Lite: refuse it here."""
+        build_keys, search_keys = INDEX_PARAM_KEYS[self.milvus_index_type]
+        for given, allowed, what in (
+            (self.milvus_index_params, build_keys, "milvus_index_params"),
+            (self.milvus_search_params, search_keys, "milvus_search_params"),
+        ):
+            unknown = set(given) - allowed
+            if unknown:
+                raise ValueError(
+                    f"{what} {sorted(unknown)} do not apply to {self.milvus_index_type}; allowed: {sorted(allowed)}"
+                )
+            if any(v < 1 for v in given.values()):
+                raise ValueError(f"{what} values must be >= 1")
+        return self
 
     def broker_url(self) -> str:
         if not self.kafka_broker:

@@ -388,3 +388,50 @@ def test_micro_batcher_by_size_and_by_wait() -> None:
     assert MicroBatcher[str](1, 0.0).add("x", 0.0) == ["x"]
     with pytest.raises(ValueError):
         MicroBatcher(0, 1.0)
+
+
+# --- cross-item batching -----------------------------------------------------------------------------------
+
+
+def test_pipeline_batch_equals_per_item(media: Path) -> None:
+    """One batched call (frames of all items in one image forward, clips in one audio call) must give each
+    item exactly what it gets alone: same modalities, same errors, same fused vector."""
+    from encoders.pipeline import MediaPipeline
+    from streams.settings import Settings
+
+    settings = Settings(media_roots=[media], keyframes=2, device="cpu", encoder_batch_size=8)
+    pipeline = MediaPipeline(settings)
+
+    def src(cover: str | None = None, video: str | None = None) -> SimpleNamespace:
+        return SimpleNamespace(
+            cover_path=cover and str(media / cover),
+            keyframe_paths=[],
+            video_path=video and str(media / video),
+            audio_path=None,
+        )
+
+    sources = [
+        src(video="clip.mp4"),  # frames + audio
+        src(),  # text only
+        src(cover="cover.jpg", video="silent.mp4"),  # cover + video frames, no audio track
+        src(video="garbage.mp4"),  # undecodable: text only, error reported
+        src(cover="cover.jpg"),
+    ]
+    rng = np.random.default_rng(0)
+    text = rng.standard_normal((len(sources), 384)).astype(np.float32)
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+
+    batched = pipeline.item_vectors(sources, text)
+    alone = [pipeline.item_vector(s, t) for s, t in zip(sources, text, strict=True)]
+
+    assert [b.modalities for b in batched] == [a.modalities for a in alone]
+    assert batched[0].modalities == ["audio", "image", "text"]
+    assert batched[1].modalities == ["text"] and batched[3].modalities == ["text"]
+    assert [b.media_errors for b in batched] == [a.media_errors for a in alone]
+    assert batched[3].media_errors
+    for b, a in zip(batched, alone, strict=True):
+        np.testing.assert_allclose(b.vector, a.vector, atol=1e-5)
+    # Items really differ, so the check above would catch rows handed to the wrong item.
+    assert not np.allclose(batched[0].vector, batched[4].vector, atol=1e-3)
+    with pytest.raises(ValueError):
+        pipeline.item_vectors(sources, text[:2])

@@ -40,3 +40,15 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIVELENS_PARTITIONS", "0")
     with pytest.raises(ValueError, match="partitions"):
         Settings()
+
+
+def test_index_params_must_fit_the_index_type() -> None:
+    s = Settings(milvus_index_type="IVF_FLAT", milvus_index_params={"nlist": 1024}, milvus_search_params={"nprobe": 32})
+    assert s.milvus_search_params == {"nprobe": 32}
+    assert Settings().milvus_index_type == "FLAT" and Settings().milvus_search_params == {}
+    with pytest.raises(ValueError, match="do not apply to HNSW"):
+        Settings(milvus_index_type="HNSW", milvus_search_params={"nprobe": 32})
+    with pytest.raises(ValueError, match="do not apply to FLAT"):
+        Settings(milvus_index_params={"nlist": 8})
+    with pytest.raises(ValueError, match=">= 1"):
+        Settings(milvus_index_type="HNSW", milvus_search_params={"ef": 0})
