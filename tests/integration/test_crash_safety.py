@@ -271,30 +271,43 @@ def test_clean_run_applied_every_event_once(clean_run: Clean, stream: Stream) ->
 
 
 def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: signal.Signals) -> None:
+    """KILLS signals while the worker processes the stream; for SIGKILL one more right after a restart."""
     name = {signal.SIGKILL: "b", signal.SIGTERM: "c"}[sig]
     seed = int(os.environ.get("LIVELENS_TEST_CRASH_SEED", random.SystemRandom().randrange(10**6)))
     rng = random.Random(seed)
     print(f"\n[crash] run {name.upper()} ({sig.name}): seed {seed} (LIVELENS_TEST_CRASH_SEED={seed} replays it)")
+    startup_kill = rng.randrange(KILLS) if sig is signal.SIGKILL else None
     started = time.monotonic()
     run = Run.create(shared, name, index_content=False)
     run.start()
     publisher = Publisher(run.settings, stream.events, rate=RATE)
     publisher.start()
+    signals = 0
+
+    def stop_and_restart(when: str) -> float:
+        nonlocal signals
+        before = run.snapshot()
+        published = publisher.published
+        signalled = time.monotonic()
+        run.stop(sig)
+        signals += 1
+        assert published < len(stream.events), "the stream ended before the kill: lower RATE"
+        print(
+            f"[crash]   {sig.name} #{signals} {when}: {published}/{len(stream.events)} published; this worker had "
+            f"consumed {before.consumed:.0f} in {before.batches:.0f} batches and absorbed "
+            f"{before.duplicates:.0f} duplicates; the group had committed {run.committed()}"
+        )
+        run.start()
+        return signalled
+
     try:
+        run.wait_processing()
         for kill in range(KILLS):
-            run.wait_processing()
             time.sleep(rng.uniform(0.2, 4.0))  # before or after a commit (every 2.8 s)
-            before = run.snapshot()
-            published = publisher.published
-            signalled = time.monotonic()
-            run.stop(sig)
-            assert published < len(stream.events), "the stream ended before the kill: lower RATE"
-            print(
-                f"[crash]   {sig.name} #{kill + 1}: {published}/{len(stream.events)} published; this worker had "
-                f"consumed {before.consumed:.0f} in {before.batches:.0f} batches and absorbed "
-                f"{before.duplicates:.0f} duplicates; the group had committed {run.committed()}"
-            )
-            run.start()
+            signalled = stop_and_restart("while processing")
+            if kill == startup_kill:  # group join, changelog recovery or first batch
+                time.sleep(rng.uniform(0.0, 2.0))
+                signalled = stop_and_restart("0-2 s after a restart")
             run.wait_processing()
             run.incarnations[-1].recovery_s = time.monotonic() - signalled
         states = finish(run, stream, publisher)
@@ -307,12 +320,12 @@ def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: sig
     consumed = sum(i.consumed for i in run.incarnations)
     duplicates = sum(i.duplicates for i in run.incarnations)
     print(
-        f"[crash] run {name.upper()}: {len(stream.events)} events, {len(states)} users, {KILLS} {sig.name}s, "
+        f"[crash] run {name.upper()}: {len(stream.events)} events, {len(states)} users, {signals} {sig.name}s, "
         f"{len(run.incarnations) - 1} restarts, recovery (signal to processing again) "
         f"{', '.join(f'{r:.1f}' for r in recoveries)} s (max {max(recoveries):.1f}); "
         f"{consumed:.0f} events consumed, {duplicates:.0f} duplicates absorbed by dedupe (at least); {seconds:.1f}s"
     )
-    assert len(recoveries) == KILLS
+    assert len(recoveries) == KILLS and signals >= KILLS
     diffs = state_differences(clean.states, states)
     assert not diffs, f"{len(diffs)} differences from the clean run (seed {seed}), first: {diffs[:10]}"
 
