@@ -2,9 +2,10 @@
 
 A fixed slice of MicroLens-50K (real users and items, fixed event times) is replayed through the
 embedded broker into a real ``livelens worker`` with the production RocksDB table store. Run A is
-uninterrupted; run B SIGKILLs the worker at seeded random points while events flow and restarts it;
-run C does the same with SIGTERM. Every user's durable state (``GET /state/{user_id}``) after B and
-C must equal A's: nothing lost, nothing applied twice (``ranking.user_state.state_differences``).
+uninterrupted; run B SIGKILLs the worker at seeded random points while events flow and restarts it
+(five times, plus once 0-2 s after a restart); run C does the same with SIGTERM. Every user's
+durable state (``GET /state/{user_id}``) after B and C must equal A's: nothing lost, nothing applied
+twice (``ranking.user_state.state_differences``).
 
 Each run has its own consumer group, interaction topic and RocksDB directory; the broker and the
 Milvus Lite index (filled once by run A, hash text encoder) are shared. The figures measured (kills,
