@@ -304,7 +304,7 @@ def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: sig
     try:
         run.wait_processing()
         for kill in range(KILLS):
-            time.sleep(rng.uniform(0.2, 4.0))  # before or after a commit (every 2.8 s)
+            time.sleep(rng.uniform(0.2, 6.0))  # before or after the first commit (~3 s in)
             signalled = stop_and_restart("while processing")
             if kill == startup_kill:  # group join, changelog recovery or first batch
                 time.sleep(rng.uniform(0.0, 2.0))
