@@ -3,7 +3,8 @@
 A fixed slice of MicroLens-50K (real users and items, fixed event times) is replayed through the
 embedded broker into a real ``livelens worker`` with the production RocksDB table store. Run A is
 uninterrupted; run B SIGKILLs the worker at seeded random points while events flow and restarts it
-(five times, plus once 0-2 s after a restart); run C does the same with SIGTERM. Every user's
+(five times, plus once 0-2 s after a restart); run C does the same with SIGTERM. Once per run the
+local RocksDB is wiped before the restart, so the state must come back from the changelog. Every user's
 durable state (``GET /state/{user_id}``) after B and C must equal A's: nothing lost, nothing applied
 twice (``ranking.user_state.state_differences``).
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import threading
 import time
@@ -278,6 +280,7 @@ def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: sig
     rng = random.Random(seed)
     print(f"\n[crash] run {name.upper()} ({sig.name}): seed {seed} (LIVELENS_TEST_CRASH_SEED={seed} replays it)")
     startup_kill = rng.randrange(KILLS) if sig is signal.SIGKILL else None
+    wipe_kill = rng.randrange(KILLS)
     started = time.monotonic()
     run = Run.create(shared, name, index_content=False)
     run.start()
@@ -285,13 +288,16 @@ def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: sig
     publisher.start()
     signals = 0
 
-    def stop_and_restart(when: str) -> float:
+    def stop_and_restart(when: str, wipe: bool = False) -> float:
         nonlocal signals
         before = run.snapshot()
         published = publisher.published
         signalled = time.monotonic()
         run.stop(sig)
         signals += 1
+        if wipe:  # as on a fresh node: the state must come back from the changelog topic alone
+            shutil.rmtree(run.settings.data_dir / "faust")
+            when += ", local RocksDB wiped"
         assert published < len(stream.events), "the stream ended before the kill: lower RATE"
         print(
             f"[crash]   {sig.name} #{signals} {when}: {published}/{len(stream.events)} published; this worker had "
@@ -305,7 +311,7 @@ def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: sig
         run.wait_processing()
         for kill in range(KILLS):
             time.sleep(rng.uniform(0.2, 6.0))  # before or after the first commit (~3 s in)
-            signalled = stop_and_restart("while processing")
+            signalled = stop_and_restart("while processing", wipe=kill == wipe_kill)
             if kill == startup_kill:  # group join, changelog recovery or first batch
                 time.sleep(rng.uniform(0.0, 2.0))
                 signalled = stop_and_restart("0-2 s after a restart")
