@@ -163,3 +163,51 @@ def params_from_settings(settings: Any) -> UserModelParams:
         recent_items=settings.recent_items,
         dedupe_window=settings.dedupe_window,
     )
+
+
+def state_differences(
+    expected: Mapping[str, Mapping[str, Any]], actual: Mapping[str, Mapping[str, Any]], tol: float = 1e-6
+) -> list[str]:
+    """Every way two snapshots of user state (user id -> ``UserState.to_dict()``) differ; empty if equal.
+
+    Why: crash recovery is proven by comparing a run with restarts against a clean run of the same
+    event stream. Event bookkeeping (applied ids, counts, event times) must match exactly, as a lost or
+    doubled event shows there first; the taste vectors are compared within ``tol`` (relative to their
+    norm), since the same sums in the same order give the same floats and any real drift is far larger.
+    """
+    out = [f"user {u}: missing" for u in sorted(set(expected) - set(actual))]
+    out += [f"user {u}: not expected" for u in sorted(set(actual) - set(expected))]
+    for user in sorted(set(expected) & set(actual)):
+        out += [f"user {user}: {d}" for d in _user_differences(expected[user], actual[user], tol)]
+    return out
+
+
+def _user_differences(expected: Mapping[str, Any], actual: Mapping[str, Any], tol: float) -> list[str]:
+    out: list[str] = []
+    want, got = list(expected.get("applied_event_ids", [])), list(actual.get("applied_event_ids", []))
+    if missing := sorted(set(want) - set(got)):
+        out.append(f"events not applied {missing}")
+    if extra := sorted(set(got) - set(want)):
+        out.append(f"events not in the stream applied {extra}")
+    if twice := sorted({e for e in got if got.count(e) > 1}):
+        out.append(f"events applied twice {twice}")
+    if not out and want != got:
+        out.append("events applied in another order")
+    for key in ("n_events", "counts", "last_ts"):
+        if expected.get(key) != actual.get(key):
+            out.append(f"{key} {actual.get(key)!r} != {expected.get(key)!r}")
+    want_recent, got_recent = expected.get("recent", []), actual.get("recent", [])
+    if [r[:3] for r in want_recent] != [r[:3] for r in got_recent] or not np.allclose(
+        [r[3] for r in want_recent], [r[3] for r in got_recent], rtol=tol, atol=0.0
+    ):
+        out.append("recent items differ")
+    for key in ("long_term", "short_term"):
+        a, b = expected.get(key), actual.get(key)
+        if (a is None) != (b is None) or (a is not None and len(a) != len(b)):
+            out.append(f"{key} shape differs")
+        elif a is not None:
+            va, vb = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+            drift = float(np.linalg.norm(va - vb))
+            if drift > tol * max(1.0, float(np.linalg.norm(va))):
+                out.append(f"{key} drifted by {drift:.3g}")
+    return out

@@ -72,6 +72,23 @@ def publish_content(
     return len(items)
 
 
+def interaction_events(
+    dataset: Dataset, event_ts: Callable[[str, int], float] | None = None
+) -> Iterator[InteractionEvent]:
+    """Every interaction in publish order, built lazily.
+
+    ``ts`` is the time the event is built (publish time, so freshness can be measured) unless
+    ``event_ts(user, position)`` gives a fixed event time: then the stream, and the user state it
+    produces, are the same on every replay (the crash-safety tests compare runs).
+    """
+    for user, pos, event_id, _ in interleaved(dataset):
+        step = dataset.sequences[user][pos]
+        ts = event_ts(user, pos) if event_ts else time.time()
+        yield InteractionEvent(
+            event_id=event_id, user_id=user, item_id=step.item_id, type=step.type, value=step.value, ts=ts
+        )
+
+
 def publish_interactions(
     settings: Settings,
     dataset: Dataset,
@@ -82,13 +99,9 @@ def publish_interactions(
     producer = make_producer(settings)
     stats = ReplayStats(last_event_of_user={})
     started = time.perf_counter()
-    for n, (user, pos, event_id, _) in enumerate(interleaved(dataset), 1):
-        step = dataset.sequences[user][pos]
-        ev = InteractionEvent(
-            event_id=event_id, user_id=user, item_id=step.item_id, type=step.type, value=step.value, ts=time.time()
-        )
-        _produce(producer, settings.topic_interactions, user, ev.model_dump_json())
-        stats.last_event_of_user[user] = event_id  # type: ignore[index]
+    for n, ev in enumerate(interaction_events(dataset), 1):
+        _produce(producer, settings.topic_interactions, ev.user_id, ev.model_dump_json())
+        stats.last_event_of_user[ev.user_id] = ev.event_id  # type: ignore[index]
         stats.interactions = n
         if rate:
             ahead = n / rate - (time.perf_counter() - started)

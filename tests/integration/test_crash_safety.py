@@ -1,0 +1,352 @@
+"""Crash safety: a worker killed mid-stream, again and again, ends with exactly the state of a clean run.
+
+A fixed slice of MicroLens-50K (real users and items, fixed event times) is replayed through the
+embedded broker into a real ``livelens worker`` with the production RocksDB table store. Run A is
+uninterrupted; run B SIGKILLs the worker at seeded random points while events flow and restarts it
+(five times, plus once 0-2 s after a restart); run C does the same with SIGTERM. Once per run the
+local RocksDB is wiped before the restart, so the state must come back from the changelog. Every user's
+durable state (``GET /state/{user_id}``) after B and C must equal A's: nothing lost, nothing applied
+twice (``ranking.user_state.state_differences``).
+
+Each run has its own consumer group, interaction topic and RocksDB directory; the broker and the
+Milvus Lite index (filled once by run A, hash text encoder) are shared. The figures measured (kills,
+recovery times, duplicates absorbed) are printed; run with ``-s`` to see them. The kill schedule's
+seed is printed too and can be replayed with ``LIVELENS_TEST_CRASH_SEED``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+import urllib.error
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from ranking.datasets import Dataset, load_microlens
+from ranking.user_state import state_differences
+from streams.local import LocalStack, WorkerProcess
+from streams.ports import free_port
+from streams.replay import interaction_events, make_producer, publish_content
+from streams.settings import Settings
+from streams.topics import ensure_topics
+from tests.conftest import base_settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(420)]
+
+USERS, MIN_EVENTS = 60, 10  # the first 60 MicroLens-50K users with 10+ interactions: 908 events, 844 items
+KILLS = 5
+RATE = 4.0  # events/s while the kills happen: the paced part lasts ~200 s, twice the kill phase here
+TAIL = 0.1  # this share of the stream waits for the last restart, so every kill lands mid-stream
+BASE_TS, STEP_S = 1_700_000_000.0, 600.0  # fixed event times: a user's n-th interaction at BASE + n*STEP
+
+
+def crash_dataset(root: Path) -> Dataset:
+    """A deterministic real slice: long enough sequences that dedupe state matters, small enough to run here."""
+    full = load_microlens(root)
+    users = [u for u, seq in full.sequences.items() if len(seq) >= MIN_EVENTS][:USERS]
+    return Dataset(full.name, full.items, {u: full.sequences[u] for u in users})
+
+
+def event_ts(user: str, pos: int) -> float:
+    return BASE_TS + STEP_S * pos
+
+
+@dataclass
+class Stream:
+    dataset: Dataset
+    events: list[tuple[str, str, bytes]]  # (user, event_id, payload) in publish order
+
+    @property
+    def expected_ids(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for user, event_id, _ in self.events:
+            out.setdefault(user, []).append(event_id)
+        return out
+
+
+@pytest.fixture(scope="module")
+def stream(datasets_dir: Path) -> Stream:
+    dataset = crash_dataset(datasets_dir)
+    events = [(ev.user_id, ev.event_id, ev.model_dump_json().encode()) for ev in interaction_events(dataset, event_ts)]
+    return Stream(dataset, events)
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory, stream: Stream) -> Iterator[LocalStack]:
+    """Broker + Milvus Lite, with the slice's catalogue published once on the shared content topic."""
+    root = tmp_path_factory.mktemp("crash")
+    settings = base_settings(
+        root, text_encoder="hash", image_encoder="none", audio_encoder="none", table_store="rocksdb://"
+    )
+    with LocalStack(settings, root, start_worker=False) as local:
+        publish_content(local.settings, stream.dataset, stream.dataset.touched_items())
+        yield local
+
+
+def metric(worker: WorkerProcess, name: str) -> float:
+    """One unlabelled sample (or the sum over labels) from the worker's Prometheus exposition."""
+    total = 0.0
+    for line in worker.get_text("/metrics").splitlines():
+        if line.startswith(name) and line[len(name)] in " {":
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class Incarnation:
+    """What one worker process did before it was stopped (read just before the signal: a lower bound)."""
+
+    consumed: float = 0.0
+    duplicates: float = 0.0
+    batches: float = 0.0  # interaction micro-batches completed
+    recovery_s: float | None = None  # from the previous worker's signal to this one processing again
+
+
+@dataclass
+class Run:
+    """One replay of the stream into its own consumer group, topic and RocksDB directory."""
+
+    name: str
+    settings: Settings
+    work_dir: Path
+    worker: WorkerProcess | None = None
+    incarnations: list[Incarnation] = field(default_factory=list)
+
+    @classmethod
+    def create(cls, shared: LocalStack, name: str, index_content: bool) -> Run:
+        updates: dict[str, Any] = {
+            "app_id": f"crash-{name}",
+            "topic_interactions": f"crash-{name}.interactions",
+            "topic_dead_letter": f"crash-{name}.dead-letter",
+            "data_dir": shared.work_dir / f"run-{name}",
+            "web_port": free_port(),
+        }
+        if not index_content:  # runs B and C keep the index exactly as run A filled it
+            updates["topic_content"] = f"crash-{name}.content"
+        settings = shared.settings.model_copy(update=updates)
+        ensure_topics(settings)
+        return cls(name, settings, shared.work_dir)
+
+    def start(self) -> WorkerProcess:
+        n = len(self.incarnations)
+        self.worker = WorkerProcess(self.settings, self.work_dir / f"worker-{self.name}-{n}.log").start()
+        self.incarnations.append(Incarnation())
+        return self.worker
+
+    def snapshot(self) -> Incarnation:
+        """Refresh the current incarnation's counters from its /stats and /metrics."""
+        assert self.worker is not None
+        current = self.incarnations[-1]
+        current.consumed = float(self.worker.get("/stats").get("livelens_events_consumed", 0))
+        current.duplicates = metric(self.worker, "livelens_duplicate_events_total")
+        current.batches = metric(self.worker, 'livelens_processing_seconds_count{agent="interactions"}')
+        return current
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.worker is not None:
+            self.worker.stop(sig)
+            self.worker = None
+
+    def wait_processing(self, timeout: float = 120.0) -> None:
+        """Until this incarnation has processed an interaction (group joined, state recovered)."""
+        assert self.worker is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                if self.worker.get("/stats").get("livelens_events_consumed", 0) > 0:
+                    return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise AssertionError(f"worker did not resume within {timeout}s:\n{self.worker.log_tail()}")
+
+    def committed(self) -> int:
+        """Offsets the run's consumer group committed on its interaction topic, all partitions."""
+        s = self.settings
+        consumer = Consumer({**s.confluent_config(), "group.id": s.app_id, "enable.auto.commit": False})
+        try:
+            tps = [TopicPartition(s.topic_interactions, p) for p in range(s.partitions)]
+            return sum(max(tp.offset, 0) for tp in consumer.committed(tps, timeout=10))
+        finally:
+            consumer.close()
+
+    def wait_done(self, total: int, timeout: float = 120.0) -> None:
+        """Until every event is processed and committed: nothing left that a restart could redeliver."""
+        deadline = time.monotonic() + timeout
+        while (done := self.committed()) < total:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {self.name}: {done}/{total} events committed after {timeout}s")
+            time.sleep(0.5)
+
+    def states(self, users: list[str]) -> dict[str, dict[str, Any]]:
+        assert self.worker is not None
+        out: dict[str, dict[str, Any]] = {}
+        for user in users:
+            try:
+                out[user] = self.worker.get(f"/state/{user}")
+            except urllib.error.HTTPError as exc:
+                if exc.code != 404:
+                    raise
+        return out
+
+
+class Publisher(threading.Thread):
+    """Sends the stream at ``rate`` until ``release`` is set; the last ``TAIL`` of it only after that."""
+
+    def __init__(self, settings: Settings, events: list[tuple[str, str, bytes]], rate: float | None) -> None:
+        super().__init__(daemon=True)
+        self.settings, self.events, self.rate = settings, events, rate
+        self.release = threading.Event()
+        self.held_from = int(len(events) * (1 - TAIL))
+        self.published = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            producer = make_producer(self.settings)
+            started = time.monotonic()
+            for n, (user, _, payload) in enumerate(self.events):
+                if n == self.held_from:
+                    self.release.wait()
+                if self.rate and not self.release.is_set():
+                    time.sleep(max(0.0, started + n / self.rate - time.monotonic()))
+                producer.produce(self.settings.topic_interactions, key=user.encode(), value=payload)
+                producer.poll(0)
+                self.published = n + 1
+            if producer.flush(60):
+                raise RuntimeError("events left unsent")
+        except BaseException as exc:
+            self.error = exc
+
+
+def finish(run: Run, stream: Stream, publisher: Publisher) -> dict[str, dict[str, Any]]:
+    publisher.release.set()
+    publisher.join(120)
+    assert publisher.error is None and publisher.published == len(stream.events), publisher.error
+    run.wait_done(len(stream.events))
+    run.snapshot()
+    return run.states(list(stream.expected_ids))
+
+
+@dataclass
+class Clean:
+    states: dict[str, dict[str, Any]]
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def clean_run(shared: LocalStack, stream: Stream) -> Iterator[Clean]:
+    """Run A: the stream into one worker that is never interrupted; it also fills the shared index."""
+    started = time.monotonic()
+    run = Run.create(shared, "a", index_content=True)
+    worker = run.start()
+    try:
+        worker.wait_for("livelens_items_indexed", len(stream.dataset.touched_items()), timeout=120)
+        publisher = Publisher(run.settings, stream.events, rate=None)
+        publisher.start()
+        states = finish(run, stream, publisher)
+    finally:
+        run.stop()
+    seconds = time.monotonic() - started
+    print(f"\n[crash] run A: {len(stream.events)} events, {len(states)} users, {seconds:.1f}s")
+    yield Clean(states, seconds)
+
+
+def test_clean_run_applied_every_event_once(clean_run: Clean, stream: Stream) -> None:
+    """The reference itself is checked against the stream, so B and C are compared to the truth."""
+    expected = stream.expected_ids
+    assert set(clean_run.states) == set(expected)
+    for user, ids in expected.items():
+        state = clean_run.states[user]
+        assert state["applied_event_ids"] == ids, user
+        assert state["n_events"] == len(ids) == sum(state["counts"].values())
+        assert state["last_ts"] == event_ts(user, len(ids) - 1)
+        assert state["long_term"] is not None
+
+
+def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: signal.Signals) -> None:
+    """KILLS signals while the worker processes the stream; for SIGKILL one more right after a restart."""
+    name = {signal.SIGKILL: "b", signal.SIGTERM: "c"}[sig]
+    seed = int(os.environ.get("LIVELENS_TEST_CRASH_SEED", random.SystemRandom().randrange(10**6)))
+    rng = random.Random(seed)
+    print(f"\n[crash] run {name.upper()} ({sig.name}): seed {seed} (LIVELENS_TEST_CRASH_SEED={seed} replays it)")
+    startup_kill = rng.randrange(KILLS) if sig is signal.SIGKILL else None
+    wipe_kill = rng.randrange(KILLS)
+    started = time.monotonic()
+    run = Run.create(shared, name, index_content=False)
+    run.start()
+    publisher = Publisher(run.settings, stream.events, rate=RATE)
+    publisher.start()
+    signals = 0
+
+    def stop_and_restart(when: str, wipe: bool = False) -> float:
+        nonlocal signals
+        before = run.snapshot()
+        published = publisher.published
+        signalled = time.monotonic()
+        run.stop(sig)
+        signals += 1
+        if wipe:  # as on a fresh node: the state must come back from the changelog topic alone
+            shutil.rmtree(run.settings.data_dir / "faust")
+            when += ", local RocksDB wiped"
+        assert published < publisher.held_from, "the paced part of the stream ran out before the kill: lower RATE"
+        print(
+            f"[crash]   {sig.name} #{signals} {when}: {published}/{len(stream.events)} published; this worker had "
+            f"consumed {before.consumed:.0f} in {before.batches:.0f} batches and absorbed "
+            f"{before.duplicates:.0f} duplicates; the group had committed {run.committed()}"
+        )
+        run.start()
+        return signalled
+
+    try:
+        run.wait_processing()
+        for kill in range(KILLS):
+            time.sleep(rng.uniform(0.2, 6.0))  # before or after the first commit (~3 s in)
+            signalled = stop_and_restart("while processing", wipe=kill == wipe_kill)
+            if kill == startup_kill:  # group join, changelog recovery or first batch
+                time.sleep(rng.uniform(0.0, 2.0))
+                signalled = stop_and_restart("0-2 s after a restart")
+            run.wait_processing()
+            run.incarnations[-1].recovery_s = time.monotonic() - signalled
+        states = finish(run, stream, publisher)
+    finally:
+        publisher.release.set()
+        run.stop()
+    seconds = time.monotonic() - started
+
+    recoveries = [i.recovery_s for i in run.incarnations if i.recovery_s is not None]
+    consumed = sum(i.consumed for i in run.incarnations)
+    duplicates = sum(i.duplicates for i in run.incarnations)
+    print(
+        f"[crash] run {name.upper()}: {len(stream.events)} events, {len(states)} users, {signals} {sig.name}s, "
+        f"{len(run.incarnations) - 1} restarts, recovery (signal to processing again) "
+        f"{', '.join(f'{r:.1f}' for r in recoveries)} s (max {max(recoveries):.1f}); "
+        f"{consumed:.0f} events consumed, {duplicates:.0f} duplicates absorbed by dedupe (at least); {seconds:.1f}s"
+    )
+    assert len(recoveries) == KILLS and signals >= KILLS
+    diffs = state_differences(clean.states, states)
+    assert not diffs, (
+        f"{len(diffs)} differences from the clean run (seed {seed}; worker logs in {shared.work_dir}), "
+        f"first: {diffs[:10]}"
+    )
+
+
+def test_sigkill_restarts_lose_nothing_and_apply_nothing_twice(
+    shared: LocalStack, stream: Stream, clean_run: Clean
+) -> None:
+    crash_and_restart(shared, stream, clean_run, signal.SIGKILL)
+
+
+def test_sigterm_restarts_lose_nothing_and_apply_nothing_twice(
+    shared: LocalStack, stream: Stream, clean_run: Clean
+) -> None:
+    crash_and_restart(shared, stream, clean_run, signal.SIGTERM)
