@@ -95,19 +95,25 @@ class FeedMatrix:
 
     def top(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         """The ``k`` best active rows by inner product for each query, best first (exact)."""
+        return [
+            [(self.ids[j], s) for j, s in zip(rows, scores, strict=True)] for rows, scores in self.top_rows(queries, k)
+        ]
+
+    def top_rows(self, queries: np.ndarray, k: int) -> list[tuple[list[int], list[float]]]:
+        """``top`` as (row numbers, scores) per query, as Python lists (cheaper to walk than arrays)."""
         n = len(self.ids)
         k = min(k, self.n_active)
         if k <= 0 or n == 0:
-            return [[] for _ in range(len(queries))]
+            return [([], []) for _ in range(len(queries))]
         scores = np.asarray(queries, dtype=np.float32) @ self.vectors[:n].T
         mask = self.active[:n]
         if not mask.all():
             scores[:, ~mask] = -np.inf
-        part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        out: list[list[tuple[str, float]]] = []
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
+        out: list[tuple[list[int], list[float]]] = []
         for row, cols in zip(scores, part, strict=True):
             order = cols[np.argsort(-row[cols], kind="stable")]
-            out.append([(self.ids[j], float(row[j])) for j in order])
+            out.append((order.tolist(), row[order].tolist()))
         return out
 
 
@@ -131,7 +137,7 @@ class LocalSearchTier:
         catalog: Catalog,
         dim: int,
         refresh_s: float = 1.0,
-        lookback_s: float = 5.0,
+        lookback_s: float = 0.0,
         start: bool = True,
     ) -> None:
         self.source = source
@@ -164,10 +170,17 @@ class LocalSearchTier:
                 self._apply(it)
 
     def get(self, item_ids: Iterable[str]) -> dict[str, IndexedItem]:
-        wanted = list(dict.fromkeys(item_ids))
-        with self._lock:
-            found = {i: self.items[i] for i in wanted if i in self.items}
-        missing = [i for i in wanted if i not in found]
+        # Lock-free read: writers only assign whole values into the dict (atomic under the GIL), and
+        # this is called per recommended item, so it must stay cheap.
+        items = self.items
+        found: dict[str, IndexedItem] = {}
+        missing: list[str] = []
+        for i in item_ids:
+            it = items.get(i)
+            if it is not None:
+                found[i] = it
+            elif i not in missing:
+                missing.append(i)
         if missing:  # written by another worker since the last refresh: ask Milvus, remember
             fetched = self.source.get(missing)
             self.merge(fetched.values(), since_seq=None)
@@ -190,15 +203,17 @@ class LocalSearchTier:
             return []
         q = np.stack([np.asarray(x, dtype=np.float32) for x in queries])
         with self._lock:
-            ranked = self.feeds[feed].top(q, limit)
-            items = self.items
-            return [
-                [
-                    Hit(i, s, feed, items[i].created_at, items[i].title, items[i].vector if with_vectors else None)
-                    for i, s in row
-                ]
-                for row in ranked
-            ]
+            matrix = self.feeds[feed]
+            ids, items = matrix.ids, self.items
+            out: list[list[Hit]] = []
+            for rows, scores in matrix.top_rows(q, limit):
+                hits = []
+                for j, score in zip(rows, scores, strict=True):
+                    it = items[ids[j]]
+                    vector = it.vector if with_vectors else None
+                    hits.append(Hit(it.item_id, score, feed, it.created_at, it.title, vector))
+                out.append(hits)
+            return out
 
     def count(self) -> int:
         with self._lock:
@@ -258,7 +273,7 @@ class LocalSearchTier:
         set, and a count check that fetches whatever is still missing (items with old timestamps)."""
         with self._lock:
             seq, since = self._seq, self._watermark - self.lookback_s
-        added = self.merge(self.catalog.items_since(since), seq)
+        added = self.merge(self.catalog.items_since(since), seq) if since > 0 else 0
         flipped = self.merge_live(self.catalog.live_ids(), seq)
         missing: list[str] = []
         if self.catalog.count() != self.count():
@@ -313,7 +328,8 @@ class MilvusCatalog:
         return [row_to_item(r) for r in self._iterate("", ITEM_FIELDS)]
 
     def items_since(self, created_at: float) -> list[IndexedItem]:
-        return [row_to_item(r) for r in self._iterate(f"created_at >= {created_at!r}", ITEM_FIELDS)]
+        """Items created strictly after ``created_at`` (the count check catches equal or older ones)."""
+        return [row_to_item(r) for r in self._iterate(f"created_at > {created_at!r}", ITEM_FIELDS)]
 
     def live_ids(self) -> set[str]:
         return {str(r["item_id"]) for r in self._iterate('feed == "live" and is_live == true', ["item_id"])}

@@ -36,6 +36,7 @@ class Services:
         self.settings = settings
         self.encoder_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-encoder")
         self.index_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-index")
+        self.sink_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-recs")
         self._handlers: Handlers | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
@@ -53,10 +54,24 @@ class Services:
         from ranking.index import ItemIndex
 
         s = self.settings
+        if s.blas_threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=s.blas_threads, user_api="blas")  # process-wide; torch has its own pool
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
-        index = metrics.TimedIndex(
-            ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
-        )
+        milvus: Any = ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, encoder.dim, token=s.milvus_token)
+        if s.local_search:
+            from ranking.local_tier import LocalSearchTier, MilvusCatalog
+
+            catalog = MilvusCatalog(s.resolved_milvus_uri(), s.milvus_collection, token=s.milvus_token)
+            milvus = LocalSearchTier(
+                milvus,
+                catalog,
+                encoder.dim,
+                refresh_s=s.local_search_refresh_s,
+                lookback_s=s.local_search_lookback_s,
+            )
+        index = metrics.TimedIndex(milvus)
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(
             index=index,
@@ -67,6 +82,12 @@ class Services:
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
             media=MediaPipeline(s),
         )
+
+    def local_index_items(self) -> int | None:
+        """Items in the in-process search tier (None without one): benchmarks wait on it."""
+        inner = getattr(self._handlers.index, "_inner", None) if self._handlers else None
+        count = getattr(inner, "count", None)
+        return count() if count is not None and type(inner).__name__ == "LocalSearchTier" else None
 
     @property
     def ready(self) -> bool:
@@ -118,6 +139,12 @@ def build_app(settings: Settings) -> faust.App:
     interactions_topic = topic(s.topic_interactions)
     dlq_topic = topic(s.topic_dead_letter)
     feed_topics = {feed: topic(name) for feed, name in s.feed_topics().items()}
+    feed_topic_names = s.feed_topics()
+    sink = None
+    if s.recs_producer == "confluent" and s.worker_role != "encoder":
+        from streams.rec_sink import RecommendationSink
+
+        sink = RecommendationSink(s)
 
     user_state = app.Table(
         "user_state",
@@ -214,8 +241,18 @@ def build_app(settings: Settings) -> faust.App:
             last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
             for user, state in result.states.items():
                 set_in_partition_of(last_event_of[user], user_state, user, state)
+            if sink is not None:
+                records = [
+                    (feed_topic_names[rec.feed.value], rec.user_id.encode(), rec.model_dump_json().encode())
+                    for rec in result.recommendations
+                ]
+                if records:
+                    await run_in(services.sink_pool, sink.deliver, records)
             for rec in result.recommendations:
-                await feed_topics[rec.feed.value].send(key=rec.user_id.encode(), value=rec.model_dump_json().encode())
+                if sink is None:
+                    await feed_topics[rec.feed.value].send(
+                        key=rec.user_id.encode(), value=rec.model_dump_json().encode()
+                    )
                 metrics.RECOMMENDATIONS.labels(rec.feed.value).inc()
                 if rec.trigger_ts is not None:
                     metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
@@ -267,7 +304,9 @@ def build_app(settings: Settings) -> faust.App:
             for m in (metrics.ITEMS_INDEXED, metrics.RECOMMENDATIONS, metrics.DEAD_LETTERS, metrics.EVENTS_CONSUMED)
             for family in m.collect()
         }
-        return web.json({"ready": services.ready, "users": len(user_state), **samples})
+        local = services.local_index_items()
+        extra = {} if local is None else {"local_index_items": local}
+        return web.json({"ready": services.ready, "users": len(user_state), **samples, **extra})
 
     @app.page("/search")
     async def search_view(web: Any, request: Any) -> Any:

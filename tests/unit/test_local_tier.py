@@ -27,7 +27,7 @@ class DictCatalog:
         return list(self.source._items.values())
 
     def items_since(self, created_at: float) -> list[IndexedItem]:
-        return [it for it in self.source._items.values() if it.created_at >= created_at]
+        return [it for it in self.source._items.values() if it.created_at > created_at]
 
     def live_ids(self) -> set[str]:
         return {i for i, it in self.source._items.items() if it.feed is Feed.live and it.is_live}
