@@ -22,7 +22,11 @@ from rich.console import Console
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 # name -> module under bench/ (each documented in README "Benchmarks")
-BENCHES: dict[str, str] = {}
+BENCHES: dict[str, str] = {
+    "freshness": "bench.freshness",
+    "throughput": "bench.throughput",
+    "scaling": "bench.scaling",
+}
 
 
 @dataclass
