@@ -24,7 +24,7 @@ from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, params_from_settings
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
-from streams.kafka import faust_broker_options
+from streams.kafka import cap_faust_fetch_wait, faust_broker_options
 from streams.schemas import ContentEvent, DeadLetter, Feed, InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
 from streams.settings import Settings
 
@@ -114,6 +114,8 @@ def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any)
 def build_app(settings: Settings) -> faust.App:
     s = settings
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    if s.consumer_fetch_wait_ms is not None:
+        cap_faust_fetch_wait(s.consumer_fetch_wait_ms)
     app = faust.App(
         # Encoder-only workers form their own consumer group: in a shared group Faust could assign them
         # interaction partitions they have no agent for.

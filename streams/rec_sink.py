@@ -23,15 +23,23 @@ from streams.settings import Settings
 
 Record = tuple[str, bytes, bytes]  # topic, key, value
 
+# Not idempotent: with it, the embedded broker showed ~475 ms p99 produce latency (p50 4 ms either
+# way); a list is keyed and superseded by the next one, so a retried duplicate is harmless. One
+# request in flight keeps a user's lists in order across retries (the agent awaits each batch anyway).
+REC_PRODUCER_CONFIG: dict[str, str | int | bool] = {
+    "enable.idempotence": False,
+    "acks": "all",
+    "max.in.flight.requests.per.connection": 1,
+}
+
 
 class RecommendationSink:
     def __init__(self, settings: Settings, flush_timeout_s: float = 30.0) -> None:
         self.producer = Producer(
             {
                 **settings.confluent_config(),
+                **REC_PRODUCER_CONFIG,
                 "linger.ms": settings.recs_linger_ms,
-                "enable.idempotence": True,
-                "acks": "all",
             }
         )
         self.flush_timeout_s = flush_timeout_s

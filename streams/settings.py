@@ -66,6 +66,12 @@ class Settings(BaseSettings):
         "changelog needs single-record batches); faust: through Faust's producer, capped by producer_max_batch_bytes.",
     )
     recs_linger_ms: float = Field(default=1.0, ge=0.0, description="linger.ms of the recommendation producer.")
+    consumer_fetch_wait_ms: int | None = Field(
+        default=10,
+        ge=1,
+        description="Longest wait of the worker's fetch requests (Faust fixes 1,500 ms; the embedded broker "
+        "holds a fetch that long even when records arrive). Unset: Faust's value.",
+    )
     broker_session_timeout_s: float = 6.0
     broker_heartbeat_interval_s: float = 1.0
 
