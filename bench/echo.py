@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from bench import percentiles
+from streams.rec_sink import REC_PRODUCER_CONFIG
 from streams.settings import Settings
 
 # Reader and echo fetch settings, identical for LiveLens and the echo so only the middle differs.
@@ -37,13 +38,18 @@ def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
         "auto.offset.reset": "earliest",
         "enable.auto.commit": True,
         "fetch.wait.max.ms": FETCH_WAIT_MS,
+        # librdkafka pauses a partition's fetching 500-1,000 ms after an empty/error fetch by default,
+        # which showed as a ~500 ms p99 floor on this broker
+        "fetch.error.backoff.ms": FETCH_WAIT_MS,
+        "fetch.queue.backoff.ms": FETCH_WAIT_MS,
         "session.timeout.ms": int(settings.broker_session_timeout_s * 1000),
         "heartbeat.interval.ms": int(settings.broker_heartbeat_interval_s * 1000),
     }
 
 
 def producer(settings: Settings, linger_ms: float = 1.0) -> Producer:
-    return Producer({**settings.confluent_config(), "linger.ms": linger_ms, "enable.idempotence": True})
+    """The load generator's producer (not idempotent: see streams.rec_sink on this broker's tail)."""
+    return Producer({**settings.confluent_config(), "linger.ms": linger_ms, "acks": "all"})
 
 
 def create_topics(settings: Settings, names: Sequence[str], partitions: int) -> None:
@@ -70,6 +76,18 @@ def produce(p: Producer, topic: str, key: bytes, value: bytes) -> None:
 # --- the echo process --------------------------------------------------------------------------
 
 
+def take(consumer: Consumer, timeout: float = 0.05, most: int = 1000) -> list[Any]:
+    """Wait for one record (at most ``timeout``), then take whatever else is already fetched.
+
+    ``Consumer.consume(n, timeout)`` alone waits for n records or the whole timeout, adding up to
+    ``timeout`` of latency to a record that arrives alone.
+    """
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=most, timeout=0)]
+
+
 def _echo_main(
     config: dict[str, Any], producer_config: dict[str, Any], in_topic: str, out_topic: str, ready: Any, stop: Any
 ) -> None:
@@ -78,7 +96,7 @@ def _echo_main(
     out = Producer(producer_config)
     consumer.subscribe([in_topic])
     while not stop.is_set():
-        msgs = consumer.consume(num_messages=500, timeout=0.05)
+        msgs = take(consumer)
         if consumer.assignment():
             ready.set()
         for m in msgs:
@@ -98,12 +116,7 @@ class EchoProcess:
         self.ready, self.stop_event = ctx.Event(), ctx.Event()
         config = consumer_config(settings, f"echo-{uuid.uuid4().hex[:8]}")
         # the same producer settings as the worker's recommendation producer
-        producer_config = {
-            **settings.confluent_config(),
-            "linger.ms": settings.recs_linger_ms,
-            "enable.idempotence": True,
-            "acks": "all",
-        }
+        producer_config = {**settings.confluent_config(), **REC_PRODUCER_CONFIG, "linger.ms": settings.recs_linger_ms}
         self.proc = ctx.Process(
             target=_echo_main,
             args=(config, producer_config, in_topic, out_topic, self.ready, self.stop_event),
@@ -153,7 +166,7 @@ class Reader:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for m in self.consumer.consume(num_messages=1000, timeout=0.05):
+            for m in take(self.consumer):
                 now = time.time()
                 if m.error():
                     if m.error().code() != KafkaError._PARTITION_EOF:

@@ -120,7 +120,10 @@ def running_stack(settings: Settings, items: list[IndexedItem], console: Any) ->
                 stack.worker = worker
                 yield stack, upsert_s
             finally:
+                tail = worker.log_tail(15)
                 worker.stop()
+                if any(w in tail for w in ("ERROR", "Traceback", "retrying")):
+                    console.print(f"[yellow]worker log tail:[/]\n{tail}")
 
 
 def wait_local_items(stack: LocalStack, n: int, timeout: float = 300.0) -> None:
