@@ -200,15 +200,15 @@ def publish_paced(
     return t0, time.time()
 
 
-def wait_quiet(reader: Reader, want: int, timeout: float, quiet_s: float = 2.0) -> None:
-    """Until ``want`` records arrived, or nothing arrived for ``quiet_s``, or ``timeout``."""
+def wait_quiet(reader: Reader, want: int, timeout: float, quiet_s: float = 5.0) -> None:
+    """Until ``want`` records arrived, or nothing more arrived for ``quiet_s`` after the first, or ``timeout``."""
     deadline = time.monotonic() + timeout
-    last_n, last_change = -1, time.monotonic()
+    last_n, last_change = 0, time.monotonic()
     while time.monotonic() < deadline and len(reader.got) < want:
         n = len(reader.got)
         if n != last_n:
             last_n, last_change = n, time.monotonic()
-        elif time.monotonic() - last_change > quiet_s:
+        elif n and time.monotonic() - last_change > quiet_s:
             return
         time.sleep(0.05)
 

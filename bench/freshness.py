@@ -96,7 +96,7 @@ def drive_worker(
     reader = Reader(s, list(s.feed_topics().values())).start()
     profiler = profile_worker(stack, len(events) / rate if rate else 20.0)
     t0, t1 = publish_paced(producer(s, linger_ms=1 if rate else 5), s.topic_interactions, events, rate)
-    wait_quiet(reader, len(events), timeout=timeout, quiet_s=3.0)
+    wait_quiet(reader, len(events), timeout=timeout)
     reader.stop()
     if profiler is not None:
         profiler.wait(60)
