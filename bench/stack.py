@@ -76,13 +76,22 @@ def synthetic_items(start: int, n: int, dim: int, seed: int, now: float) -> list
     ]
 
 
+_writers: dict[str, ItemIndex] = {}
+
+
 def upsert(settings: Settings, items: list[IndexedItem]) -> float:
-    """Write items into Milvus; returns seconds taken."""
+    """Write items into Milvus; returns seconds taken.
+
+    One client per server for the whole run: closing one and opening another later failed to
+    reconnect (pymilvus's connection cache) on a busy host.
+    """
     started = time.perf_counter()
-    index = ItemIndex(settings.resolved_milvus_uri(), settings.milvus_collection, 384, cache_size=1)
+    uri = settings.resolved_milvus_uri()
+    index = _writers.get(uri)
+    if index is None:
+        index = _writers[uri] = ItemIndex(uri, settings.milvus_collection, 384, cache_size=1)
     for i in range(0, len(items), UPSERT_BATCH):
         index.upsert(items[i : i + UPSERT_BATCH])
-    index.close()
     return time.perf_counter() - started
 
 
