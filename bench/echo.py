@@ -147,6 +147,9 @@ class Reader:
 
     settings: Settings
     topics: list[str]
+    # Keep only records containing these bytes (this phase's event-id tag): a reader starts at the
+    # earliest offset (the broker's "latest" is unreliable), so earlier phases' records come back too.
+    marker: bytes | None = None
     got: list[tuple[float, str, bytes]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -172,7 +175,9 @@ class Reader:
                     if m.error().code() != KafkaError._PARTITION_EOF:
                         raise RuntimeError(str(m.error()))
                     continue
-                self.got.append((now, m.topic(), m.value() or b""))
+                value = m.value() or b""
+                if self.marker is None or self.marker in value:
+                    self.got.append((now, m.topic(), value))
 
     def stop(self) -> None:
         self._stop.set()

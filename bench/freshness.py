@@ -93,7 +93,8 @@ def drive_worker(
 ) -> dict[str, Any]:
     """Publish ``events`` into the interactions topic (paced or as one backlog) and match what comes out."""
     s = stack.settings
-    reader = Reader(s, list(s.feed_topics().values())).start()
+    tag = events[0][1]["event_id"].split(":", 1)[0] + ":" if events else ""
+    reader = Reader(s, list(s.feed_topics().values()), marker=f'"trigger_event_id":"{tag}'.encode()).start()
     profiler = profile_worker(stack, len(events) / rate if rate else 20.0)
     t0, t1 = publish_paced(producer(s, linger_ms=1 if rate else 5), s.topic_interactions, events, rate)
     wait_quiet(reader, len(events), timeout=timeout)
