@@ -26,6 +26,9 @@ BENCHES: dict[str, str] = {
     "encoders": "bench.encoders",
     "retrieval": "bench.retrieval",
     "load": "bench.load",
+    "freshness": "bench.freshness",
+    "throughput": "bench.throughput",
+    "scaling": "bench.scaling",
 }
 
 

@@ -25,7 +25,7 @@ from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, params_from_settings
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
-from streams.kafka import faust_broker_options
+from streams.kafka import cap_faust_fetch_wait, faust_broker_options
 from streams.schemas import (
     ContentEvent,
     DeadLetter,
@@ -48,6 +48,7 @@ class Services:
         self.settings = settings
         self.encoder_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-encoder")
         self.index_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-index")
+        self.sink_pool = ThreadPoolExecutor(1, thread_name_prefix="livelens-recs")
         self._handlers: Handlers | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
@@ -80,19 +81,33 @@ class Services:
         from ranking.modalities import MilvusModalityStore
 
         s = self.settings
+        if s.blas_threads is not None:
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(limits=s.blas_threads, user_api="blas")  # process-wide; torch has its own pool
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
-        index = metrics.TimedIndex(
-            ItemIndex(
-                s.resolved_milvus_uri(),
-                s.milvus_collection,
-                encoder.dim,
-                token=s.milvus_token,
-                timeout=s.milvus_timeout_s,
-                index_type=s.milvus_index_type,
-                index_params=s.milvus_index_params,
-                search_params=s.milvus_search_params,
-            )
+        milvus: Any = ItemIndex(
+            s.resolved_milvus_uri(),
+            s.milvus_collection,
+            encoder.dim,
+            token=s.milvus_token,
+            timeout=s.milvus_timeout_s,
+            index_type=s.milvus_index_type,
+            index_params=s.milvus_index_params,
+            search_params=s.milvus_search_params,
         )
+        if s.local_search:
+            from ranking.local_tier import LocalSearchTier, MilvusCatalog
+
+            catalog = MilvusCatalog(s.resolved_milvus_uri(), s.milvus_collection, token=s.milvus_token)
+            milvus = LocalSearchTier(
+                milvus,
+                catalog,
+                encoder.dim,
+                refresh_s=s.local_search_refresh_s,
+                lookback_s=s.local_search_lookback_s,
+            )
+        index = metrics.TimedIndex(milvus)
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(
             index=index,
@@ -113,6 +128,12 @@ class Services:
             fusion_weights=s.fusion_weights,
             live_refresh_alpha=s.live_refresh_alpha,
         )
+
+    def local_index_items(self) -> int | None:
+        """Items in the in-process search tier (None without one): benchmarks wait on it."""
+        inner = getattr(self._handlers.index, "_inner", None) if self._handlers else None
+        count = getattr(inner, "count", None)
+        return count() if count is not None and type(inner).__name__ == "LocalSearchTier" else None
 
     @property
     def ready(self) -> bool:
@@ -139,6 +160,8 @@ def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any)
 def build_app(settings: Settings) -> faust.App:
     s = settings
     s.data_dir.mkdir(parents=True, exist_ok=True)
+    if s.consumer_fetch_wait_ms is not None:
+        cap_faust_fetch_wait(s.consumer_fetch_wait_ms)
     app = faust.App(
         # Encoder-only workers form their own consumer group: in a shared group Faust could assign them
         # interaction partitions they have no agent for.
@@ -166,6 +189,12 @@ def build_app(settings: Settings) -> faust.App:
     segments_topic = topic(s.topic_live_segments)
     dlq_topic = topic(s.topic_dead_letter)
     feed_topics = {feed: topic(name) for feed, name in s.feed_topics().items()}
+    feed_topic_names = s.feed_topics()
+    sink = None
+    if s.recs_producer == "confluent" and s.worker_role != "encoder":
+        from streams.rec_sink import RecommendationSink
+
+        sink = RecommendationSink(s)
 
     user_state = app.Table(
         "user_state",
@@ -264,8 +293,18 @@ def build_app(settings: Settings) -> faust.App:
                 set_in_partition_of(last_event_of[user], user_state, user, state)
             for segment in result.live_comments:
                 await segments_topic.send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
+            if sink is not None:
+                records = [
+                    (feed_topic_names[rec.feed.value], rec.user_id.encode(), rec.model_dump_json().encode())
+                    for rec in result.recommendations
+                ]
+                if records:
+                    await run_in(services.sink_pool, sink.deliver, records)
             for rec in result.recommendations:
-                await feed_topics[rec.feed.value].send(key=rec.user_id.encode(), value=rec.model_dump_json().encode())
+                if sink is None:
+                    await feed_topics[rec.feed.value].send(
+                        key=rec.user_id.encode(), value=rec.model_dump_json().encode()
+                    )
                 metrics.RECOMMENDATIONS.labels(rec.feed.value).inc()
                 if rec.trigger_ts is not None:
                     metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
@@ -353,7 +392,9 @@ def build_app(settings: Settings) -> faust.App:
             )
             for family in m.collect()
         }
-        return web.json({"ready": services.ready, "users": len(user_state), **samples})
+        local = services.local_index_items()
+        extra = {} if local is None else {"local_index_items": local}
+        return web.json({"ready": services.ready, "users": len(user_state), **samples, **extra})
 
     async def page_call(pool: ThreadPoolExecutor, method: str, *args: Any) -> tuple[bool, Any]:
         """One attempt at a page's blocking call, without run_in's retry loop: a request must not hang

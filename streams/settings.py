@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     # Single-record producer batches: the embedded broker (tansu 0.6) reports wrong end offsets for
     # multi-record batches and Faust's table recovery reads them. See README "Embedded broker".
     producer_max_batch_bytes: int = Field(default=1, ge=1)
+    recs_producer: Literal["confluent", "faust"] = Field(
+        default="confluent",
+        description="confluent: recommendations go out through a batching confluent-kafka producer (only Faust's "
+        "changelog needs single-record batches); faust: through Faust's producer, capped by producer_max_batch_bytes.",
+    )
+    recs_linger_ms: float = Field(default=1.0, ge=0.0, description="linger.ms of the recommendation producer.")
+    consumer_fetch_wait_ms: int | None = Field(
+        default=10,
+        ge=1,
+        description="Longest wait of the worker's fetch requests (Faust fixes 1,500 ms; the embedded broker "
+        "holds a fetch that long even when records arrive). Unset: Faust's value.",
+    )
     broker_session_timeout_s: float = 6.0
     broker_heartbeat_interval_s: float = 1.0
 
@@ -107,6 +119,26 @@ class Settings(BaseSettings):
     )
     milvus_search_params: dict[str, int] = Field(
         default_factory=dict, description='Search params, e.g. {"nprobe": 32} (IVF_FLAT) or {"ef": 128} (HNSW)'
+    )
+    local_search: bool = Field(
+        default=True,
+        description="Serve candidate search and item lookups from an in-process exact copy of the index "
+        "(ranking.local_tier), kept in sync with Milvus; false: every search goes to Milvus.",
+    )
+    blas_threads: int | None = Field(
+        default=1,
+        ge=1,
+        description="BLAS threads in the worker (the local tier's matrix products); 1 avoids spinning threads "
+        "fighting the event loop on small busy hosts; unset: the library default (all cores).",
+    )
+    local_search_refresh_s: float = Field(
+        default=1.0, ge=0.0, description="How often the in-process copy polls Milvus for other workers' writes."
+    )
+    local_search_lookback_s: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="Each poll re-reads items created this long before the newest one seen (clock skew between "
+        "writers); items it misses are still found by the poll's count check, just more slowly.",
     )
 
     # --- Encoders -------------------------------------------------------------------------------

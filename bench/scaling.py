@@ -1,0 +1,147 @@
+"""`livelens bench scaling`: freshness and throughput against offered rate and against index size.
+
+Rates: 250, 500, 1,000, 2,000 ev/s, then doubling until the worker saturates (it processes less than
+90 % of the offered rate, or p99 passes 5 s), each beside the echo loop at the same rate. Items: the
+MicroLens catalogue cut to 10k, then the full 19,220 plus synthetic items up to 50k, 100k, 200k, ...
+(``--items`` is the largest), added to Milvus while the worker runs so its local tier picks them up
+through its refresh; at each size a short paced run at 1,000 ev/s and a backlog drain. Writes
+scaling.json and two PNGs beside it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from bench import BenchOptions
+from bench.freshness import measure as measure_freshness
+from bench.stack import (
+    ENCODER,
+    bench_settings,
+    catalogue,
+    dataset,
+    running_stack,
+    synthetic_items,
+    upsert,
+    wait_local_items,
+)
+from bench.throughput import measure as measure_throughput
+
+RATES = [250.0, 500.0, 1_000.0, 2_000.0]
+ITEM_STEPS = [10_000, 19_220, 50_000, 100_000, 200_000, 500_000, 1_000_000]  # 19,220: all of MicroLens
+
+
+def saturated(point: dict[str, Any]) -> bool:
+    lv = point["livelens"]
+    return lv["processed_per_s"] < 0.9 * point["rate"] or lv["latency_ms"].get("p99", 0) > 5_000
+
+
+def by_rate(stack: Any, data: Any, feed_of_item: dict[str, str], duration: float, console: Console) -> list[dict]:
+    points: list[dict[str, Any]] = []
+    rates = list(RATES)
+    while rates:
+        rate = rates.pop(0)
+        point = measure_freshness(stack, data, rate, duration, feed_of_item, console)
+        points.append(point)
+        if saturated(point):
+            break
+        if not rates:
+            rates.append(rate * 2)
+    return points
+
+
+def by_items(
+    stack: Any, data: Any, steps: list[int], duration: float, backlog: int, console: Console
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Grow the index step by step; the rate sweep runs once, at the full MicroLens catalogue."""
+    points: list[dict[str, Any]] = []
+    rate_points: list[dict[str, Any]] = []
+    items = catalogue(data, steps[0])
+    feed_of_item = {it.item_id: it.feed.value for it in items}
+    for n in steps:
+        if n > len(feed_of_item):
+            extra = catalogue(data, None) if len(feed_of_item) < len(data.items) else []
+            extra = [it for it in extra if it.item_id not in feed_of_item][: n - len(feed_of_item)]
+            start, missing = len(feed_of_item) + len(extra), n - len(feed_of_item) - len(extra)
+            extra += synthetic_items(start, missing, 384, 0, time.time())
+            upsert_s = upsert(stack.settings, extra)
+            feed_of_item.update({it.item_id: it.feed.value for it in extra})
+            started = time.perf_counter()
+            wait_local_items(stack, len(feed_of_item))
+            console.print(
+                f"{len(feed_of_item):,} items: upsert {upsert_s:.1f} s, worker tier caught up "
+                f"{time.perf_counter() - started:.1f} s later"
+            )
+        fresh = measure_freshness(stack, data, 1_000.0, duration, feed_of_item, console)
+        thr = measure_throughput(stack, data, backlog, feed_of_item, console)
+        thr.pop("events")
+        points.append({"items": len(feed_of_item), "freshness": fresh, "throughput": thr})
+        if len(feed_of_item) == len(data.items):
+            rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
+    return points, rate_points
+
+
+def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rates = result["by_rate"]
+    if rates:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        x = [p["rate"] for p in rates]
+        for who, style in (("livelens", "o-"), ("echo", "s--")):
+            for q in ("p50", "p99"):
+                ax.plot(x, [p[who]["latency_ms"].get(q) for p in rates], style, label=f"{who} {q}")
+        ax.axhline(50, color="grey", lw=0.8, ls=":", label="goal p99 50 ms")
+        ax.set(xscale="log", yscale="log", xlabel="offered interactions/s", ylabel="published → consumed (ms)")
+        ax.set_title("freshness vs rate (one worker)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / "scaling_rate.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path.name)
+    sizes = result["by_items"]
+    if sizes:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+        x = [p["items"] for p in sizes]
+        a1.plot(x, [p["freshness"]["livelens"]["latency_ms"].get("p99") for p in sizes], "o-", label="p99")
+        a1.plot(x, [p["freshness"]["livelens"]["latency_ms"].get("p50") for p in sizes], "o--", label="p50")
+        a1.set(xscale="log", yscale="log", xlabel="items in the index", ylabel="ms at 1,000 ev/s")
+        a1.legend(fontsize=7)
+        a2.plot(x, [p["throughput"]["livelens"]["processed_per_s"] for p in sizes], "o-", label="LiveLens")
+        a2.plot(x, [p["throughput"]["echo"]["events_per_s"] for p in sizes], "s--", label="echo loop")
+        a2.set(xscale="log", yscale="log", xlabel="items in the index", ylabel="interactions/s (backlog drain)")
+        a2.legend(fontsize=7)
+        fig.suptitle("one worker vs index size")
+        fig.tight_layout()
+        path = out_dir / "scaling_items.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path.name)
+    return written
+
+
+def run(options: BenchOptions, console: Console) -> dict[str, Any]:
+    duration = options.duration or (5.0 if options.quick else 15.0)
+    largest = options.items or (50_000 if options.quick else 100_000)
+    steps = [n for n in ITEM_STEPS if n < largest] + [largest]
+    backlog = int(options.extra.get("backlog", 0)) or (5_000 if options.quick else 10_000)
+    settings = bench_settings()
+    data = dataset()
+    result: dict[str, Any] = {"item_vectors": ENCODER, "variant": {"local_search": settings.local_search}}
+    # One stack for everything (a second Milvus Lite server in the same process confused pymilvus's
+    # connection cache): 10k items, then the full MicroLens catalogue (where the rate sweep runs), then more.
+    with running_stack(settings, catalogue(data, steps[0]), console) as (stack, _):
+        result["by_items"], result["by_rate"] = by_items(stack, data, steps, duration, backlog, console)
+    sat = next((p["rate"] for p in result["by_rate"] if saturated(p)), None)
+    result["saturation_rate"] = sat
+    options.output_dir.mkdir(parents=True, exist_ok=True)
+    result["plots"] = plot(result, options.output_dir)
+    return result

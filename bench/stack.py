@@ -1,0 +1,142 @@
+"""The setup the streaming benchmarks share: broker + Milvus Lite + one worker over an indexed catalogue.
+
+Items are the MicroLens-50K titles (19,220 real items), encoded with the hash text encoder (384-d:
+the same dimension as MiniLM, so search costs the same, without loading a model in the driver); for
+catalogues larger than MicroLens, synthetic random unit vectors fill up the rest. Items go into
+Milvus directly (not through the content agent) before the worker starts, so the benchmarks time
+interactions only. Interactions are MicroLens users' real sequences, round-robin over users as a
+platform would publish them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranking.datasets import Dataset, load_dataset
+from ranking.index import IndexedItem, ItemIndex
+from streams.local import LocalStack, WorkerProcess
+from streams.replay import interleaved
+from streams.schemas import Feed, feed_of
+from streams.settings import Settings
+
+ENCODER = "hash-384 (MicroLens titles) + random unit vectors beyond 19,220 items"
+UPSERT_BATCH = 2_000
+
+
+def bench_settings(**overrides: Any) -> Settings:
+    """Settings from the environment (so LIVELENS_LOCAL_SEARCH=false etc. pick the variant), bench defaults."""
+    base = Settings()
+    values: dict[str, Any] = {
+        "text_encoder": "hash",
+        "image_encoder": "none",
+        "audio_encoder": "none",
+        "log_level": "warn",
+        "kafka_broker": None,
+        "milvus_uri": None,
+    }
+    values.update(overrides)
+    return base.model_copy(update=values)
+
+
+def dataset() -> Dataset:
+    return load_dataset("microlens-50k", Settings().datasets_dir)
+
+
+def catalogue(data: Dataset, n_items: int | None, dim: int = 384, seed: int = 0) -> list[IndexedItem]:
+    """MicroLens items with hash vectors, then synthetic items up to ``n_items`` (None: MicroLens only)."""
+    from encoders.text import HashTextEncoder
+
+    items = list(data.items.values())
+    if n_items is not None:
+        items = items[:n_items]
+    vectors = HashTextEncoder(dim).encode([it.title or it.item_id for it in items])
+    now = time.time()
+    out = [
+        IndexedItem(it.item_id, feed_of(it.kind), False, now, it.title[:300], vectors[i]) for i, it in enumerate(items)
+    ]
+    return out + synthetic_items(len(out), (n_items or 0) - len(out), dim, seed, now)
+
+
+def synthetic_items(start: int, n: int, dim: int, seed: int, now: float) -> list[IndexedItem]:
+    if n <= 0:
+        return []
+    rng = np.random.default_rng(seed + start)
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    return [
+        IndexedItem(f"syn{start + i}", Feed.short_video, False, now, f"synthetic item {start + i}", vecs[i])
+        for i in range(n)
+    ]
+
+
+_writers: dict[str, ItemIndex] = {}
+
+
+def upsert(settings: Settings, items: list[IndexedItem]) -> float:
+    """Write items into Milvus; returns seconds taken.
+
+    One client per server for the whole run: closing one and opening another later failed to
+    reconnect (pymilvus's connection cache) on a busy host.
+    """
+    started = time.perf_counter()
+    uri = settings.resolved_milvus_uri()
+    index = _writers.get(uri)
+    if index is None:
+        index = _writers[uri] = ItemIndex(uri, settings.milvus_collection, 384, cache_size=1)
+    for i in range(0, len(items), UPSERT_BATCH):
+        index.upsert(items[i : i + UPSERT_BATCH])
+    return time.perf_counter() - started
+
+
+def interaction_events(data: Dataset, n: int, known: set[str], tag: str) -> list[tuple[bytes, dict[str, Any]]]:
+    """The first ``n`` interactions round-robin over users, as (key, event dict) with ids unique to ``tag``."""
+    out: list[tuple[bytes, dict[str, Any]]] = []
+    for user, pos, _, _ in interleaved(data):
+        step = data.sequences[user][pos]
+        if step.item_id not in known:
+            continue
+        ev = {
+            "event_id": f"{tag}:{user}:{pos}",
+            "user_id": user,
+            "item_id": step.item_id,
+            "type": step.type.value,
+            "value": step.value,
+            "ts": 0.0,
+        }
+        out.append((user.encode(), ev))
+        if len(out) >= n:
+            break
+    return out
+
+
+@contextmanager
+def running_stack(settings: Settings, items: list[IndexedItem], console: Any) -> Iterator[tuple[LocalStack, float]]:
+    """Broker, Milvus Lite with ``items``, then one worker; yields (stack, upsert seconds)."""
+    with tempfile.TemporaryDirectory(prefix="livelens-bench-") as tmp:
+        root = Path(tmp)
+        with LocalStack(settings, root, start_worker=False) as stack:
+            upsert_s = upsert(stack.settings, items)
+            console.print(f"indexed {len(items):,} items in Milvus in {upsert_s:.1f} s")
+            worker = WorkerProcess(stack.settings, root / "worker.log").start()
+            try:
+                stack.worker = worker
+                yield stack, upsert_s
+            finally:
+                tail = worker.log_tail(15)
+                worker.stop()
+                if any(w in tail for w in ("ERROR", "Traceback", "retrying")):
+                    console.print(f"[yellow]worker log tail:[/]\n{tail}")
+
+
+def wait_local_items(stack: LocalStack, n: int, timeout: float = 300.0) -> None:
+    """Until the worker's in-process tier holds ``n`` items (no-op when the tier is off)."""
+    if not stack.settings.local_search or stack.worker is None:
+        return
+    stack.worker.wait_for("local_index_items", n, timeout)

@@ -1,0 +1,96 @@
+"""`livelens bench throughput`: the interactions/s one worker sustains with recommendations emitted.
+
+Method: publish a backlog of MicroLens interactions as fast as an independent producer can (far
+faster than the worker drains it), and time from the first publish to the recommendation that
+covers the last event. Then the bare echo loop drains the same number of records through the same
+broker: the ratio is LiveLens's share of what any Kafka app could do here.
+
+Correctness under load, checked in the same run: every event must be covered by a recommendation
+(at least once), and re-publishing events with ids already applied must leave user state alone
+(the worker's duplicate counter rises by exactly that many).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from rich.console import Console
+
+from bench import BenchOptions
+from bench.echo import echo_max_throughput, producer, publish_paced
+from bench.freshness import drive_worker
+from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack
+from streams.local import LocalStack
+
+GOAL_EVENTS_PER_S = 10_000.0
+GOAL_RATIO = 0.5
+
+
+def duplicates_counted(stack: LocalStack) -> float:
+    """livelens_duplicate_events_total from the worker's /metrics."""
+    assert stack.worker is not None
+    total = 0.0
+    for line in stack.worker.get_text("/metrics").splitlines():
+        if line.startswith("livelens_duplicate_events_total"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def check_dedupe(stack: LocalStack, events: list[tuple[bytes, dict[str, Any]]], n: int) -> dict[str, Any]:
+    """Re-publish the last ``n`` events (same ids): each must count as a duplicate, not a new update."""
+    before = duplicates_counted(stack)
+    again = [(k, dict(ev)) for k, ev in events[-n:]]
+    publish_paced(producer(stack.settings, linger_ms=5), stack.settings.topic_interactions, again, None)
+    deadline = time.monotonic() + 60
+    after = before
+    while time.monotonic() < deadline:
+        after = duplicates_counted(stack)
+        if after - before >= n:
+            break
+        time.sleep(0.5)
+    return {"republished": n, "counted_as_duplicates": int(after - before), "held": int(after - before) == n}
+
+
+def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], console: Console) -> dict[str, Any]:
+    known = set(feed_of_item)
+    events = interaction_events(data, n, known, uuid.uuid4().hex[:6])
+    worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 200))
+    users = len({ev["user_id"] for _, ev in events})
+    echo = echo_max_throughput(stack.settings, interaction_events(data, n, known, "echo"))
+    ratio = round(worker["processed_per_s"] / max(echo["events_per_s"], 1e-9), 3)
+    console.print(
+        f"backlog {n:,}: LiveLens {worker['processed_per_s']:,.0f} ev/s ({worker['events_missing']} missing, "
+        f"{worker['recommendation_lists']:,} lists for {users:,} users, {worker['duplicate_lists']} duplicate lists) "
+        f"· echo {echo['events_per_s']:,.0f} ev/s · ratio {ratio}"
+    )
+    return {"backlog": n, "users": users, "livelens": worker, "echo": echo, "ratio_to_echo": ratio, "events": events}
+
+
+def run(options: BenchOptions, console: Console) -> dict[str, Any]:
+    n = int(options.extra.get("backlog", 0)) or (10_000 if options.quick else 60_000)
+    settings = bench_settings()
+    data = dataset()
+    items = catalogue(data, options.items)
+    feed_of_item = {it.item_id: it.feed.value for it in items}
+    with running_stack(settings, items, console) as (stack, upsert_s):
+        point = measure(stack, data, n, feed_of_item, console)
+        dedupe = check_dedupe(stack, point.pop("events"), min(1_000, n))
+    console.print(f"dedupe: {dedupe}")
+    lv = point["livelens"]
+    return {
+        "goal": {"events_per_s": GOAL_EVENTS_PER_S, "ratio_to_echo": GOAL_RATIO},
+        "met": lv["processed_per_s"] >= GOAL_EVENTS_PER_S and point["ratio_to_echo"] >= GOAL_RATIO,
+        "at_least_once_held": lv["events_missing"] == 0,
+        "dedupe": dedupe,
+        "items": len(items),
+        "item_vectors": ENCODER,
+        "variant": {
+            "local_search": settings.local_search,
+            "recs_producer": settings.recs_producer,
+            "interaction_batch_size": settings.interaction_batch_size,
+        },
+        "milvus_upsert_s": round(upsert_s, 1),
+        **point,
+    }

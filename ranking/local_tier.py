@@ -1,0 +1,362 @@
+"""An in-process exact search tier in front of Milvus: candidate retrieval without a server round trip.
+
+Why: on the interaction hot path a Milvus (Lite) search costs 20-200 ms per call and dominated the
+worker's time per micro-batch (README "Benchmarks"). This tier keeps every item vector of each feed in
+a numpy matrix and answers ``search`` with one matrix product, and ``get`` from a dict. Milvus stays
+the source of truth: writes go to Milvus first and then here (write-through), and a background thread
+polls Milvus for what other workers wrote (new items, live-status flips), so those appear within
+``refresh_s``. Exact search is O(items) per query: fine to ~100k items per feed, beyond that use
+Milvus (set ``LIVELENS_LOCAL_SEARCH=false``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from ranking.index import Hit, IndexedItem
+from streams.schemas import Feed
+
+log = logging.getLogger(__name__)
+
+ITEM_FIELDS = ["item_id", "feed", "is_live", "created_at", "title", "vector"]
+
+
+class SourceIndex(Protocol):
+    """The writable index behind the tier (``ranking.index.ItemIndex``)."""
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None: ...
+    def get(self, item_ids: Sequence[str], use_cache: bool = True) -> dict[str, IndexedItem]: ...
+    def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None: ...
+
+
+class Catalog(Protocol):
+    """Read-only queries the tier polls to learn what other workers wrote."""
+
+    def all_items(self) -> Iterable[IndexedItem]: ...
+    def items_since(self, created_at: float) -> list[IndexedItem]: ...
+    def live_ids(self) -> set[str]: ...
+    def count(self) -> int: ...
+    def all_ids(self) -> set[str]: ...
+    def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]: ...
+
+
+class FeedMatrix:
+    """One feed's item vectors as rows of a growable float32 matrix, with a mask of searchable rows.
+
+    Rows are never moved (an item keeps its row for life), so an update is an in-place write and a
+    removal just clears the mask bit.
+    """
+
+    def __init__(self, dim: int, capacity: int = 1024) -> None:
+        self.dim = dim
+        self.ids: list[str] = []
+        self.row_of: dict[str, int] = {}
+        self.vectors = np.zeros((capacity, dim), dtype=np.float32)
+        self.active = np.zeros(capacity, dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def n_active(self) -> int:
+        return int(self.active[: len(self.ids)].sum())
+
+    def put(self, item_id: str, vector: np.ndarray, active: bool) -> None:
+        row = self.row_of.get(item_id)
+        if row is None:
+            row = len(self.ids)
+            if row == len(self.vectors):
+                self._grow()
+            self.ids.append(item_id)
+            self.row_of[item_id] = row
+        self.vectors[row] = vector
+        self.active[row] = active
+
+    def set_active(self, item_id: str, active: bool) -> bool:
+        """Returns False when the item has no row here."""
+        row = self.row_of.get(item_id)
+        if row is None:
+            return False
+        self.active[row] = active
+        return True
+
+    def _grow(self) -> None:
+        capacity = max(1024, 2 * len(self.vectors))
+        vectors = np.zeros((capacity, self.dim), dtype=np.float32)
+        vectors[: len(self.ids)] = self.vectors[: len(self.ids)]
+        active = np.zeros(capacity, dtype=bool)
+        active[: len(self.ids)] = self.active[: len(self.ids)]
+        self.vectors, self.active = vectors, active
+
+    def top(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        """The ``k`` best active rows by inner product for each query, best first (exact)."""
+        return [
+            [(self.ids[j], s) for j, s in zip(rows, scores, strict=True)] for rows, scores in self.top_rows(queries, k)
+        ]
+
+    def top_rows(self, queries: np.ndarray, k: int) -> list[tuple[list[int], list[float]]]:
+        """``top`` as (row numbers, scores) per query, as Python lists (cheaper to walk than arrays)."""
+        n = len(self.ids)
+        k = min(k, self.n_active)
+        if k <= 0 or n == 0:
+            return [([], []) for _ in range(len(queries))]
+        scores = np.asarray(queries, dtype=np.float32) @ self.vectors[:n].T
+        mask = self.active[:n]
+        if not mask.all():
+            scores[:, ~mask] = -np.inf
+        part = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(scores), 1))
+        out: list[tuple[list[int], list[float]]] = []
+        for row, cols in zip(scores, part, strict=True):
+            order = cols[np.argsort(-row[cols], kind="stable")]
+            out.append((order.tolist(), row[order].tolist()))
+        return out
+
+
+def searchable(item: IndexedItem) -> bool:
+    """Whether an item belongs in its feed's results (ended live streams stay indexed but hidden)."""
+    return item.feed is not Feed.live or item.is_live
+
+
+class LocalSearchTier:
+    """``Index`` (streams.handlers) over a Milvus-backed index: reads in memory, writes through.
+
+    Thread safety: the agents call it from one executor thread and the refresher from its own; one
+    lock guards the in-memory state, never held across a Milvus call. A write by this worker bumps the
+    item's sequence number, and a refresh result older than that write is not applied over it (so a
+    stream that just ended here cannot be revived by a poll that started before the end).
+    """
+
+    def __init__(
+        self,
+        source: SourceIndex,
+        catalog: Catalog,
+        dim: int,
+        refresh_s: float = 1.0,
+        lookback_s: float = 0.0,
+        start: bool = True,
+    ) -> None:
+        self.source = source
+        self.catalog = catalog
+        self.dim = dim
+        self.refresh_s = refresh_s
+        self.lookback_s = lookback_s
+        self.items: dict[str, IndexedItem] = {}
+        self.feeds: dict[Feed, FeedMatrix] = {f: FeedMatrix(dim) for f in Feed}
+        self._written_seq: dict[str, int] = {}
+        self._seq = 0
+        self._watermark = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.refreshes = 0
+        self.last_refresh_error: str | None = None
+        self.load()
+        if start and refresh_s > 0:
+            self._thread = threading.Thread(target=self._refresh_loop, name="livelens-local-tier", daemon=True)
+            self._thread.start()
+
+    # --- Index interface -------------------------------------------------------------------------
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        self.source.upsert(items)
+        with self._lock:
+            for it in items:
+                self._seq += 1
+                self._written_seq[it.item_id] = self._seq
+                self._apply(it)
+
+    def get(self, item_ids: Iterable[str], use_cache: bool = True) -> dict[str, IndexedItem]:
+        """Items by id from memory; ``use_cache=False`` reads Milvus (a check-then-write must see the truth)."""
+        if not use_cache:
+            with self._lock:
+                seq = self._seq
+            fetched = self.source.get(list(dict.fromkeys(item_ids)), use_cache=False)
+            self.merge(fetched.values(), since_seq=seq)
+            return fetched
+        # Lock-free read: writers only assign whole values into the dict (atomic under the GIL), and
+        # this is called per recommended item, so it must stay cheap.
+        items = self.items
+        found: dict[str, IndexedItem] = {}
+        missing: list[str] = []
+        for i in item_ids:
+            it = items.get(i)
+            if it is not None:
+                found[i] = it
+            elif i not in missing:
+                missing.append(i)
+        if missing:  # written by another worker since the last refresh: ask Milvus, remember
+            fetched = self.source.get(missing)
+            self.merge(fetched.values(), since_seq=None)
+            found.update(fetched)
+        return found
+
+    def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None:
+        item = self.source.set_live(item_id, is_live)
+        if item is not None:
+            with self._lock:
+                self._seq += 1
+                self._written_seq[item_id] = self._seq
+                self._apply(item)
+        return item
+
+    def search(
+        self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
+    ) -> list[list[Hit]]:
+        if not len(queries):
+            return []
+        q = np.stack([np.asarray(x, dtype=np.float32) for x in queries])
+        with self._lock:
+            matrix = self.feeds[feed]
+            ids, items = matrix.ids, self.items
+            out: list[list[Hit]] = []
+            for rows, scores in matrix.top_rows(q, limit):
+                hits = []
+                for j, score in zip(rows, scores, strict=True):
+                    it = items[ids[j]]
+                    vector = it.vector if with_vectors else None
+                    hits.append(Hit(it.item_id, score, feed, it.created_at, it.title, vector))
+                out.append(hits)
+            return out
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.items)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # --- keeping in sync -------------------------------------------------------------------------
+    def _apply(self, item: IndexedItem) -> None:
+        """Store one item (lock held). The vector is copied into the feed matrix and shared from there."""
+        old = self.items.get(item.item_id)
+        if old is not None and old.feed is not item.feed:
+            self.feeds[old.feed].set_active(item.item_id, False)
+        matrix = self.feeds[item.feed]
+        matrix.put(item.item_id, item.vector, searchable(item))
+        vector = matrix.vectors[matrix.row_of[item.item_id]]
+        self.items[item.item_id] = IndexedItem(
+            item.item_id, item.feed, item.is_live, item.created_at, item.title, vector
+        )
+        self._watermark = max(self._watermark, item.created_at)
+
+    def merge(self, items: Iterable[IndexedItem], since_seq: int | None) -> int:
+        """Apply items read from Milvus, except those this worker wrote after the read began."""
+        n = 0
+        with self._lock:
+            for it in items:
+                if since_seq is not None and self._written_seq.get(it.item_id, 0) > since_seq:
+                    continue
+                self._apply(it)
+                n += 1
+        return n
+
+    def merge_live(self, live: set[str], since_seq: int) -> int:
+        """Make the live feed's searchable set equal Milvus's, except items written here since."""
+        changed = 0
+        with self._lock:
+            matrix = self.feeds[Feed.live]
+            for item_id, row in matrix.row_of.items():
+                want = item_id in live
+                if bool(matrix.active[row]) == want or self._written_seq.get(item_id, 0) > since_seq:
+                    continue
+                matrix.active[row] = want
+                old = self.items[item_id]
+                self.items[item_id] = old.with_live(want)
+                changed += 1
+        return changed
+
+    def load(self) -> int:
+        """Read the whole collection (start-up)."""
+        return self.merge(self.catalog.all_items(), since_seq=None)
+
+    def refresh(self) -> dict[str, int]:
+        """One poll: items created since the watermark (minus a look-back for late writers), the live
+        set, and a count check that fetches whatever is still missing (items with old timestamps)."""
+        with self._lock:
+            seq, since = self._seq, self._watermark - self.lookback_s
+        added = self.merge(self.catalog.items_since(since), seq) if since > 0 else 0
+        live = self.catalog.live_ids()
+        flipped = self.merge_live(live, seq)
+        # Live streams' vectors change while they run (encoders/live.py, maybe on an encoder worker):
+        # re-read them each poll; the live set is small next to the catalogue.
+        self.merge(self.catalog.fetch(sorted(live)), seq)
+        missing: list[str] = []
+        if self.catalog.count() != self.count():
+            known = set(self.items)
+            missing = [i for i in self.catalog.all_ids() if i not in known]
+            self.merge(self.catalog.fetch(missing), seq)
+        self.refreshes += 1
+        return {"added": added, "live_flips": flipped, "missing_fetched": len(missing)}
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            try:
+                self.refresh()
+                self.last_refresh_error = None
+            except Exception as exc:  # Milvus briefly down: keep serving what we have, retry next tick
+                self.last_refresh_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("local search tier refresh failed: %s", self.last_refresh_error)
+
+
+def row_to_item(r: dict[str, Any]) -> IndexedItem:
+    return IndexedItem(
+        item_id=str(r["item_id"]),
+        feed=Feed(r["feed"]),
+        is_live=bool(r["is_live"]),
+        created_at=float(r["created_at"]),
+        title=str(r["title"]),
+        vector=np.asarray(r["vector"], dtype=np.float32),
+    )
+
+
+class MilvusCatalog:
+    """The tier's polls against the Milvus collection, on a connection of their own (no shared lock)."""
+
+    def __init__(self, uri: str, collection: str, token: str | None = None, page: int = 4096) -> None:
+        from pymilvus import MilvusClient
+
+        self._client = MilvusClient(uri, token=token or "")
+        self.collection = collection
+        self.page = page
+
+    def _iterate(self, filter_expr: str, fields: list[str]) -> Iterable[dict[str, Any]]:
+        it = self._client.query_iterator(
+            self.collection, batch_size=self.page, filter=filter_expr, output_fields=fields
+        )
+        try:
+            while rows := it.next():
+                yield from rows
+        finally:
+            it.close()
+
+    def all_items(self) -> Iterable[IndexedItem]:
+        return [row_to_item(r) for r in self._iterate("", ITEM_FIELDS)]
+
+    def items_since(self, created_at: float) -> list[IndexedItem]:
+        """Items created strictly after ``created_at`` (the count check catches equal or older ones)."""
+        return [row_to_item(r) for r in self._iterate(f"created_at > {created_at!r}", ITEM_FIELDS)]
+
+    def live_ids(self) -> set[str]:
+        return {str(r["item_id"]) for r in self._iterate('feed == "live" and is_live == true', ["item_id"])}
+
+    def count(self) -> int:
+        res = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        return int(res[0]["count(*)"])
+
+    def all_ids(self) -> set[str]:
+        return {str(r["item_id"]) for r in self._iterate("", ["item_id"])}
+
+    def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
+        if not item_ids:
+            return []
+        rows = self._client.get(self.collection, ids=list(item_ids), output_fields=ITEM_FIELDS[1:])
+        return [row_to_item(r) for r in rows]
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,114 @@
+"""The in-process search tier: exact top-k, write-through, and the refresh merge rules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from ranking.index import IndexedItem
+from ranking.local_tier import FeedMatrix, LocalSearchTier
+from ranking.memory_index import InMemoryIndex
+from streams.schemas import Feed
+
+
+def item(item_id: str, feed: Feed, vec: list[float], live: bool = True, created: float = 1.0) -> IndexedItem:
+    v = np.asarray(vec, dtype=np.float32)
+    return IndexedItem(item_id, feed, live if feed is Feed.live else False, created, item_id.upper(), v)
+
+
+class DictCatalog:
+    """What another worker wrote to 'Milvus', as the tier's polls would see it."""
+
+    def __init__(self, source: InMemoryIndex) -> None:
+        self.source = source
+
+    def all_items(self) -> Iterable[IndexedItem]:
+        return list(self.source._items.values())
+
+    def items_since(self, created_at: float) -> list[IndexedItem]:
+        return [it for it in self.source._items.values() if it.created_at > created_at]
+
+    def live_ids(self) -> set[str]:
+        return {i for i, it in self.source._items.items() if it.feed is Feed.live and it.is_live}
+
+    def count(self) -> int:
+        return len(self.source._items)
+
+    def all_ids(self) -> set[str]:
+        return set(self.source._items)
+
+    def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
+        return list(self.source.get(item_ids).values())
+
+
+def tier_over(items: list[IndexedItem]) -> tuple[LocalSearchTier, InMemoryIndex]:
+    source = InMemoryIndex(2)
+    source.upsert(items)
+    return LocalSearchTier(source, DictCatalog(source), dim=2, start=False), source
+
+
+def test_feed_matrix_top_k_is_exact_and_skips_inactive_rows() -> None:
+    m = FeedMatrix(2, capacity=1)  # forces growth
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(50, 2)).astype(np.float32)
+    for i, v in enumerate(vecs):
+        m.put(f"i{i}", v, active=i % 5 != 0)
+    q = np.array([[1.0, 0.5]], dtype=np.float32)
+    got = [i for i, _ in m.top(q, 7)[0]]
+    scores = vecs @ q[0]
+    want = [f"i{j}" for j in np.argsort(-scores) if j % 5 != 0][:7]
+    assert got == want
+    assert m.top(q, 100)[0].__len__() == 40
+    assert FeedMatrix(2).top(q, 5) == [[]]
+
+
+def test_search_matches_the_in_memory_reference_per_feed() -> None:
+    rng = np.random.default_rng(1)
+    items = [item(f"v{i}", Feed.short_video, list(rng.normal(size=2))) for i in range(30)]
+    items += [item(f"l{i}", Feed.live, list(rng.normal(size=2)), live=i % 2 == 0) for i in range(10)]
+    tier, source = tier_over(items)
+    queries = [rng.normal(size=2).astype(np.float32) for _ in range(3)]
+    for feed in Feed:
+        got = [[h.item_id for h in row] for row in tier.search(queries, feed, 5)]
+        want = [[h.item_id for h in row] for row in source.search(queries, feed, 5)]
+        assert got == want
+    hit = tier.search(queries[:1], Feed.short_video, 1, with_vectors=True)[0][0]
+    assert hit.vector is not None and hit.title == hit.item_id.upper()
+
+
+def test_writes_go_through_to_the_source_and_show_at_once() -> None:
+    tier, source = tier_over([item("l1", Feed.live, [1, 0]), item("l2", Feed.live, [0.9, 0.1])])
+    tier.set_live("l1", False)
+    assert source.get(["l1"])["l1"].is_live is False
+    assert [h.item_id for h in tier.search([np.array([1, 0], np.float32)], Feed.live, 5)[0]] == ["l2"]
+    tier.upsert([item("v9", Feed.short_video, [0, 1])])
+    assert "v9" in source.get(["v9"]) and tier.get(["v9"])["v9"].feed is Feed.short_video
+
+
+def test_refresh_picks_up_other_workers_writes() -> None:
+    tier, source = tier_over([item("l1", Feed.live, [1, 0], created=100.0)])
+    source.upsert(
+        [item("v2", Feed.short_video, [0, 1], created=200.0), item("old", Feed.short_video, [0, 1], created=0)]
+    )
+    source.set_live("l1", False)  # another worker ended the stream
+    stats = tier.refresh()
+    assert tier.count() == 3 and stats["missing_fetched"] == 1  # "old" predates the watermark: found by count
+    assert tier.search([np.array([1, 0], np.float32)], Feed.live, 5) == [[]]
+
+
+def test_a_poll_older_than_a_local_write_does_not_undo_it() -> None:
+    tier, _ = tier_over([item("l1", Feed.live, [1, 0])])
+    seq_before = tier._seq
+    stale_live = {"l1"}  # read from Milvus before this worker ended l1
+    tier.set_live("l1", False)
+    assert tier.merge_live(stale_live, seq_before) == 0
+    assert tier.merge([item("l1", Feed.live, [1, 0], live=True)], seq_before) == 0
+    assert tier.search([np.array([1, 0], np.float32)], Feed.live, 5) == [[]]
+
+
+def test_get_falls_back_to_the_source_for_unknown_items() -> None:
+    tier, source = tier_over([])
+    source.upsert([item("v1", Feed.short_video, [1, 0])])
+    assert "v1" in tier.get(["v1", "nope"])
+    assert [h.item_id for h in tier.search([np.array([1, 0], np.float32)], Feed.short_video, 3)[0]] == ["v1"]
