@@ -58,6 +58,7 @@ class NextItemModel:
         self.row: OrderedDict[str, int] = OrderedDict()
         self._free: list[int] = []
         self._projection: np.ndarray | None = None
+        self.learned = 0  # SGD steps taken so far: how much the model's opinion is worth (``confidence``)
         self._table_rows: np.ndarray | None = None
         self._table_cum = np.zeros(0)
         self._table_age = 0
@@ -151,6 +152,7 @@ class NextItemModel:
             np.subtract.at(self.bias, cand, lr * grad)
             np.subtract.at(self.e_in, rows, lr * (np.outer(w, g_user) + p.l2 * self.e_in[rows]))
             learned += 1
+        self.learned += learned
         return learned
 
     def _negatives(self, pos: int) -> np.ndarray:
@@ -168,6 +170,11 @@ class NextItemModel:
         picks = self._table_rows[np.minimum(np.searchsorted(self._table_cum, draws), len(self._table_rows) - 1)]
         # a row freed and reused since the table was built is just another item: harmless
         return picks[picks != pos]
+
+    def confidence(self, warmup: int) -> float:
+        """0 for a model that has learned nothing, 1 after ``warmup`` steps: on little data its z-scores
+        are mostly initialisation noise, so a ranker scales its weight by this."""
+        return 1.0 if warmup <= 0 else min(1.0, self.learned / warmup)
 
     # --- prediction ------------------------------------------------------------------------------
     def user_vector(self, context: Sequence[str]) -> np.ndarray | None:

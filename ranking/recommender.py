@@ -35,6 +35,7 @@ class RankingParams:
     # next-item model (ranking/next_item.py): weight of its standardised score, and its own candidates
     seq_weight: float = 0.4
     seq_candidates: int = 100
+    seq_warmup_events: int = 5_000  # the model's weight ramps up over its first SGD steps
 
 
 def shorten(title: str, limit: int = REASON_TITLE_CHARS) -> str:
@@ -146,7 +147,9 @@ def recommend_user(
             if item.feed is feed:
                 similarity = float(np.dot(query, item.vector))
                 hits.append(Hit(item.item_id, similarity, item.feed, item.created_at, item.title, item.vector))
-        seq_scores, _ = next_item.standardized(recent_positive, [h.item_id for h in hits])
+        z, _ = next_item.standardized(recent_positive, [h.item_id for h in hits])
+        confidence = next_item.confidence(params.seq_warmup_events)
+        seq_scores = {i: confidence * v for i, v in z.items()}
     titles = {i: t for i, (_, t) in recent_vectors.items()}
     co_source = {i: titles[src] for i, src in co_from.items() if src in titles}
 

@@ -68,3 +68,12 @@ def test_content_seeds_a_new_item() -> None:
 
     assert cos(a, b) > 0.99  # same content, same prior
     assert abs(cos(a, z)) < 0.9  # no content: a random start
+
+
+def test_confidence_ramps_with_what_the_model_learned() -> None:
+    model = NextItemModel(NextItemParams(dim=4))
+    assert model.confidence(100) == 0.0
+    model.learn_many([(["a"], "b")] * 50)
+    assert model.confidence(100) == 0.5
+    model.learn_many([(["a"], "b")] * 100)
+    assert model.confidence(100) == 1.0 and model.confidence(0) == 1.0
