@@ -24,11 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ranking.coengagement import CoEngagement, CoEngagementParams
+from ranking.coengagement import CoEngagementParams
 from ranking.datasets import Dataset
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.recommender import RankingParams, recommend_user
+from ranking.online import OnlineModels
+from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
 from streams.schemas import Feed, InteractionEvent, InteractionType
 
@@ -144,44 +145,57 @@ def evaluate_livelens(
     batch: int = 256,
     ranking: RankingParams | None = None,
 ) -> list[int | None]:
-    """Learn co-engagement from the training parts, replay each history through the live user model,
-    then retrieve and rank with ``recommend_user``, exactly as the interaction agent does."""
-    model = UserModel(params)
-    top = max(ks)
-    ranking = replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0)
-    co = CoEngagement()
-    weight = params.event_weights.get(event_type, 1.0)
-    for sp in splits.values():
-        seen: list[str] = []
-        for item_id in sp.train:
-            co.learn_one(seen, item_id, weight)
-            seen.append(item_id)
+    """Replay every history through ``OnlineModels``, then rank with its ``recommend``: the agent's code.
+
+    Pass 1 feeds each user's training part (users in order, each user's events in order) to the shared
+    models (co-engagement, trending) exactly as the interaction agent would; pass 2 rebuilds each
+    user's state from the whole history with ``shared=False``, so a validation event reaches only its
+    own user (strict). Building states twice keeps memory to one chunk of users.
+    """
+    models = OnlineModels(UserModel(params))
+    ranking = eval_ranking(ranking, max(ks))
+    for user, sp in splits.items():
+        replay_user(models, user, sp.train, index, event_type, shared=True)
     ranks: list[int | None] = []
     users = list(splits.items())
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
-        states: list[UserState] = []
-        queries: list[np.ndarray] = []
-        for user, sp in chunk:
-            state = UserState()
-            items = index.get(sp.history)
-            for n, item_id in enumerate(sp.history):
-                ev = InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=n)
-                item = items.get(item_id)
-                model.learn_one(state, ev, item.vector if item else None)
-            states.append(state)
-            q = model.query_vector(state)
-            queries.append(q if q is not None else np.zeros(index.dim, np.float32))
-        limit = top + max(len(sp.history) for _, sp in chunk)
-        hits = index.search(queries, Feed.short_video, limit=limit)
-        for (_, sp), state, q, user_hits in zip(chunk, states, queries, hits, strict=True):
-            recent = {i: (it.vector, it.title) for i, it in index.get([r.item_id for r in state.recent[-10:]]).items()}
-            recs = recommend_user(state, q, Feed.short_video, user_hits, co, index.get, recent, 0.0, ranking)
+        states = [replay_user(models, user, sp.history, index, event_type, shared=False) for user, sp in chunk]
+        lists = models.recommend(states, Feed.short_video, index, 0.0, ranking, candidates=ranking.top_k)
+        for (_, sp), recs in zip(chunk, lists, strict=True):
             ranked = [r.item_id for r in recs]
             ranks.append(ranked.index(sp.target) if sp.target in ranked else None)
         if progress:
             progress(len(chunk))
     return ranks
+
+
+def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
+    """Ranking as served, except what the dataset cannot support: it has no upload times, so neither the
+    freshness bonus nor the new-items exploration slot means anything here."""
+    return replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0, explore_slots=0)
+
+
+def interaction(user: str, n: int, item_id: str, event_type: InteractionType) -> InteractionEvent:
+    """The n-th event of a user's sequence, as the evaluation and the replay through Kafka both send it."""
+    return InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=float(n))
+
+
+def replay_user(
+    models: OnlineModels,
+    user: str,
+    items: Sequence[str],
+    index: InMemoryIndex,
+    event_type: InteractionType,
+    shared: bool,
+) -> UserState:
+    state = UserState()
+    known = index.get(items)
+    for n, item_id in enumerate(items):
+        item = known.get(item_id)
+        if item is not None:
+            models.learn_one(state, interaction(user, n, item_id, event_type), item, shared=shared)
+    return state
 
 
 def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:
@@ -213,6 +227,7 @@ def run_evaluation(
     protocol: Protocol,
     encoder_name: str,
     progress: Callable[[str, int, int], None] | None = None,
+    ranking: RankingParams | None = None,
 ) -> EvalResult:
     """All methods on one split, in one run."""
     sequences = {u: [i.item_id for i in seq] for u, seq in dataset.sequences.items()}
@@ -237,7 +252,9 @@ def run_evaluation(
     index = build_index(dataset, vectors, cat.ids)
     t = time.perf_counter()
     tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
-    methods["livelens"] = summarize(evaluate_livelens(splits, index, params, protocol.ks, progress=tick), protocol.ks)
+    methods["livelens"] = summarize(
+        evaluate_livelens(splits, index, params, protocol.ks, progress=tick, ranking=ranking), protocol.ks
+    )
     seconds["livelens"] = time.perf_counter() - t
     return EvalResult(
         methods=methods,
@@ -246,7 +263,7 @@ def run_evaluation(
             "encoder": encoder_name,
             "full_ranking": True,
             "history_masked": True,
-            "ranking": asdict(RankingParams()),
+            "ranking": asdict(eval_ranking(ranking, max(protocol.ks))),
             "co_engagement": asdict(CoEngagementParams()),
         },
         dataset={"name": dataset.name, "users": len(splits), "items": len(cat.ids)},

@@ -227,6 +227,7 @@ def evaluate(
 
     from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
     from ranking.evaluation import Protocol, run_evaluation, write_outputs
+    from ranking.recommender import ranking_params_from_settings
     from ranking.user_state import params_from_settings
     from streams.demo import progress_bar
 
@@ -256,7 +257,13 @@ def evaluate(
             bar.advance(tasks[name], n)
 
         result = run_evaluation(
-            data, encoder, params_from_settings(s), Protocol(variant=variant, target=target), s.text_encoder, tick
+            data,
+            encoder,
+            params_from_settings(s),
+            Protocol(variant=variant, target=target),
+            s.text_encoder,
+            tick,
+            ranking=ranking_params_from_settings(s),
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")

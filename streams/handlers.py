@@ -18,7 +18,8 @@ import numpy as np
 from encoders.pipeline import MediaPipeline
 from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
-from ranking.recommender import RankingParams, recommend_user
+from ranking.online import OnlineModels
+from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
 from streams.schemas import (
     ContentEvent,
@@ -122,6 +123,7 @@ class Handlers:
         candidates: int,
         topics: Mapping[str, str],
         media: MediaPipeline | None = None,
+        models: OnlineModels | None = None,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -130,9 +132,14 @@ class Handlers:
         self.candidates = candidates
         self.topics = topics
         self.media = media
-        # Learned from this worker's interactions (its partitions). Each worker holds its own copy;
-        # a changelog-backed global table is the next step for multi-worker deployments.
-        self.co_engagement = CoEngagement()
+        # Co-engagement, trending, live velocity and new items are learned from this worker's
+        # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
+        # global table is the next step for multi-worker deployments.
+        self.models = models or OnlineModels(user_model)
+
+    @property
+    def co_engagement(self) -> CoEngagement:
+        return self.models.co
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
@@ -163,6 +170,7 @@ class Handlers:
         if kept:
             result.items = content_to_items(kept, np.stack(fused))
             self.index.upsert(result.items)
+            self.models.learn_content(result.items)
         return result
 
     # --- search ------------------------------------------------------------------------------
@@ -188,6 +196,8 @@ class Handlers:
             raise RejectedEvent("unknown_item", f"item {event.item_id!r} is not indexed")
         if item.feed is not Feed.live:
             raise RejectedEvent("not_live_stream", f"item {event.item_id!r} is a short video")
+        if event.status is LiveState.ended:
+            self.models.end_live(event.item_id)
         return item
 
     # --- interactions ------------------------------------------------------------------------
@@ -207,10 +217,7 @@ class Handlers:
                 dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
                 continue
             state = users.setdefault(ev.user_id, UserState())
-            previous = [r.item_id for r in state.recent if r.weight > 0]
-            if self.user_model.learn_one(state, ev, item.vector):
-                self.co_engagement.learn_one(previous, ev.item_id, state.recent[-1].weight)
-            else:
+            if not self.models.learn_one(state, ev, item):
                 duplicates += 1
             last_trigger[(ev.user_id, item.feed)] = ev
         recs = self.recommend(users, last_trigger)
@@ -219,14 +226,10 @@ class Handlers:
             states={u: users[u].to_dict() for u in touched}, recommendations=recs, dead=dead, duplicates=duplicates
         )
 
-    def recommend_now(self, user: str, state: Mapping[str, Any], feed: Feed) -> Recommendation:
-        """The user's current list for a feed, from the latest state (``GET /recommendations``)."""
-        recs = self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})
-        if recs:
-            return recs[0]
-        return Recommendation(
-            user_id=user, feed=feed, items=[], generated_at=time.time(), model_version=self.model_version
-        )
+    def recommend_now(self, user: str, state: Mapping[str, Any] | None, feed: Feed) -> Recommendation:
+        """The user's current list for a feed from the latest state (``GET /recommendations``); an
+        unknown user (``state`` None) gets the cold-start list: what is trending in that feed."""
+        return self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})[0]
 
     @property
     def model_version(self) -> str:
@@ -235,23 +238,20 @@ class Handlers:
     def recommend(
         self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent | None]
     ) -> list[Recommendation]:
-        """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness."""
-        by_feed: dict[Feed, list[tuple[str, InteractionEvent | None, np.ndarray]]] = {}
+        """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness.
+
+        Ranking is ``OnlineModels.recommend``, the code the offline evaluation runs; a user without a
+        taste yet (e.g. unknown to ``GET /recommendations``) gets the feed's trending items.
+        """
+        by_feed: dict[Feed, list[tuple[str, InteractionEvent | None]]] = {}
         for (user, feed), ev in triggers.items():
-            q = self.user_model.query_vector(users[user])
-            if q is not None:
-                by_feed.setdefault(feed, []).append((user, ev, q))
-        recent_ids = {r.item_id for user, _ in triggers for r in users[user].recent[-10:]}
-        recent = {i: (it.vector, it.title) for i, it in self.index.get(list(recent_ids)).items()}
+            by_feed.setdefault(feed, []).append((user, ev))
         out: list[Recommendation] = []
         for feed, wanted in by_feed.items():
-            limit = self.candidates + max(len(users[u].recent) for u, _, _ in wanted)
-            hits = self.index.search([q for _, _, q in wanted], feed, limit=limit)
-            now = time.time()
-            for (user, ev, q), user_hits in zip(wanted, hits, strict=True):
-                ranked = recommend_user(
-                    users[user], q, feed, user_hits, self.co_engagement, self.index.get, recent, now, self.ranking
-                )
+            lists = self.models.recommend(
+                [users[u] for u, _ in wanted], feed, self.index, time.time(), self.ranking, self.candidates
+            )
+            for (user, ev), ranked in zip(wanted, lists, strict=True):
                 out.append(
                     Recommendation(
                         user_id=user,
