@@ -91,7 +91,7 @@ class OnlineModels:
     def feed_context(self, feed: Feed, index: SearchIndex, params: RankingParams) -> FeedContext:
         trending = self.trending.top(feed, params.trending_candidates + params.top_k)
         boosts = self.live.boosts(list(self.live.events), params.live_boost_weight) if feed is Feed.live else {}
-        new_ids = self.new_items.newest(feed, params.explore_slots + params.top_k) if params.explore_slots else []
+        new_ids = self.new_items.newest(feed, params.explore_slots + params.top_k)  # also the cold start's tail
         wanted = [i for i, _ in trending] + list(boosts) + new_ids
         items = {i: it for i, it in index.get(wanted).items() if servable(it, feed)} if wanted else {}
         trending = [(i, s) for i, s in trending if i in items]

@@ -171,9 +171,9 @@ def rank(
         score += params.freshness_weight * freshness(h.created_at, now, params.freshness_half_life_s)
         parts[h.item_id] = (score, co, trend, live, h)
     by_score = sorted(parts, key=lambda i: parts[i][0], reverse=True)
-    explore = [f for f in signals.fresh if f.item_id not in seen and f.item_id not in by_score[: params.top_k]][
-        : min(params.explore_slots, params.top_k)
-    ]
+    slots = min(params.explore_slots, params.top_k)
+    earned = set(by_score[: params.top_k - slots])  # new items that win a place on merit need no slot
+    explore = [f for f in signals.fresh if f.item_id not in seen and f.item_id not in earned][:slots]
     explore_ids = {f.item_id for f in explore}
     by_score = [i for i in by_score if i not in explore_ids]
     k = params.top_k - len(explore)

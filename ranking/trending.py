@@ -55,7 +55,7 @@ class Trending:
 
     def _prune(self, feed: Feed) -> None:
         row = self.scores[feed]
-        ranked = sorted(row, key=lambda i: self._decayed(*row[i], self.clock), reverse=True)
+        ranked = sorted(row, key=lambda i: self.score(i, feed), reverse=True)  # idle items count 0: go first
         for item_id in ranked[self.params.max_items :]:
             del row[item_id]
 
