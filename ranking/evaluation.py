@@ -144,6 +144,7 @@ def evaluate_livelens(
     progress: Callable[[int], None] | None = None,
     batch: int = 256,
     ranking: RankingParams | None = None,
+    models: OnlineModels | None = None,
 ) -> list[int | None]:
     """Replay every history through ``OnlineModels``, then rank with its ``recommend``: the agent's code.
 
@@ -152,7 +153,7 @@ def evaluate_livelens(
     user's state from the whole history with ``shared=False``, so a validation event reaches only its
     own user (strict). Building states twice keeps memory to one chunk of users.
     """
-    models = OnlineModels(UserModel(params))
+    models = models or OnlineModels(UserModel(params))
     ranking = eval_ranking(ranking, max(ks))
     for user, sp in splits.items():
         replay_user(models, user, sp.train, index, event_type, shared=True)
@@ -220,6 +221,14 @@ class EvalResult:
         return asdict(self)
 
 
+def dataset_splits(dataset: Dataset, protocol: Protocol) -> dict[str, UserSplit]:
+    """The protocol's splits of every user whose items are all in the catalogue."""
+    sequences = {u: [i.item_id for i in seq] for u, seq in dataset.sequences.items()}
+    known = set(dataset.items)
+    splits = split_users(sequences, protocol)
+    return {u: sp for u, sp in splits.items() if sp.target in known and all(i in known for i in sp.history)}
+
+
 def run_evaluation(
     dataset: Dataset,
     encode: Callable[[list[str]], np.ndarray],
@@ -228,12 +237,10 @@ def run_evaluation(
     encoder_name: str,
     progress: Callable[[str, int, int], None] | None = None,
     ranking: RankingParams | None = None,
+    models: OnlineModels | None = None,
 ) -> EvalResult:
     """All methods on one split, in one run."""
-    sequences = {u: [i.item_id for i in seq] for u, seq in dataset.sequences.items()}
-    splits = split_users(sequences, protocol)
-    known = set(dataset.items)
-    splits = {u: sp for u, sp in splits.items() if sp.target in known and all(i in known for i in sp.history)}
+    splits = dataset_splits(dataset, protocol)
     cat = Catalogue(sorted(dataset.items))
     seconds: dict[str, float] = {}
     methods: dict[str, dict[str, float]] = {}
@@ -253,7 +260,8 @@ def run_evaluation(
     t = time.perf_counter()
     tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
     methods["livelens"] = summarize(
-        evaluate_livelens(splits, index, params, protocol.ks, progress=tick, ranking=ranking), protocol.ks
+        evaluate_livelens(splits, index, params, protocol.ks, progress=tick, ranking=ranking, models=models),
+        protocol.ks,
     )
     seconds["livelens"] = time.perf_counter() - t
     return EvalResult(
