@@ -39,7 +39,7 @@ class RankingParams:
     trending_weight: float = 0.05  # x trending score scaled to [0, 1] within the feed
     trending_candidates: int = 20
     live_boost_weight: float = 0.3  # x log1p(gift and comment velocity) in the live feed
-    mmr_lambda: float = 1.0  # 1 = pure relevance; lower trades relevance for diversity
+    mmr_lambda: float = 0.9  # 1 = pure relevance; lower trades relevance for diversity (README "Quality")
     mmr_pool: int = 50  # best-scored candidates MMR chooses from
     explore_slots: int = 1  # last places reserved for the newest unseen items
 

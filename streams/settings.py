@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     )
     live_window_s: float = Field(default=60.0, gt=0, description="Window of the live gift/comment velocity.")
     mmr_lambda: float = Field(
-        default=1.0, ge=0, le=1, description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse."
+        default=0.9, ge=0, le=1, description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse."
     )
     explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
 
