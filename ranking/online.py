@@ -16,6 +16,7 @@ import numpy as np
 from ranking.coengagement import CoEngagement
 from ranking.fresh import NewItems
 from ranking.index import Hit, IndexedItem
+from ranking.neighbours import SequenceNeighbours
 from ranking.recommender import RankingParams, Signals, cold_start, rank, top_co_engaged
 from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
 from ranking.user_state import UserModel, UserState, params_from_settings
@@ -57,6 +58,7 @@ class OnlineModels:
     trending: Trending = field(default_factory=Trending)
     live: LiveVelocity = field(default_factory=LiveVelocity)
     new_items: NewItems = field(default_factory=NewItems)
+    neighbours: SequenceNeighbours = field(default_factory=SequenceNeighbours)
 
     # --- learning --------------------------------------------------------------------------------
     def learn_content(self, items: Sequence[IndexedItem]) -> None:
@@ -82,6 +84,7 @@ class OnlineModels:
         if shared:
             weight = state.recent[-1].weight
             self.co.learn_one(previous, event.item_id, weight)
+            self.neighbours.learn_one(event.user_id, event.item_id, weight)
             self.trending.learn_one(event.item_id, item.feed, weight, event.ts)
             if item.feed is Feed.live:
                 self.live.learn_one(event.item_id, event.type, event.ts)
@@ -124,8 +127,11 @@ class OnlineModels:
         recent_positive = [r.item_id for r in state.recent if r.weight > 0]
         co_scores, co_from = self.co.scores_with_source(recent_positive, params.co_recency_decay)
         hits = list(content_hits)
-        if co_scores:
-            extra_ids = top_co_engaged(co_scores, state.seen_items, params.co_candidates)
+        knn = self.neighbours.scores(recent_positive) if params.knn_weight > 0 else {}
+        extra_ids = top_co_engaged(co_scores, state.seen_items, params.co_candidates) if co_scores else []
+        if knn:
+            extra_ids += top_co_engaged(knn, state.seen_items, params.co_candidates)
+        if extra_ids:
             hits.extend(as_hit(it, query) for it in lookup(extra_ids).values() if servable(it, feed))
         hits.extend(as_hit(ctx.items[i], query) for i in (*ctx.trending_scaled, *ctx.boosts))
         titles = {i: t for i, (_, t) in recent_vectors.items()}
@@ -134,6 +140,7 @@ class OnlineModels:
             co_source={i: titles[src] for i, src in co_from.items() if src in titles},
             trending=ctx.trending_scaled,
             live_boost=ctx.boosts,
+            knn=knn,
             fresh=[as_hit(it, query) for it in ctx.new],
         )
 

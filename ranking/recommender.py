@@ -16,7 +16,7 @@ interaction ("because you gifted <title>", "similar to <title>") or "new".
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ class RankingParams:
     mmr_lambda: float = 0.9  # 1 = pure relevance; lower trades relevance for diversity (README "Quality")
     mmr_pool: int = 50  # best-scored candidates MMR chooses from
     explore_slots: int = 1  # last places reserved for the newest unseen items
+    knn_weight: float = 0.0  # x sequence-neighbour score in [0, 1] (ranking.neighbours)
 
 
 def ranking_params_from_settings(settings: Any) -> RankingParams:
@@ -138,6 +139,7 @@ class Signals:
     co_source: Mapping[str, str]  # co-engaged item -> title of the recent item that linked it
     trending: Mapping[str, float]  # item -> trending score in [0, 1] within the feed
     live_boost: Mapping[str, tuple[float, str]]  # live item -> (score bonus, reason)
+    knn: Mapping[str, float] = field(default_factory=dict)  # item -> sequence-neighbour score in [0, 1]
     fresh: Sequence[Hit] = ()  # newest unseen items for the exploration slots, newest first
 
 
@@ -165,6 +167,7 @@ def rank(
         if h.item_id in seen or h.item_id in parts:
             continue
         co = params.co_weight * signals.co_scores.get(h.item_id, 0.0)
+        co += params.knn_weight * signals.knn.get(h.item_id, 0.0)
         trend = params.trending_weight * signals.trending.get(h.item_id, 0.0)
         live = signals.live_boost.get(h.item_id, (0.0, ""))[0]
         score = h.similarity + co + trend + live
