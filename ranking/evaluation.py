@@ -6,8 +6,9 @@ test = last; rank every item in the catalogue with the user's history masked; HR
 training part (each sequence minus its last two items); when the test item is ranked, the user's
 validation item is part of that user's own history, as in the paper.
 
-LiveLens is scored by replaying each user's history through ``UserModel.learn_one`` and ranking
-with ``Handlers``' path: index search (an exact in-memory index with Milvus's interface) + ``rank``.
+LiveLens is scored by replaying each user's history through ``OnlineModels.learn_one`` and ranking
+with ``OnlineModels.recommend``, the code the interaction agent runs (an exact in-memory index with
+Milvus's interface stands in for Milvus). ``streams.kafka_eval`` checks that claim end to end.
 """
 
 from __future__ import annotations
