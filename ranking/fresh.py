@@ -21,7 +21,7 @@ class NewItems:
     def add(self, item_id: str, feed: Feed, created_at: float) -> None:
         row = self.items[feed]
         row[item_id] = created_at
-        if len(row) > self.max_items:
+        if len(row) > self.max_items + self.max_items // 4:  # prune with slack: the sort is amortised
             oldest = sorted(row, key=lambda i: (row[i], i))[: len(row) - self.max_items]
             for item in oldest:
                 del row[item]

@@ -25,7 +25,7 @@ from streams.schemas import Feed, InteractionType
 class TrendingParams:
     half_life_s: float = 3600.0
     window_s: float = 6 * 3600.0  # items idle for longer leave the trending list
-    max_items: int = 5_000  # per feed
+    max_items: int = 5_000  # per feed (up to 25 % more between prunes)
 
 
 class Trending:
@@ -50,10 +50,11 @@ class Trending:
         at = max(ts, old[1]) if old else ts
         previous = self._decayed(old[0], old[1], at) if old else 0.0
         row[item_id] = (previous + self._decayed(weight, ts, at), at)
-        if len(row) > self.params.max_items:
+        if len(row) > self.params.max_items + self.params.max_items // 4:
             self._prune(feed)
 
     def _prune(self, feed: Feed) -> None:
+        """Back down to ``max_items``, weakest first; done with a 25 % slack so the sort is amortised."""
         row = self.scores[feed]
         ranked = sorted(row, key=lambda i: self.score(i, feed), reverse=True)  # idle items count 0: go first
         for item_id in ranked[self.params.max_items :]:
