@@ -42,7 +42,7 @@ class RankingParams:
     mmr_lambda: float = 0.9  # 1 = pure relevance; lower trades relevance for diversity (README "Quality")
     mmr_pool: int = 50  # best-scored candidates MMR chooses from
     explore_slots: int = 1  # last places reserved for the newest unseen items
-    knn_weight: float = 0.0  # x sequence-neighbour score in [0, 1] (ranking.neighbours)
+    knn_weight: float = 1.0  # x sequence-neighbour score in [0, 1] (ranking.neighbours; README "Quality")
 
 
 def ranking_params_from_settings(settings: Any) -> RankingParams:
@@ -54,6 +54,7 @@ def ranking_params_from_settings(settings: Any) -> RankingParams:
         live_boost_weight=settings.live_boost_weight,
         mmr_lambda=settings.mmr_lambda,
         explore_slots=settings.explore_slots,
+        knn_weight=settings.knn_weight,
     )
 
 
@@ -162,17 +163,17 @@ def rank(
     cheaper; the index keeps vectors in memory).
     """
     seen = state.seen_items
-    parts: dict[str, tuple[float, float, float, float, Hit]] = {}  # id -> (score, co, trending, live, hit)
+    parts: dict[str, tuple[float, float, float, float, float, Hit]] = {}  # id -> (score, co, knn, trend, live, hit)
     for h in hits:
         if h.item_id in seen or h.item_id in parts:
             continue
         co = params.co_weight * signals.co_scores.get(h.item_id, 0.0)
-        co += params.knn_weight * signals.knn.get(h.item_id, 0.0)
+        knn = params.knn_weight * signals.knn.get(h.item_id, 0.0)
         trend = params.trending_weight * signals.trending.get(h.item_id, 0.0)
         live = signals.live_boost.get(h.item_id, (0.0, ""))[0]
-        score = h.similarity + co + trend + live
+        score = h.similarity + co + knn + trend + live
         score += params.freshness_weight * freshness(h.created_at, now, params.freshness_half_life_s)
-        parts[h.item_id] = (score, co, trend, live, h)
+        parts[h.item_id] = (score, co, knn, trend, live, h)
     by_score = sorted(parts, key=lambda i: parts[i][0], reverse=True)
     slots = min(params.explore_slots, params.top_k)
     earned = set(by_score[: params.top_k - slots])  # new items that win a place on merit need no slot
@@ -184,7 +185,7 @@ def rank(
 
     def vector(item_id: str) -> np.ndarray | None:
         if item_id not in vectors:
-            h = parts[item_id][4] if item_id in parts else None
+            h = parts[item_id][5] if item_id in parts else None
             v = h.vector if h is not None else None
             vectors[item_id] = v if v is not None or vector_of is None else vector_of(item_id)
         return vectors[item_id]
@@ -196,12 +197,14 @@ def rank(
     chosen = mmr([(i, parts[i][0]) for i in pool], vectors, params.mmr_lambda, k)
     out = []
     for item_id in chosen:
-        score, co, trend, live, h = parts[item_id]
+        score, co, knn, trend, live, h = parts[item_id]
         linked = signals.co_source.get(item_id)
-        if live > 0 and live >= max(co, trend):
+        if live > 0 and live >= max(co, knn, trend):
             reason = signals.live_boost[item_id][1]
-        elif linked is not None and co > max(h.similarity, trend):
+        elif linked is not None and co > max(h.similarity, trend) and co >= knn:
             reason = f"people who watched “{shorten(linked)}” also watched this"
+        elif knn > max(h.similarity, trend):
+            reason = "people with similar taste watched this"
         elif trend > max(h.similarity, co):
             reason = trending_reason(h.feed)
         else:

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
         default=0.9, ge=0, le=1, description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse."
     )
     explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
+    knn_weight: float = Field(
+        default=1.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
+    )
 
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)

@@ -47,7 +47,7 @@ def models() -> OnlineModels:
 
 
 def learn(m: OnlineModels, index: InMemoryIndex, state: UserState, eid: str, item: str, kind: str, ts: float) -> bool:
-    ev = InteractionEvent(event_id=eid, user_id="u", item_id=item, type=kind, ts=ts, value=1.0)
+    ev = InteractionEvent(event_id=eid, user_id=f"user-{id(state)}", item_id=item, type=kind, ts=ts, value=1.0)
     return m.learn_one(state, ev, index.get([item])[item])
 
 

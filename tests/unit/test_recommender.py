@@ -117,3 +117,12 @@ def test_cold_start_lists_trending_then_new_without_seen_items() -> None:
         ("l9", 0.0, "new"),
     ]
     assert cold_start(Feed.short_video, [("v", 1.0)], [], set(), 5)[0].reason == "trending now"
+
+
+def test_sequence_neighbours_add_to_the_score_and_explain_themselves() -> None:
+    signals = Signals(co_scores={}, co_source={}, trending={}, live_boost={}, knn={"k": 1.0, "c": 0.25})
+    hits = [hit("c", 0.5, COOK), hit("k", 0.2, BALL)]
+    params = RankingParams(freshness_weight=0.0, knn_weight=1.0, mmr_lambda=1.0)
+    ranked = rank(hits, UserState(), {}, now=0.0, params=params, signals=signals)
+    assert [(r.item_id, r.score) for r in ranked] == [("k", pytest.approx(1.2)), ("c", pytest.approx(0.75))]
+    assert ranked[0].reason == "people with similar taste watched this"
