@@ -42,7 +42,7 @@ class RankingParams:
     mmr_lambda: float = 0.9  # 1 = pure relevance; lower trades relevance for diversity (README "Quality")
     mmr_pool: int = 50  # best-scored candidates MMR chooses from
     explore_slots: int = 1  # last places reserved for the newest unseen items
-    knn_weight: float = 1.0  # x sequence-neighbour score in [0, 1] (ranking.neighbours; README "Quality")
+    knn_weight: float = 0.0  # x sequence-neighbour score in [0, 1] (ranking.neighbours); off: see README "Quality"
 
 
 def ranking_params_from_settings(settings: Any) -> RankingParams:

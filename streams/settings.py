@@ -150,7 +150,7 @@ class Settings(BaseSettings):
     )
     explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
     knn_weight: float = Field(
-        default=1.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
+        default=0.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
     )
 
     # --- Data -----------------------------------------------------------------------------------
