@@ -6,8 +6,9 @@ test = last; rank every item in the catalogue with the user's history masked; HR
 training part (each sequence minus its last two items); when the test item is ranked, the user's
 validation item is part of that user's own history, as in the paper.
 
-LiveLens is scored by replaying each user's history through ``UserModel.learn_one`` and ranking
-with ``Handlers``' path: index search (an exact in-memory index with Milvus's interface) + ``rank``.
+LiveLens is scored by replaying each user's history through ``OnlineModels.learn_one`` and ranking
+with ``OnlineModels.recommend``, the code the interaction agent runs (an exact in-memory index with
+Milvus's interface stands in for Milvus). ``streams.kafka_eval`` checks that claim end to end.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from ranking.coengagement import CoEngagement, CoEngagementParams
+from ranking.coengagement import CoEngagementParams
 from ranking.datasets import Dataset
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.next_item import NextItemModel, NextItemParams
-from ranking.recommender import RankingParams, recommend_user
+from ranking.next_item import NextItemParams
+from ranking.online import OnlineModels
+from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
 from streams.schemas import Feed, InteractionEvent, InteractionType
 
@@ -43,8 +45,8 @@ class Protocol:
     variant: str = "strict"  # strict | streaming (global stats also absorb every validation event)
     ks: tuple[int, ...] = KS
     target: str = "test"  # test (report) | valid (tune)
-    # passes of the next-item model over the training part before ranking: 1 = purely online (each
-    # training event seen once, in stream order, as the live agent does); more = a warm start
+    # passes of the next-item model over the training part: 1 = purely online (each training event
+    # learned once, in stream order, as the live agent does); more = a warm start before the stream
     warm_epochs: int = 1
 
 
@@ -147,45 +149,29 @@ def evaluate_livelens(
     progress: Callable[[int], None] | None = None,
     batch: int = 256,
     ranking: RankingParams | None = None,
+    models: OnlineModels | None = None,
     warm_epochs: int = 1,
-    next_item_params: NextItemParams | None = None,
 ) -> list[int | None]:
-    """Learn co-engagement and the next-item model from the training parts, replay each history
-    through the live user model, then retrieve and rank with ``recommend_user``, as the agent does."""
-    model = UserModel(params)
-    top = max(ks)
-    ranking = replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0)
-    co = CoEngagement()
-    weight = params.event_weights.get(event_type, 1.0)
-    for sp in splits.values():
-        seen: list[str] = []
-        for item_id in sp.train:
-            co.learn_one(seen, item_id, weight)
-            seen.append(item_id)
-    next_item = train_next_item(splits, index, warm_epochs, next_item_params)
+    """Replay every history through ``OnlineModels``, then rank with its ``recommend``: the agent's code.
+
+    Pass 1 feeds each user's training part (users in order, each user's events in order) to the shared
+    models (co-engagement, trending) exactly as the interaction agent would; pass 2 rebuilds each
+    user's state from the whole history with ``shared=False``, so a validation event reaches only its
+    own user (strict). Building states twice keeps memory to one chunk of users. ``warm_epochs`` > 1
+    gives the next-item model that many passes over the training parts in all (a warm start).
+    """
+    models = models or OnlineModels(UserModel(params))
+    ranking = eval_ranking(ranking, max(ks))
+    for user, sp in splits.items():
+        replay_user(models, user, sp.train, index, event_type, shared=True)
+    warm_start_next_item(models, splits, warm_epochs - 1, params.event_weights.get(event_type, 1.0))
     ranks: list[int | None] = []
     users = list(splits.items())
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
-        states: list[UserState] = []
-        queries: list[np.ndarray] = []
-        for user, sp in chunk:
-            state = UserState()
-            items = index.get(sp.history)
-            for n, item_id in enumerate(sp.history):
-                ev = InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=n)
-                item = items.get(item_id)
-                model.learn_one(state, ev, item.vector if item else None)
-            states.append(state)
-            q = model.query_vector(state)
-            queries.append(q if q is not None else np.zeros(index.dim, np.float32))
-        limit = top + max(len(sp.history) for _, sp in chunk)
-        hits = index.search(queries, Feed.short_video, limit=limit)
-        for (_, sp), state, q, user_hits in zip(chunk, states, queries, hits, strict=True):
-            recent = {i: (it.vector, it.title) for i, it in index.get([r.item_id for r in state.recent[-10:]]).items()}
-            recs = recommend_user(
-                state, q, Feed.short_video, user_hits, co, index.get, recent, 0.0, ranking, next_item=next_item
-            )
+        states = [replay_user(models, user, sp.history, index, event_type, shared=False) for user, sp in chunk]
+        lists = models.recommend(states, Feed.short_video, index, 0.0, ranking, candidates=ranking.top_k)
+        for (_, sp), recs in zip(chunk, lists, strict=True):
             ranked = [r.item_id for r in recs]
             ranks.append(ranked.index(sp.target) if sp.target in ranked else None)
         if progress:
@@ -193,16 +179,40 @@ def evaluate_livelens(
     return ranks
 
 
-def train_next_item(
-    splits: Mapping[str, UserSplit], index: InMemoryIndex, epochs: int, params: NextItemParams | None = None
-) -> NextItemModel:
-    """The next-item model after ``epochs`` passes over every training sequence (context = preceding items)."""
-    model = NextItemModel(params, content=lambda i: v.vector if (v := index.get([i]).get(i)) else None)
-    window = model.params.window
+def warm_start_next_item(models: OnlineModels, splits: Mapping[str, UserSplit], epochs: int, weight: float) -> None:
+    """More passes of the next-item model over every training sequence (context = the preceding items)."""
+    window = models.next_item.params.window
     examples = [(sp.train[max(0, n - window) : n], sp.train[n]) for sp in splits.values() for n in range(len(sp.train))]
-    for _ in range(max(1, epochs)):
-        model.learn_many(examples)
-    return model
+    for _ in range(max(0, epochs)):
+        models.next_item.learn_many(examples, [weight] * len(examples))
+
+
+def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
+    """Ranking as served, except what the dataset cannot support: it has no upload times, so neither the
+    freshness bonus nor the new-items exploration slot means anything here."""
+    return replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0, explore_slots=0)
+
+
+def interaction(user: str, n: int, item_id: str, event_type: InteractionType) -> InteractionEvent:
+    """The n-th event of a user's sequence, as the evaluation and the replay through Kafka both send it."""
+    return InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=float(n))
+
+
+def replay_user(
+    models: OnlineModels,
+    user: str,
+    items: Sequence[str],
+    index: InMemoryIndex,
+    event_type: InteractionType,
+    shared: bool,
+) -> UserState:
+    state = UserState()
+    known = index.get(items)
+    for n, item_id in enumerate(items):
+        item = known.get(item_id)
+        if item is not None:
+            models.learn_one(state, interaction(user, n, item_id, event_type), item, shared=shared)
+    return state
 
 
 def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:
@@ -227,6 +237,14 @@ class EvalResult:
         return asdict(self)
 
 
+def dataset_splits(dataset: Dataset, protocol: Protocol) -> dict[str, UserSplit]:
+    """The protocol's splits of every user whose items are all in the catalogue."""
+    sequences = {u: [i.item_id for i in seq] for u, seq in dataset.sequences.items()}
+    known = set(dataset.items)
+    splits = split_users(sequences, protocol)
+    return {u: sp for u, sp in splits.items() if sp.target in known and all(i in known for i in sp.history)}
+
+
 def run_evaluation(
     dataset: Dataset,
     encode: Callable[[list[str]], np.ndarray],
@@ -234,12 +252,11 @@ def run_evaluation(
     protocol: Protocol,
     encoder_name: str,
     progress: Callable[[str, int, int], None] | None = None,
+    ranking: RankingParams | None = None,
+    models: OnlineModels | None = None,
 ) -> EvalResult:
     """All methods on one split, in one run."""
-    sequences = {u: [i.item_id for i in seq] for u, seq in dataset.sequences.items()}
-    splits = split_users(sequences, protocol)
-    known = set(dataset.items)
-    splits = {u: sp for u, sp in splits.items() if sp.target in known and all(i in known for i in sp.history)}
+    splits = dataset_splits(dataset, protocol)
     cat = Catalogue(sorted(dataset.items))
     seconds: dict[str, float] = {}
     methods: dict[str, dict[str, float]] = {}
@@ -258,8 +275,19 @@ def run_evaluation(
     index = build_index(dataset, vectors, cat.ids)
     t = time.perf_counter()
     tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
-    ranks = evaluate_livelens(splits, index, params, protocol.ks, progress=tick, warm_epochs=protocol.warm_epochs)
-    methods["livelens"] = summarize(ranks, protocol.ks)
+    methods["livelens"] = summarize(
+        evaluate_livelens(
+            splits,
+            index,
+            params,
+            protocol.ks,
+            progress=tick,
+            ranking=ranking,
+            models=models,
+            warm_epochs=protocol.warm_epochs,
+        ),
+        protocol.ks,
+    )
     seconds["livelens"] = time.perf_counter() - t
     return EvalResult(
         methods=methods,
@@ -268,7 +296,7 @@ def run_evaluation(
             "encoder": encoder_name,
             "full_ranking": True,
             "history_masked": True,
-            "ranking": asdict(RankingParams()),
+            "ranking": asdict(eval_ranking(ranking, max(protocol.ks))),
             "co_engagement": asdict(CoEngagementParams()),
             "next_item": asdict(NextItemParams()),
         },

@@ -109,6 +109,16 @@ class NextItemModel:
         self.bias = np.resize(self.bias, n)
         self.count = np.resize(self.count, n)
 
+    def note(self, item: str, content: np.ndarray | None) -> None:
+        """Seed an item's embeddings from its content vector before it is first learned (no-op after)."""
+        if item in self.row or content is None:
+            return
+        saved, self.content = self.content, (lambda _: content)
+        try:
+            self._index(item)
+        finally:
+            self.content = saved
+
     # --- learning --------------------------------------------------------------------------------
     def _context(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         p = self.params

@@ -21,8 +21,8 @@ import faust
 from faust.streams import _current_event  # the context var Faust's tables read the partition from
 from faust.types import EventT
 
-from ranking.recommender import RankingParams
-from ranking.user_state import UserModel, params_from_settings
+from ranking.online import online_models_from_settings
+from ranking.recommender import ranking_params_from_settings
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
 from streams.kafka import cap_faust_fetch_wait, faust_broker_options
@@ -108,12 +108,13 @@ class Services:
                 lookback_s=s.local_search_lookback_s,
             )
         index = metrics.TimedIndex(milvus)
+        models = online_models_from_settings(s)
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         return Handlers(
             index=index,
             encoder=encoder,
-            user_model=UserModel(params_from_settings(s)),
-            ranking=RankingParams(top_k=s.top_k),
+            user_model=models.user_model,
+            ranking=ranking_params_from_settings(s),
             candidates=s.candidates,
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
             media=MediaPipeline(s),
@@ -127,6 +128,7 @@ class Services:
             live_windows=LiveWindows(s.live_comment_window, s.live_streams_tracked, s.live_refresh_interval_s),
             fusion_weights=s.fusion_weights,
             live_refresh_alpha=s.live_refresh_alpha,
+            models=models,
         )
 
     def local_index_items(self) -> int | None:
@@ -429,13 +431,12 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/recommendations/{user_id}")
     async def recommendations_view(web: Any, request: Any, user_id: str) -> Any:
-        """GET /recommendations/{user_id}?feed=short_video|live: the current list from the latest state."""
+        """GET /recommendations/{user_id}?feed=short_video|live: the current list from the latest state;
+        a user this worker has no state for gets what is trending in that feed (cold start)."""
         feed_name = request.query.get("feed", "short_video")
         if feed_name not in ("short_video", "live") or not USER_ID.fullmatch(user_id):
             return web.json({"error": "need a valid user id and feed short_video|live"}, status=400)
         state = user_state.get(user_id)
-        if state is None:
-            return web.json({"error": f"unknown user {user_id!r} on this worker"}, status=404)
         ok, rec = await page_call(services.index_pool, "recommend_now", user_id, state, Feed(feed_name))
         if not ok:
             return web.json({"error": rec[0]}, status=rec[1])

@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -226,12 +227,20 @@ def evaluate(
     warm_epochs: Annotated[
         int, typer.Option(min=1, max=50, help="next-item model passes over the training part (1 = purely online)")
     ] = 1,
+    through_kafka: Annotated[
+        bool, typer.Option(help="replay the users through the broker and a real worker; compare with in-process")
+    ] = False,
+    all_items: Annotated[
+        bool, typer.Option(help="--through-kafka: index the whole catalogue, not just the users' items")
+    ] = False,
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
     from rich.table import Table
 
     from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
     from ranking.evaluation import Protocol, run_evaluation, write_outputs
+    from ranking.online import online_models_from_settings
+    from ranking.recommender import ranking_params_from_settings
     from ranking.user_state import params_from_settings
     from streams.demo import progress_bar
 
@@ -251,6 +260,9 @@ def evaluate(
         console.print(f"[red]cannot load the dataset: {exc}[/]")
         raise typer.Exit(2) from exc
     data = data.head(users)
+    if through_kafka:
+        _eval_through_kafka(s, data, Protocol(variant=variant, target=target), output, all_items)
+        return
     encoder = _cached_encoder(s, data.name)
     with progress_bar(console) as bar:
         tasks: dict[str, int] = {}
@@ -267,6 +279,8 @@ def evaluate(
             Protocol(variant=variant, target=target, warm_epochs=warm_epochs),
             s.text_encoder,
             tick,
+            ranking=ranking_params_from_settings(s),
+            models=online_models_from_settings(s),
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")
@@ -278,6 +292,37 @@ def evaluate(
         table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
     console.print(table)
     console.print(f"wrote {results_path} and {plot_path}")
+
+
+def _eval_through_kafka(s: Settings, data: Any, protocol: Any, output: Path, all_items: bool) -> None:
+    """Both figures for the same users: through the broker and a worker, and in-process on the same vectors."""
+    from rich.table import Table
+
+    from streams.kafka_eval import UnsupportedProtocol, evaluate_through_kafka
+
+    with tempfile.TemporaryDirectory(prefix="livelens-eval-kafka-") as tmp:
+        try:
+            result = evaluate_through_kafka(
+                s, data, protocol, Path(tmp), whole_catalogue=all_items, say=lambda m: console.print(m)
+            )
+        except UnsupportedProtocol as exc:
+            console.print(f"[red]{exc}[/]")
+            raise typer.Exit(2) from exc
+    table = Table(title=f"{data.name} through Kafka: {result.users} users, {result.items} items ({protocol.variant})")
+    table.add_column("mode")
+    metrics = list(result.in_process)
+    for m in metrics:
+        table.add_column(m, justify="right")
+    table.add_row("in-process", *(f"{result.in_process[m]:.4f}" for m in metrics))
+    table.add_row("through Kafka", *(f"{result.through_kafka[m]:.4f}" for m in metrics))
+    console.print(table)
+    console.print(f"users with the same target rank in both modes: {result.same_rank_users}/{result.users}")
+    first = sum(a == b for a, b in zip(result.ranks_in_process, result.ranks_kafka_first, strict=True))
+    console.print(f"(lists emitted before later users were learned agree for {first}/{result.users})")
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "results-through-kafka.json"
+    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    console.print(f"wrote {path}")
 
 
 def _cached_encoder(s: Settings, dataset_name: str) -> Any:

@@ -23,8 +23,8 @@ from encoders.video import MediaError, confine_path
 from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
 from ranking.modalities import InMemoryModalityStore, ModalityStore
-from ranking.next_item import NextItemModel
-from ranking.recommender import RankingParams, recommend_user
+from ranking.online import OnlineModels
+from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
 from streams.schemas import (
     ContentEvent,
@@ -164,6 +164,7 @@ class Handlers:
         live_windows: LiveWindows | None = None,
         fusion_weights: Mapping[str, float] | None = None,
         live_refresh_alpha: float = 0.3,
+        models: OnlineModels | None = None,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -176,16 +177,14 @@ class Handlers:
         self.live_windows = live_windows if live_windows is not None else LiveWindows()
         self.fusion_weights = dict(fusion_weights or {"text": 1.0, "image": 0.35, "audio": 0.15})
         self.live_refresh_alpha = live_refresh_alpha
-        # Learned from this worker's interactions (its partitions). Each worker holds its own copy;
-        # a changelog-backed global table is the next step for multi-worker deployments.
-        self.co_engagement = CoEngagement()
-        # Same scope as co-engagement: learned online from this worker's interactions, in memory.
-        self.next_item = NextItemModel(content=self._content_vector)
+        # Co-engagement, trending, live velocity and new items are learned from this worker's
+        # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
+        # global table is the next step for multi-worker deployments.
+        self.models = models or OnlineModels(user_model)
 
-    def _content_vector(self, item_id: str) -> np.ndarray | None:
-        """The next-item model's prior for an item it has not seen: its content vector (cached lookup)."""
-        item = self.index.get([item_id]).get(item_id)
-        return item.vector if item is not None else None
+    @property
+    def co_engagement(self) -> CoEngagement:
+        return self.models.co
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
@@ -222,6 +221,7 @@ class Handlers:
                     item_parts = {**item_parts, "origin": item.vector}
                 self.modalities.put(item.item_id, item_parts)
             self.index.upsert(result.items)
+            self.models.learn_content(result.items)
         return result
 
     # --- live streams now ----------------------------------------------------------------------
@@ -335,6 +335,7 @@ class Handlers:
             raise RejectedEvent("not_live_stream", f"item {event.item_id!r} is a short video")
         if event.status is LiveState.ended:
             self.live_windows.forget(event.item_id)
+            self.models.end_live(event.item_id)
         return item
 
     # --- interactions ------------------------------------------------------------------------
@@ -355,11 +356,7 @@ class Handlers:
                 dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
                 continue
             state = users.setdefault(ev.user_id, UserState())
-            previous = [r.item_id for r in state.recent if r.weight > 0]
-            if self.user_model.learn_one(state, ev, item.vector):
-                self.co_engagement.learn_one(previous, ev.item_id, state.recent[-1].weight)
-                if item.feed is Feed.short_video:
-                    self.next_item.learn_many([(previous, ev.item_id)], [state.recent[-1].weight])
+            if self.models.learn_one(state, ev, item):
                 if ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
                     comments.setdefault(ev.item_id, []).append(ev.comment.strip())
             else:
@@ -379,14 +376,10 @@ class Handlers:
             live_comments=forwarded,
         )
 
-    def recommend_now(self, user: str, state: Mapping[str, Any], feed: Feed) -> Recommendation:
-        """The user's current list for a feed, from the latest state (``GET /recommendations``)."""
-        recs = self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})
-        if recs:
-            return recs[0]
-        return Recommendation(
-            user_id=user, feed=feed, items=[], generated_at=time.time(), model_version=self.model_version
-        )
+    def recommend_now(self, user: str, state: Mapping[str, Any] | None, feed: Feed) -> Recommendation:
+        """The user's current list for a feed from the latest state (``GET /recommendations``); an
+        unknown user (``state`` None) gets the cold-start list: what is trending in that feed."""
+        return self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})[0]
 
     @property
     def model_version(self) -> str:
@@ -395,32 +388,20 @@ class Handlers:
     def recommend(
         self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent | None]
     ) -> list[Recommendation]:
-        """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness."""
-        by_feed: dict[Feed, list[tuple[str, InteractionEvent | None, np.ndarray]]] = {}
+        """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness.
+
+        Ranking is ``OnlineModels.recommend``, the code the offline evaluation runs; a user without a
+        taste yet (e.g. unknown to ``GET /recommendations``) gets the feed's trending items.
+        """
+        by_feed: dict[Feed, list[tuple[str, InteractionEvent | None]]] = {}
         for (user, feed), ev in triggers.items():
-            q = self.user_model.query_vector(users[user])
-            if q is not None:
-                by_feed.setdefault(feed, []).append((user, ev, q))
-        recent_ids = {r.item_id for user, _ in triggers for r in users[user].recent[-10:]}
-        recent = {i: (it.vector, it.title) for i, it in self.index.get(list(recent_ids)).items()}
+            by_feed.setdefault(feed, []).append((user, ev))
         out: list[Recommendation] = []
         for feed, wanted in by_feed.items():
-            limit = self.candidates + max(len(users[u].recent) for u, _, _ in wanted)
-            hits = self.index.search([q for _, _, q in wanted], feed, limit=limit)
-            now = time.time()
-            for (user, ev, q), user_hits in zip(wanted, hits, strict=True):
-                ranked = recommend_user(
-                    users[user],
-                    q,
-                    feed,
-                    user_hits,
-                    self.co_engagement,
-                    self.index.get,
-                    recent,
-                    now,
-                    self.ranking,
-                    next_item=self.next_item,
-                )
+            lists = self.models.recommend(
+                [users[u] for u, _ in wanted], feed, self.index, time.time(), self.ranking, self.candidates
+            )
+            for (user, ev), ranked in zip(wanted, lists, strict=True):
                 out.append(
                     Recommendation(
                         user_id=user,

@@ -204,6 +204,21 @@ class Settings(BaseSettings):
     dedupe_window: int = Field(default=512, ge=1, description="Event ids remembered per user for idempotence.")
     top_k: int = Field(default=10, ge=1)
     candidates: int = Field(default=30, ge=1, description="Retrieved per query beyond the seen items.")
+    freshness_weight: float = Field(default=0.05, ge=0, description="Score bonus for a just-uploaded item.")
+    trending_weight: float = Field(default=0.05, ge=0, description="Score bonus x trending in the feed (0-1).")
+    trending_half_life_s: float = Field(default=3600.0, gt=0, description="Trending engagement halves after this.")
+    trending_window_s: float = Field(default=6 * 3600.0, gt=0, description="Idle this long: no longer trending.")
+    live_boost_weight: float = Field(
+        default=0.3, ge=0, description="Live feed: score bonus x log1p(gifts x 3 + comments in the window)."
+    )
+    live_window_s: float = Field(default=60.0, gt=0, description="Window of the live gift/comment velocity.")
+    mmr_lambda: float = Field(
+        default=0.9, ge=0, le=1, description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse."
+    )
+    explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
+    knn_weight: float = Field(
+        default=0.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
+    )
 
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)

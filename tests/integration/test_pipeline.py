@@ -198,7 +198,57 @@ def test_get_recommendations_serves_the_latest_state(stack: Any, inbox: Inbox) -
     ids = [i["item_id"] for i in rec["items"]]
     assert rec["user_id"] == "carol" and ids and ids[0] == "v_ball3"
     assert "v_ball1" not in ids and "v_ball2" not in ids and all(i["reason"] for i in rec["items"])
-    for bad, code in (("/recommendations/nobody-here", 404), ("/recommendations/carol?feed=tv", 400)):
-        with pytest.raises(urllib.error.HTTPError) as info:
-            stack.worker.get(bad)
-        assert info.value.code == code
+    with pytest.raises(urllib.error.HTTPError) as info:  # an unknown user is no error: see the trending test
+        stack.worker.get("/recommendations/carol?feed=tv")
+    assert info.value.code == 400
+
+
+def test_unknown_user_gets_what_is_trending_in_each_feed(stack: Any, inbox: Inbox) -> None:
+    for n in range(3):  # three shares (1.8 each) make v_cook3 the hottest short video by far
+        interact(stack, f"t{n}", f"trend{n}", "v_cook3", "share")
+    for n in range(3):
+        inbox.recommendation(f"t{n}")  # processed: the trending counts include them
+    rec = stack.worker.get("/recommendations/nobody-yet?feed=short_video")
+    assert rec["user_id"] == "nobody-yet" and rec["items"][0]["item_id"] == "v_cook3"
+    assert {i["item_id"] for i in rec["items"]} <= set(SHORT) | {"v_real"}
+    assert {i["reason"] for i in rec["items"]} <= {"trending now", "new"}
+    live = stack.worker.get("/recommendations/nobody-yet?feed=live")
+    ids = [i["item_id"] for i in live["items"]]
+    assert ids and set(ids) <= set(LIVE) and "l_cook2" not in ids  # l_cook2 ended earlier in this module
+    assert live["items"][0]["reason"] == "trending live now"
+    with pytest.raises(urllib.error.HTTPError) as info:
+        stack.worker.get("/recommendations/not%20valid!?feed=live")
+    assert info.value.code == 400
+
+
+def test_live_boost_shows_in_the_live_feed_after_gifts(stack: Any, inbox: Inbox) -> None:
+    s = stack.settings
+    streams = {
+        "l_ball2": "Live football: penalty shootout and goals, watch along",
+        "l_piano": "Live piano concert: classical music requests from the chat",
+    }
+    before_count = stack.worker.get("/stats")["livelens_items_indexed"]
+    for item_id, title in streams.items():
+        event = ContentEvent(item_id=item_id, kind="live_stream", title=title)
+        publish_raw(s, s.topic_content, item_id, event.model_dump_json())
+    stack.worker.wait_for("livelens_items_indexed", before_count + len(streams), timeout=60)
+
+    def order(rec: Recommendation) -> list[str]:
+        return [i.item_id for i in rec.items if i.item_id in streams]
+
+    interact(stack, "b1", "gina", "l_ball1", "comment")
+    _, before = inbox.recommendation("b1")
+    assert order(before) == ["l_ball2", "l_piano"], before.items  # her taste: football
+    piano_before = next(i for i in before.items if i.item_id == "l_piano")
+    assert not piano_before.reason.startswith("live now")
+    for n in range(5):
+        interact(stack, f"gift{n}", f"fan{n}", "l_piano", "gift", 5)
+    for n in range(5):
+        inbox.recommendation(f"gift{n}")
+    interact(stack, "b2", "gina", "l_ball1", "view", 20)
+    _, after = inbox.recommendation("b2")
+    assert order(after) == ["l_piano", "l_ball2"], after.items
+    piano = next(i for i in after.items if i.item_id == "l_piano")
+    assert piano.reason == "live now: 5 gifts in the last minute"
+    # the boost, 0.3 x ln(1 + 5 gifts x 3) = 0.83, comes on top of the same content similarity
+    assert piano.score > piano_before.score + 0.8

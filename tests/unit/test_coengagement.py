@@ -3,8 +3,9 @@ import pytest
 
 from ranking.coengagement import CoEngagement, CoEngagementParams
 from ranking.index import Hit, IndexedItem
-from ranking.recommender import RankingParams, recommend_user
-from ranking.user_state import RecentItem, UserState
+from ranking.online import FeedContext, OnlineModels
+from ranking.recommender import RankingParams
+from ranking.user_state import RecentItem, UserModel, UserModelParams, UserState
 from streams.schemas import Feed, InteractionType
 
 
@@ -74,7 +75,9 @@ def test_co_engaged_items_join_the_candidates_and_carry_their_reason() -> None:
     def lookup(ids):
         return {i: items[i] for i in ids if i in items}
 
-    recs = recommend_user(state, q, Feed.short_video, content_hits, co, lookup, recent, 0.0, RankingParams())
+    models = OnlineModels(UserModel(UserModelParams(event_weights={})), co=co)
+    ctx = FeedContext(trending=[], trending_scaled={}, boosts={}, new=[], items={})
+    recs = models.recommend_user(state, q, Feed.short_video, content_hits, ctx, lookup, recent, 0.0, RankingParams())
     assert [r.item_id for r in recs] == ["watched_next", "similar"]  # live_next is not a short video
     assert recs[0].reason == "people who watched “Grandma's dumplings” also watched this"
     assert recs[1].reason == "because you liked “Grandma's dumplings”"

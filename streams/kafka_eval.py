@@ -1,0 +1,228 @@
+"""`livelens eval --through-kafka`: the paper-protocol evaluation, but through the broker and a real worker.
+
+Why: the offline figures are only worth something if the live pipeline computes the same lists. This
+replays a subset of users through a LocalStack (embedded broker, Milvus Lite, a worker process): the
+catalogue as content events, then each user's history as interaction events in order (event ids and
+timestamps exactly as ``ranking.evaluation`` builds them). It reads the lists the worker emits on the
+short-video topic and scores them with the same metric functions, beside the in-process evaluation
+of the same users on the same item vectors (read back from Milvus, i.e. what the worker indexed).
+
+Ordering: the worker ranks a user right after learning that user's last event, while users later in
+the stream have not been learned yet; the offline run ranks after *all* training events. So each
+user's last event is sent a second time once every history is processed: a replay (same event id)
+changes no state (idempotent ``learn_one``) but makes the worker emit a fresh list, computed with
+the complete co-engagement and trending state. That second list is what is scored.
+
+Only protocols where the stream and the offline run learn from the same events are supported: the
+strict valid target (histories = training parts) and the streaming test target (histories include
+the validation item, which the shared models learn too). The strict test target keeps validation
+events out of the shared models, which a worker learning from every event cannot reproduce.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ranking.datasets import Dataset
+from ranking.evaluation import (
+    Protocol,
+    build_index,
+    dataset_splits,
+    eval_ranking,
+    evaluate_livelens,
+    interaction,
+    summarize,
+)
+from ranking.online import online_models_from_settings
+from ranking.recommender import ranking_params_from_settings
+from ranking.user_state import params_from_settings
+from streams.consumer import TopicReader, as_recommendation
+from streams.local import LocalStack
+from streams.replay import _produce, make_producer
+from streams.schemas import ContentEvent, InteractionType
+from streams.settings import Settings
+
+
+class UnsupportedProtocol(ValueError):
+    pass
+
+
+@dataclass
+class KafkaEvalResult:
+    users: int
+    items: int
+    in_process: dict[str, float]
+    through_kafka: dict[str, float]
+    ranks_in_process: list[int | None]
+    ranks_kafka: list[int | None]
+    # Ranks in the list emitted when each user's last event was first processed (before later users
+    # were learned): how far the stream's ordering alone moves the figures.
+    ranks_kafka_first: list[int | None] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def same_rank_users(self) -> int:
+        return sum(a == b for a, b in zip(self.ranks_in_process, self.ranks_kafka, strict=True))
+
+
+def check_protocol(protocol: Protocol) -> None:
+    if (protocol.target, protocol.variant) not in (("valid", "strict"), ("test", "streaming")):
+        raise UnsupportedProtocol(
+            "through Kafka the worker learns from every event it receives: use --target valid (strict) or "
+            "--target test --variant streaming"
+        )
+
+
+def worker_settings(settings: Settings, protocol: Protocol) -> Settings:
+    """The worker ranks exactly as ``evaluate_livelens`` does: top max(K), as many candidates, and neither
+    freshness nor the exploration slot (the dataset has no upload times); in-memory tables."""
+    top = max(protocol.ks)
+    return settings.model_copy(
+        update={
+            "top_k": top,
+            "candidates": top,
+            "freshness_weight": 0.0,
+            "explore_slots": 0,
+            "table_store": "memory://",
+            "kafka_broker": None,
+            "milvus_uri": None,
+        }
+    )
+
+
+def evaluate_through_kafka(
+    settings: Settings,
+    dataset: Dataset,
+    protocol: Protocol,
+    work_dir: Path,
+    whole_catalogue: bool = False,
+    timeout_s: float = 600.0,
+    say: Callable[[str], None] = lambda _: None,
+) -> KafkaEvalResult:
+    """Replay ``dataset`` (already cut to the wanted users) through a local stack; score both ways."""
+    check_protocol(protocol)
+    splits = dataset_splits(dataset, protocol)
+    if not splits:
+        raise ValueError("no user has enough interactions for the protocol")
+    if whole_catalogue:
+        item_ids = sorted(dataset.items)
+    else:
+        item_ids = sorted({i for sp in splits.values() for i in (*sp.history, sp.target)})
+    s = worker_settings(settings, protocol)
+    seconds: dict[str, float] = {}
+    started = time.perf_counter()
+    say("starting the broker, Milvus Lite and a worker…")
+    with LocalStack(s, work_dir) as stack:
+        s = stack.settings
+        seconds["start"] = time.perf_counter() - started
+        reader = TopicReader(s, [s.topic_recs_short_video], from_beginning=True)
+        try:
+            reader.wait_assigned()
+            t = time.perf_counter()
+            say(f"publishing {len(item_ids)} items as content…")
+            producer = make_producer(s)
+            for item_id in item_ids:
+                ev = ContentEvent(item_id=item_id, kind="short_video", title=dataset.items[item_id].title[:1_000])
+                _produce(producer, s.topic_content, item_id, ev.model_dump_json())
+            producer.flush(60)
+            assert stack.worker is not None
+            stack.worker.wait_for("livelens_items_indexed", len(item_ids), timeout=timeout_s)
+            seconds["index"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            last_event = {u: f"{u}:{len(sp.history) - 1}" for u, sp in splits.items()}
+            say(f"publishing {sum(len(sp.history) for sp in splits.values())} interactions of {len(splits)} users…")
+            for user, sp in splits.items():
+                for n, item_id in enumerate(sp.history):
+                    ev = interaction(user, n, item_id, InteractionType.comment)
+                    _produce(producer, s.topic_interactions, user, ev.model_dump_json())
+            producer.flush(60)
+            lists = wait_lists(reader, last_event, 1, timeout_s)
+            say("every history processed; replaying each user's last event to read the final lists…")
+            for user, sp in splits.items():
+                n = len(sp.history) - 1
+                ev = interaction(user, n, sp.history[n], InteractionType.comment)
+                _produce(producer, s.topic_interactions, user, ev.model_dump_json())
+            producer.flush(60)
+            lists = wait_lists(reader, last_event, 2, timeout_s, lists)
+            seconds["replay"] = time.perf_counter() - t
+        finally:
+            reader.close()
+
+        t = time.perf_counter()
+        vectors = indexed_vectors(s, item_ids)
+
+    def target_rank(items: list[dict[str, Any]], target: str) -> int | None:
+        ids = [i["item_id"] for i in items]
+        return ids.index(target) if target in ids else None
+
+    ranks_kafka = [target_rank(lists[u][-1], sp.target) for u, sp in splits.items()]
+    ranks_first = [target_rank(lists[u][0], sp.target) for u, sp in splits.items()]
+
+    index = build_index(dataset, vectors, item_ids)
+    ranks_in = evaluate_livelens(
+        splits,
+        index,
+        params_from_settings(s),
+        protocol.ks,
+        ranking=eval_ranking(ranking_params_from_settings(s), max(protocol.ks)),
+        models=online_models_from_settings(s),
+    )
+    seconds["in_process"] = time.perf_counter() - t
+    return KafkaEvalResult(
+        users=len(splits),
+        items=len(item_ids),
+        in_process=summarize(ranks_in, protocol.ks),
+        through_kafka=summarize(ranks_kafka, protocol.ks),
+        ranks_in_process=ranks_in,
+        ranks_kafka=ranks_kafka,
+        ranks_kafka_first=ranks_first,
+        seconds={k: round(v, 2) for k, v in seconds.items()},
+    )
+
+
+def indexed_vectors(settings: Settings, item_ids: list[str], batch: int = 1_000) -> np.ndarray:
+    """The vectors the worker stored in Milvus, in ``item_ids`` order."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(settings.resolved_milvus_uri(), token=settings.milvus_token or "")
+    try:
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(item_ids), batch):
+            rows = client.get(settings.milvus_collection, ids=item_ids[start : start + batch], output_fields=["vector"])
+            found.update({str(r["item_id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows})
+    finally:
+        client.close()
+    return np.stack([found[i] for i in item_ids])
+
+
+def wait_lists(
+    reader: TopicReader,
+    last_event: dict[str, str],
+    times: int,
+    timeout_s: float,
+    lists: dict[str, list[list[dict[str, Any]]]] | None = None,
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """Read until every user has ``times`` lists triggered by their last event (per-user order is kept:
+    lists are keyed by user, so one user's lists share a partition)."""
+    lists = lists if lists is not None else {u: [] for u in last_event}
+    deadline = time.monotonic() + timeout_s
+    waiting = {u for u in last_event if len(lists[u]) < times}
+    while waiting:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(waiting)} users still without list #{times} after {timeout_s}s")
+        got = reader.poll(0.2)
+        if got is None:
+            continue
+        rec = as_recommendation(got)
+        if rec.user_id in last_event and rec.trigger_event_id == last_event[rec.user_id]:
+            lists[rec.user_id].append([i.model_dump() for i in rec.items])
+            if len(lists[rec.user_id]) >= times:
+                waiting.discard(rec.user_id)
+    return lists
