@@ -81,7 +81,9 @@ def check_protocol(protocol: Protocol) -> None:
 
 def worker_settings(settings: Settings, protocol: Protocol) -> Settings:
     """The worker ranks exactly as ``evaluate_livelens`` does: top max(K), as many candidates, and neither
-    freshness nor the exploration slot (the dataset has no upload times); in-memory tables."""
+    freshness nor the exploration slot (the dataset has no upload times); in-memory tables. One partition:
+    the next-item model learns by SGD, so its state depends on the order of events, and only a single
+    partition delivers them in the order the offline run replays them."""
     top = max(protocol.ks)
     return settings.model_copy(
         update={
@@ -90,6 +92,7 @@ def worker_settings(settings: Settings, protocol: Protocol) -> Settings:
             "freshness_weight": 0.0,
             "explore_slots": 0,
             "table_store": "memory://",
+            "partitions": 1,
             "kafka_broker": None,
             "milvus_uri": None,
         }
