@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ranking.index import Hit, IndexedItem
+from ranking.index import Hit, IndexedItem, with_loaded_collection
 from streams.schemas import Feed
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ITEM_FIELDS = ["item_id", "feed", "is_live", "created_at", "title", "vector"]
 
 
@@ -226,6 +227,10 @@ class LocalSearchTier:
         with self._lock:
             return len(self.items)
 
+    def source_count(self) -> int:
+        """Items in Milvus itself (readiness must ask the source of truth, not this copy)."""
+        return int(self.source.count())  # type: ignore[attr-defined]
+
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
@@ -318,16 +323,26 @@ def row_to_item(r: dict[str, Any]) -> IndexedItem:
 class MilvusCatalog:
     """The tier's polls against the Milvus collection, on a connection of their own (no shared lock)."""
 
-    def __init__(self, uri: str, collection: str, token: str | None = None, page: int = 4096) -> None:
+    def __init__(
+        self, uri: str, collection: str, token: str | None = None, page: int = 4096, timeout: float | None = None
+    ) -> None:
         from pymilvus import MilvusClient
 
-        self._client = MilvusClient(uri, token=token or "")
+        # A timeout per call: a hung server must fail the poll (and show in /health), not stall it forever.
+        self.timeout = timeout
+        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
         self.collection = collection
         self.page = page
 
+    def _call(self, call: Callable[[], T]) -> T:
+        """Reload the collection once if a Milvus restart released it (``ranking.index``)."""
+        return with_loaded_collection(self._client, self.collection, self.timeout, call)
+
     def _iterate(self, filter_expr: str, fields: list[str]) -> Iterable[dict[str, Any]]:
-        it = self._client.query_iterator(
-            self.collection, batch_size=self.page, filter=filter_expr, output_fields=fields
+        it = self._call(
+            lambda: self._client.query_iterator(
+                self.collection, batch_size=self.page, filter=filter_expr, output_fields=fields, timeout=self.timeout
+            )
         )
         try:
             while rows := it.next():
@@ -346,7 +361,9 @@ class MilvusCatalog:
         return {str(r["item_id"]) for r in self._iterate('feed == "live" and is_live == true', ["item_id"])}
 
     def count(self) -> int:
-        res = self._client.query(self.collection, filter="", output_fields=["count(*)"])
+        res = self._call(
+            lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
+        )
         return int(res[0]["count(*)"])
 
     def all_ids(self) -> set[str]:
@@ -355,7 +372,10 @@ class MilvusCatalog:
     def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
         if not item_ids:
             return []
-        rows = self._client.get(self.collection, ids=list(item_ids), output_fields=ITEM_FIELDS[1:])
+        ids = list(item_ids)
+        rows = self._call(
+            lambda: self._client.get(self.collection, ids=ids, output_fields=ITEM_FIELDS[1:], timeout=self.timeout)
+        )
         return [row_to_item(r) for r in rows]
 
     def close(self) -> None:

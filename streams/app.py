@@ -99,7 +99,9 @@ class Services:
         if s.local_search:
             from ranking.local_tier import LocalSearchTier, MilvusCatalog
 
-            catalog = MilvusCatalog(s.resolved_milvus_uri(), s.milvus_collection, token=s.milvus_token)
+            catalog = MilvusCatalog(
+                s.resolved_milvus_uri(), s.milvus_collection, token=s.milvus_token, timeout=s.milvus_timeout_s
+            )
             milvus = LocalSearchTier(
                 milvus,
                 catalog,
@@ -130,6 +132,15 @@ class Services:
             live_refresh_alpha=s.live_refresh_alpha,
             models=models,
         )
+
+    def dependency_error(self) -> str | None:
+        """What is failing now: a batch being retried, or the search tier's polls of Milvus (it keeps
+        serving from memory meanwhile, but new items and other workers' writes stop arriving)."""
+        if self.last_error is not None:
+            return self.last_error
+        inner = getattr(self._handlers.index, "_inner", None) if self._handlers else None
+        tier_error = getattr(inner, "last_refresh_error", None)
+        return f"search tier refresh: {tier_error}" if tier_error else None
 
     def local_index_items(self) -> int | None:
         """Items in the in-process search tier (None without one): benchmarks wait on it."""
@@ -375,9 +386,10 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
-        healthy = services.ready and services.last_error is None
-        status = "ok" if healthy else ("degraded" if services.last_error else "loading")
-        body = {"status": status, "models_loaded": services.ready, "error": services.last_error}
+        error = services.dependency_error()
+        healthy = services.ready and error is None
+        status = "ok" if healthy else ("degraded" if error else "loading")
+        body = {"status": status, "models_loaded": services.ready, "error": error}
         return web.json(body, status=200 if healthy else 503)
 
     @app.page("/stats")
