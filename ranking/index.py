@@ -51,6 +51,18 @@ class IndexedItem:
         return IndexedItem(self.item_id, self.feed, is_live, self.created_at, self.title, self.vector)
 
 
+def row_to_item(r: dict[str, Any]) -> IndexedItem:
+    """A Milvus row (``item_id`` plus the item fields) as an ``IndexedItem``."""
+    return IndexedItem(
+        item_id=str(r["item_id"]),
+        feed=Feed(r["feed"]),
+        is_live=bool(r["is_live"]),
+        created_at=float(r["created_at"]),
+        title=str(r["title"]),
+        vector=np.asarray(r["vector"], dtype=np.float32),
+    )
+
+
 @dataclass(frozen=True)
 class Hit:
     item_id: str
@@ -177,7 +189,7 @@ class ItemIndex:
                 rows = self._loaded(
                     lambda: self._client.get(self.collection, ids=missing, output_fields=fields, timeout=self.timeout)
                 )
-            fetched = [self._row_to_item(r) for r in rows]
+            fetched = [row_to_item(r) for r in rows]
             self._remember(fetched)
             found.update({it.item_id: it for it in fetched})
         return found
@@ -219,16 +231,6 @@ class ItemIndex:
                 lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
             )
         return int(res[0]["count(*)"])
-
-    def _row_to_item(self, r: dict) -> IndexedItem:
-        return IndexedItem(
-            item_id=str(r["item_id"]),
-            feed=Feed(r["feed"]),
-            is_live=bool(r["is_live"]),
-            created_at=float(r["created_at"]),
-            title=str(r["title"]),
-            vector=np.asarray(r["vector"], dtype=np.float32),
-        )
 
     def _remember(self, items: Iterable[IndexedItem]) -> None:
         for it in items:

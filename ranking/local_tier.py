@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ranking.index import Hit, IndexedItem, with_loaded_collection
+from ranking.index import Hit, IndexedItem, row_to_item, with_loaded_collection
 from streams.schemas import Feed
 
 log = logging.getLogger(__name__)
@@ -307,17 +307,6 @@ class LocalSearchTier:
             except Exception as exc:  # Milvus briefly down: keep serving what we have, retry next tick
                 self.last_refresh_error = f"{type(exc).__name__}: {exc}"[:300]
                 log.warning("local search tier refresh failed: %s", self.last_refresh_error)
-
-
-def row_to_item(r: dict[str, Any]) -> IndexedItem:
-    return IndexedItem(
-        item_id=str(r["item_id"]),
-        feed=Feed(r["feed"]),
-        is_live=bool(r["is_live"]),
-        created_at=float(r["created_at"]),
-        title=str(r["title"]),
-        vector=np.asarray(r["vector"], dtype=np.float32),
-    )
 
 
 class MilvusCatalog:
