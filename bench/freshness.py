@@ -27,7 +27,7 @@ from rich.console import Console
 
 from bench import BenchOptions, percentiles
 from bench.echo import Reader, echo_latency, ms, producer, publish_paced, wait_quiet
-from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack
+from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack, variant
 from streams.local import LocalStack
 
 GOAL_P99_MS = 50.0
@@ -166,12 +166,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
         "met": p99 is not None and p99 <= GOAL_P99_MS and rate >= 1_000,
         "items": len(items),
         "item_vectors": ENCODER,
-        "variant": {
-            "local_search": settings.local_search,
-            "recs_producer": settings.recs_producer,
-            "interaction_batch_size": settings.interaction_batch_size,
-            "interaction_batch_wait_s": settings.interaction_batch_wait_s,
-        },
+        "variant": variant(settings),
         "milvus_upsert_s": round(upsert_s, 1),
         "setup_and_run_s": round(time.time() - started, 1),
         **point,

@@ -29,6 +29,7 @@ from bench import BenchOptions, percentiles
 
 NOMINAL_RATE = 1_000.0
 SAMPLE_S = 3.0
+STALL_S = 60.0  # no event consumed for this long after the offer: the worker is stuck, stop waiting
 WORDS = [
     "cooking",
     "noodles",
@@ -164,12 +165,13 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
 def _measure(
     work: Path, options: BenchOptions, console: Console, duration: float, rate: float, n_items: int, users: int
 ) -> tuple[list[dict[str, Any]], Offer, float | None, int | None]:
-    """Run the stack, offer the load and sample until drained (or ``6 x duration``, at least 120 s)."""
+    """Run the stack, offer the load and sample until drained, or until the backlog stops shrinking for
+    ``STALL_S``, or ``12 x duration`` (at least 600 s) after the offer stopped."""
     from streams.local import LocalStack
-    from streams.replay import publish_raw
+    from streams.replay import publish_many
     from streams.settings import Settings
 
-    drain_limit = max(120.0, 6 * duration)
+    drain_limit = max(600.0, 12 * duration)
     base = Settings(
         kafka_broker=None, milvus_uri=None, data_dir=work, partitions=2, text_encoder="hash", log_level="warn"
     )  # type: ignore[call-arg]
@@ -178,10 +180,15 @@ def _measure(
         assert worker is not None and worker.proc is not None
         rng = random.Random(3)
         items = [f"item{i}" for i in range(n_items)]
-        for i, item in enumerate(items):
-            title = " ".join(rng.sample(WORDS, 5))
-            kind = "live_stream" if i % 10 == 0 else "short_video"
-            publish_raw(s, s.topic_content, item, {"item_id": item, "kind": kind, "title": title})
+        publish_many(
+            s,
+            s.topic_content,
+            (
+                (item, {"item_id": item, "kind": "live_stream" if i % 10 == 0 else "short_video", "title": title})
+                for i, item in enumerate(items)
+                for title in [" ".join(rng.sample(WORDS, 5))]
+            ),
+        )
         worker.wait_for("livelens_items_indexed", n_items, timeout=600)
         console.print(f"{n_items} items indexed; offering {rate:.0f} interactions/s for {duration:.0f}s")
 
@@ -190,6 +197,7 @@ def _measure(
         t0 = time.monotonic()
         offer.start()
         stop_at: float | None = None
+        progress_at = 0.0
         while True:
             time.sleep(SAMPLE_S)
             now = time.monotonic() - t0
@@ -210,7 +218,10 @@ def _measure(
             )
             if stop_at is None and not offer.is_alive():
                 stop_at = now
-            if stop_at is not None and (sample["consumed"] >= offer.sent or now - stop_at > drain_limit):
+            progress_at = now if len(samples) < 2 or sample["consumed"] > samples[-2]["consumed"] else progress_at
+            if stop_at is not None and (
+                sample["consumed"] >= offer.sent or now - stop_at > drain_limit or now - progress_at > STALL_S
+            ):
                 break
         users_kept = worker.get("/stats").get("users")
     return samples, offer, stop_at, users_kept

@@ -26,6 +26,7 @@ from bench.stack import (
     running_stack,
     synthetic_items,
     upsert,
+    variant,
     wait_local_items,
 )
 from bench.throughput import measure as measure_throughput
@@ -135,7 +136,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     backlog = int(options.extra.get("backlog", 0)) or (5_000 if options.quick else 10_000)
     settings = bench_settings()
     data = dataset()
-    result: dict[str, Any] = {"item_vectors": ENCODER, "variant": {"local_search": settings.local_search}}
+    result: dict[str, Any] = {"item_vectors": ENCODER, "variant": variant(settings)}
     # One stack for everything (a second Milvus Lite server in the same process confused pymilvus's
     # connection cache): 10k items, then the full MicroLens catalogue (where the rate sweep runs), then more.
     with running_stack(settings, catalogue(data, steps[0]), console) as (stack, _):

@@ -45,6 +45,16 @@ def bench_settings(**overrides: Any) -> Settings:
     return base.model_copy(update=values)
 
 
+def variant(settings: Settings) -> dict[str, Any]:
+    """The settings that pick the hot path's variant, recorded beside every streaming figure."""
+    return {
+        "local_search": settings.local_search,
+        "recs_producer": settings.recs_producer,
+        "interaction_batch_size": settings.interaction_batch_size,
+        "interaction_batch_wait_s": settings.interaction_batch_wait_s,
+    }
+
+
 def dataset() -> Dataset:
     return load_dataset("microlens-50k", Settings().datasets_dir)
 

@@ -21,7 +21,7 @@ from rich.console import Console
 from bench import BenchOptions
 from bench.echo import echo_max_throughput, producer, publish_paced
 from bench.freshness import drive_worker
-from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack
+from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack, variant
 from streams.local import LocalStack
 
 GOAL_EVENTS_PER_S = 10_000.0
@@ -86,11 +86,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
         "dedupe": dedupe,
         "items": len(items),
         "item_vectors": ENCODER,
-        "variant": {
-            "local_search": settings.local_search,
-            "recs_producer": settings.recs_producer,
-            "interaction_batch_size": settings.interaction_batch_size,
-        },
+        "variant": variant(settings),
         "milvus_upsert_s": round(upsert_s, 1),
         **point,
     }

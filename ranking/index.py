@@ -38,6 +38,45 @@ def with_loaded_collection(client: Any, collection: str, timeout: float | None, 
     return call()
 
 
+def open_milvus(uri: str, token: str | None, timeout: float | None) -> Any:
+    """A client for a server URL or a Milvus Lite file (whose folder is created)."""
+    from pymilvus import MilvusClient
+
+    if "://" not in uri:
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    return MilvusClient(uri, token=token or "", timeout=timeout)
+
+
+def ensure_collection(
+    client: Any,
+    collection: str,
+    dim: int,
+    add_fields: Callable[[Any], None],
+    index_type: str = "FLAT",
+    index_params: dict[str, int] | None = None,
+) -> None:
+    """Create the collection (``add_fields`` adds the scalar fields; a ``vector`` field of ``dim`` and its
+    inner-product index are added here), or check an existing one has that ``dim``; then load it."""
+    from pymilvus import DataType
+
+    if not client.has_collection(collection):
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        add_fields(schema)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        params = client.prepare_index_params()
+        params.add_index(field_name="vector", index_type=index_type, metric_type="IP", params=index_params or {})
+        client.create_collection(collection, schema=schema, index_params=params, consistency_level="Strong")
+    else:
+        described = client.describe_collection(collection)
+        dims = [f.get("params", {}).get("dim") for f in described["fields"] if f["name"] == "vector"]
+        if dims and int(dims[0]) != dim:
+            raise RuntimeError(
+                f"Milvus collection {collection!r} has dim {dims[0]} but the encoder gives {dim}: "
+                "use another collection name (LIVELENS_MILVUS_COLLECTION) or drop the old one"
+            )
+    client.load_collection(collection)
+
+
 @dataclass(frozen=True)
 class IndexedItem:
     item_id: str
@@ -95,10 +134,6 @@ class ItemIndex:
         search_params: dict[str, int] | None = None,
     ) -> None:
         """``index_type``/``index_params`` apply when the collection is created; ``search_params`` to every search."""
-        from pymilvus import MilvusClient
-
-        if "://" not in uri:
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.collection = collection
         self.dim = dim
@@ -108,7 +143,7 @@ class ItemIndex:
         self.index_type = index_type
         self.index_params = dict(index_params or {})
         self.search_params = dict(search_params or {})
-        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
+        self._client = open_milvus(uri, token, timeout)
         self._cache: OrderedDict[str, IndexedItem] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -117,29 +152,14 @@ class ItemIndex:
     def _ensure_collection(self) -> None:
         from pymilvus import DataType
 
-        c = self._client
-        if not c.has_collection(self.collection):
-            schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+        def add_fields(schema: Any) -> None:
             schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)
             schema.add_field("feed", DataType.VARCHAR, max_length=32)
             schema.add_field("is_live", DataType.BOOL)
             schema.add_field("created_at", DataType.DOUBLE)
             schema.add_field("title", DataType.VARCHAR, max_length=4 * TITLE_MAX_CHARS)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-            index_params = c.prepare_index_params()
-            index_params.add_index(
-                field_name="vector", index_type=self.index_type, metric_type="IP", params=self.index_params
-            )
-            c.create_collection(self.collection, schema=schema, index_params=index_params, consistency_level="Strong")
-        else:
-            described = c.describe_collection(self.collection)
-            dims = [f.get("params", {}).get("dim") for f in described["fields"] if f["name"] == "vector"]
-            if dims and int(dims[0]) != self.dim:
-                raise RuntimeError(
-                    f"Milvus collection {self.collection!r} has dim {dims[0]} but the encoder gives {self.dim}: "
-                    "use another LIVELENS_MILVUS_COLLECTION or drop the old one"
-                )
-        c.load_collection(self.collection)
+
+        ensure_collection(self._client, self.collection, self.dim, add_fields, self.index_type, self.index_params)
 
     def _loaded(self, call: Callable[[], T]) -> T:
         return with_loaded_collection(self._client, self.collection, self.timeout, call)

@@ -18,7 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ranking.index import Hit, IndexedItem, row_to_item, with_loaded_collection
+from ranking.index import Hit, IndexedItem, open_milvus, row_to_item, with_loaded_collection
 from streams.schemas import Feed
 
 log = logging.getLogger(__name__)
@@ -315,11 +315,9 @@ class MilvusCatalog:
     def __init__(
         self, uri: str, collection: str, token: str | None = None, page: int = 4096, timeout: float | None = None
     ) -> None:
-        from pymilvus import MilvusClient
-
         # A timeout per call: a hung server must fail the poll (and show in /health), not stall it forever.
         self.timeout = timeout
-        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
+        self._client = open_milvus(uri, token, timeout)
         self.collection = collection
         self.page = page
 

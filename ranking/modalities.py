@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping
-from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
-from ranking.index import with_loaded_collection
+from ranking.index import ensure_collection, open_milvus, with_loaded_collection
 
 MODALITY_MAX_CHARS = 16
 
@@ -49,31 +48,20 @@ class MilvusModalityStore:
     def __init__(
         self, uri: str, collection: str, dim: int, token: str | None = None, timeout: float | None = None
     ) -> None:
-        from pymilvus import MilvusClient
+        from pymilvus import DataType
 
-        if "://" not in uri:
-            Path(uri).parent.mkdir(parents=True, exist_ok=True)
         self.collection = collection
         self.dim = dim
         self.timeout = timeout
-        self._client = MilvusClient(uri, token=token or "", timeout=timeout)
+        self._client = open_milvus(uri, token, timeout)
         self._lock = threading.Lock()
-        self._ensure_collection()
 
-    def _ensure_collection(self) -> None:
-        from pymilvus import DataType
-
-        c = self._client
-        if not c.has_collection(self.collection):
-            schema = c.create_schema(auto_id=False, enable_dynamic_field=False)
+        def add_fields(schema: Any) -> None:
             schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=128 + 1 + MODALITY_MAX_CHARS)
             schema.add_field("item_id", DataType.VARCHAR, max_length=128)
             schema.add_field("modality", DataType.VARCHAR, max_length=MODALITY_MAX_CHARS)
-            schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-            index_params = c.prepare_index_params()
-            index_params.add_index(field_name="vector", index_type="FLAT", metric_type="IP")
-            c.create_collection(self.collection, schema=schema, index_params=index_params, consistency_level="Strong")
-        c.load_collection(self.collection)
+
+        ensure_collection(self._client, collection, dim, add_fields)
 
     def put(self, item_id: str, parts: Mapping[str, np.ndarray]) -> None:
         rows = [

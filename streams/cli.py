@@ -356,6 +356,9 @@ def bench(
     rate: Annotated[float | None, typer.Option(help="events per second offered")] = None,
     items: Annotated[int | None, typer.Option(help="items in the index")] = None,
     batch_size: Annotated[list[int] | None, typer.Option(help="batch size (repeatable)")] = None,
+    backlog: Annotated[
+        int | None, typer.Option(min=100, help="throughput/scaling: events published before the worker drains them")
+    ] = None,
     quick: Annotated[bool, typer.Option(help="short smoke run; figures are not the README's")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="default: bench/results")] = None,
 ) -> None:
@@ -369,6 +372,7 @@ def bench(
         batch_sizes=list(batch_size or []),
         quick=quick,
         output_dir=output_dir or RESULTS_DIR,
+        extra={"backlog": backlog} if backlog else {},
     )
     try:
         run_bench(name, options, console)

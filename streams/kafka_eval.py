@@ -192,9 +192,9 @@ def evaluate_through_kafka(
 
 def indexed_vectors(settings: Settings, item_ids: list[str], batch: int = 1_000) -> np.ndarray:
     """The vectors the worker stored in Milvus, in ``item_ids`` order."""
-    from pymilvus import MilvusClient
+    from ranking.index import open_milvus
 
-    client = MilvusClient(settings.resolved_milvus_uri(), token=settings.milvus_token or "")
+    client = open_milvus(settings.resolved_milvus_uri(), settings.milvus_token, settings.milvus_timeout_s)
     try:
         found: dict[str, np.ndarray] = {}
         for start in range(0, len(item_ids), batch):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from confluent_kafka import Producer
@@ -118,9 +118,14 @@ def publish_interactions(
 
 def publish_raw(settings: Settings, topic: str, key: str | None, value: bytes | str | dict) -> None:
     """Send one event as given (tests and operators use it to publish hand-written or malformed events)."""
+    publish_many(settings, topic, [(key, value)])
+
+
+def publish_many(settings: Settings, topic: str, events: Iterable[tuple[str | None, bytes | str | dict]]) -> None:
+    """Send ``(key, value)`` events as given through one producer (a dict value is sent as JSON)."""
     producer = make_producer(settings)
-    payload = json.dumps(value) if isinstance(value, dict) else value
-    _produce(producer, topic, key, payload)
+    for key, value in events:
+        _produce(producer, topic, key, json.dumps(value) if isinstance(value, dict) else value)
     producer.flush(30)
 
 
