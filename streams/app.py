@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faust
 from faust.streams import _current_event  # the context var Faust's tables read the partition from
@@ -38,7 +38,21 @@ from streams.schemas import (
 )
 from streams.settings import Settings
 
+if TYPE_CHECKING:
+    from ranking.local_tier import LocalSearchTier
+
 log = logging.getLogger(__name__)
+
+
+def rocksdb_options(s: Settings) -> dict[str, int]:
+    """Bounds on what RocksDB keeps in memory per table partition: Faust's defaults allow 2 GiB of read cache
+    and 192 MiB of memtables each, so a worker's memory grew with its users until that was reached."""
+    return {
+        "block_cache_size": s.rocksdb_block_cache_mib * 2**20,
+        "block_cache_compressed_size": s.rocksdb_block_cache_mib * 2**20,
+        "write_buffer_size": s.rocksdb_write_buffer_mib * 2**20,
+        "max_write_buffer_number": 2,
+    }
 
 
 class Services:
@@ -52,6 +66,7 @@ class Services:
         self._handlers: Handlers | None = None
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
+        self.search_tier: LocalSearchTier | None = None  # set when settings.local_search is on
 
     async def handlers(self) -> Handlers:
         """The handlers, built on first use; a failed build (model missing, Milvus down) is retried.
@@ -109,6 +124,7 @@ class Services:
                 refresh_s=s.local_search_refresh_s,
                 lookback_s=s.local_search_lookback_s,
             )
+            self.search_tier = milvus
         index = metrics.TimedIndex(milvus)
         models = online_models_from_settings(s)
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
@@ -138,15 +154,12 @@ class Services:
         serving from memory meanwhile, but new items and other workers' writes stop arriving)."""
         if self.last_error is not None:
             return self.last_error
-        inner = getattr(self._handlers.index, "_inner", None) if self._handlers else None
-        tier_error = getattr(inner, "last_refresh_error", None)
+        tier_error = self.search_tier.last_refresh_error if self.search_tier is not None else None
         return f"search tier refresh: {tier_error}" if tier_error else None
 
     def local_index_items(self) -> int | None:
         """Items in the in-process search tier (None without one): benchmarks wait on it."""
-        inner = getattr(self._handlers.index, "_inner", None) if self._handlers else None
-        count = getattr(inner, "count", None)
-        return count() if count is not None and type(inner).__name__ == "LocalSearchTier" else None
+        return self.search_tier.count() if self.search_tier is not None else None
 
     @property
     def ready(self) -> bool:
@@ -213,6 +226,7 @@ def build_app(settings: Settings) -> faust.App:
         "user_state",
         default=None,
         partitions=s.partitions,
+        options=rocksdb_options(s) if s.table_store.startswith("rocksdb") else None,
         # keys and values use Faust's default json codec: no pickle anywhere
     )
 

@@ -90,6 +90,12 @@ class Settings(BaseSettings):
     )
     data_dir: Path = Field(default_factory=lambda: project_root() / ".livelens")
     table_store: str = Field(default="rocksdb://", description="rocksdb:// in production, memory:// for tests")
+    rocksdb_block_cache_mib: int = Field(
+        default=64, ge=1, description="RocksDB read cache per table partition (Faust's default is 2 GiB)."
+    )
+    rocksdb_write_buffer_mib: int = Field(
+        default=16, ge=1, description="RocksDB memtable size per table partition, two of them at most (Faust: 3 x 64)."
+    )
     table_consistency_check: bool = Field(
         default=True,
         description="Stop the worker when its local table store is ahead of the changelog (Faust's check). The "
@@ -216,6 +222,12 @@ class Settings(BaseSettings):
         default=0.9, ge=0, le=1, description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse."
     )
     explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
+    next_item_model: Literal["embedding", "transformer"] = Field(
+        default="embedding",
+        description="Online next-item model: item-embedding average (ranking/next_item.py) or a small "
+        "self-attentive encoder (ranking/next_item_transformer.py).",
+    )
+    seq_weight: float = Field(default=0.4, ge=0, description="Score bonus x the next-item model's z-score; 0 = off.")
     knn_weight: float = Field(
         default=0.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
     )

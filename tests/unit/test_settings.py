@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from streams.kafka import faust_broker_options
@@ -52,3 +54,20 @@ def test_index_params_must_fit_the_index_type() -> None:
         Settings(milvus_index_params={"nlist": 8})
     with pytest.raises(ValueError, match=">= 1"):
         Settings(milvus_index_type="HNSW", milvus_search_params={"ef": 0})
+
+
+def test_the_user_table_bounds_rocksdb_memory(tmp_path: Path) -> None:
+    """Faust's RocksDB defaults let each partition cache 2 GiB: the worker's memory must be bounded by settings."""
+    from streams.app import build_app
+
+    settings = Settings(
+        kafka_broker="k:9092", data_dir=tmp_path, rocksdb_block_cache_mib=32, rocksdb_write_buffer_mib=8
+    )
+    store = build_app(settings).tables["user_state"].data
+    assert type(store).__module__ == "faust.stores.rocksdb"
+    opts = store.rocksdb_options  # type: ignore[attr-defined]
+    assert (opts.block_cache_size, opts.write_buffer_size, opts.max_write_buffer_number) == (32 * 2**20, 8 * 2**20, 2)
+    built = opts.as_options()  # what the DB is opened with
+    assert built is not None
+    memory = build_app(Settings(kafka_broker="k:9092", data_dir=tmp_path, table_store="memory://"))
+    assert type(memory.tables["user_state"].data).__module__ == "faust.stores.memory"  # no RocksDB options there
