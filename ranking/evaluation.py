@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,13 +30,13 @@ from ranking.coengagement import CoEngagementParams
 from ranking.datasets import Dataset
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.next_item import NextItemParams
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
 from streams.schemas import Feed, InteractionEvent, InteractionType
 
 KS = (10, 20)
+WARM_START_SEED = 11
 
 
 @dataclass(frozen=True)
@@ -180,11 +181,16 @@ def evaluate_livelens(
 
 
 def warm_start_next_item(models: OnlineModels, splits: Mapping[str, UserSplit], epochs: int, weight: float) -> None:
-    """More passes of the next-item model over every training sequence (context = the preceding items)."""
-    window = models.next_item.params.window
+    """More passes of the next-item model over every training sequence (context = the preceding items),
+    each in a new (seeded) order so that one mini-batch is not one user's sequence; then apply what the
+    model buffered, so the ranking sees everything it was given."""
+    window = models.next_item.window
     examples = [(sp.train[max(0, n - window) : n], sp.train[n]) for sp in splits.values() for n in range(len(sp.train))]
+    rng = random.Random(WARM_START_SEED)
     for _ in range(max(0, epochs)):
+        rng.shuffle(examples)
         models.next_item.learn_many(examples, [weight] * len(examples))
+    models.next_item.flush()
 
 
 def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
@@ -275,6 +281,7 @@ def run_evaluation(
     index = build_index(dataset, vectors, cat.ids)
     t = time.perf_counter()
     tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
+    used = models or OnlineModels(UserModel(params))
     methods["livelens"] = summarize(
         evaluate_livelens(
             splits,
@@ -283,7 +290,7 @@ def run_evaluation(
             protocol.ks,
             progress=tick,
             ranking=ranking,
-            models=models,
+            models=used,
             warm_epochs=protocol.warm_epochs,
         ),
         protocol.ks,
@@ -298,7 +305,7 @@ def run_evaluation(
             "history_masked": True,
             "ranking": asdict(eval_ranking(ranking, max(protocol.ks))),
             "co_engagement": asdict(CoEngagementParams()),
-            "next_item": asdict(NextItemParams()),
+            "next_item": {"model": type(used.next_item).__name__, **asdict(used.next_item.params)},
         },
         dataset={"name": dataset.name, "users": len(splits), "items": len(cat.ids)},
         seconds={k: round(v, 2) for k, v in seconds.items()},

@@ -19,8 +19,9 @@ recently used dropped); memory is ``max_items x 2 x dim`` floats.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -40,6 +41,64 @@ class NextItemParams:
     content_scale: float = 0.3  # how strongly an item's content vector seeds its embeddings
     max_items: int = 500_000
     seed: int = 7
+
+
+class ContextScores:
+    """One context's logits, computed once: z-scores for candidates and the model's own top items.
+
+    Standardising makes one ranking weight mean the same as the model grows; an item the model has
+    never seen gets the lowest z-score (no evidence it comes next). Use it before the model learns
+    again: it reads the model's rows.
+    """
+
+    def __init__(
+        self, row: Mapping[str, int], by_row: np.ndarray, known: tuple[list[str], np.ndarray] | None = None
+    ) -> None:
+        self._row = row
+        self._by_row = by_row  # logit per embedding row (free rows included, never read)
+        self.ids, rows = known if known is not None else known_rows(row)
+        self.logits = by_row[rows]
+        self._mean = float(self.logits.mean())
+        self._std = float(self.logits.std()) or 1.0
+
+    def z(self, candidates: Sequence[str]) -> dict[str, float]:
+        floor = (float(self.logits.min()) - self._mean) / self._std
+        out = {}
+        for item in candidates:
+            r = self._row.get(item)
+            out[item] = floor if r is None else (float(self._by_row[r]) - self._mean) / self._std
+        return out
+
+    def top(self, n: int) -> list[str]:
+        k = min(n, len(self.ids))
+        if k <= 0:
+            return []
+        best = np.argpartition(-self.logits, k - 1)[:k]
+        return [self.ids[j] for j in best[np.argsort(-self.logits[best])]]
+
+
+def known_rows(row: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
+    """Every known item and its row, in one order: built once for a batch of users' ``ContextScores``."""
+    ids = list(row)
+    return ids, np.fromiter(row.values(), np.int64, count=len(ids))
+
+
+class NextItemLearner(Protocol):
+    """What the ranker and the evaluation need from a next-item model (this file's, or the transformer)."""
+
+    learned: int
+
+    @property
+    def window(self) -> int: ...
+    def __len__(self) -> int: ...
+    def note(self, item: str, content: np.ndarray | None) -> None: ...
+    def learn_many(
+        self, examples: Sequence[tuple[Sequence[str], str]], weights: Sequence[float] | None = None
+    ) -> int: ...
+    def flush(self) -> None: ...
+    def confidence(self, warmup: int) -> float: ...
+    def context_scores(self, context: Sequence[str]) -> ContextScores | None: ...
+    def context_scores_many(self, contexts: Sequence[Sequence[str]]) -> list[ContextScores | None]: ...
 
 
 class NextItemModel:
@@ -66,6 +125,10 @@ class NextItemModel:
     # --- rows ------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.row)
+
+    @property
+    def window(self) -> int:
+        return self.params.window
 
     def _seed_vector(self, item: str) -> np.ndarray:
         p = self.params
@@ -165,6 +228,9 @@ class NextItemModel:
         self.learned += learned
         return learned
 
+    def flush(self) -> None:
+        """Nothing is buffered: every example is learned when it arrives."""
+
     def _negatives(self, pos: int) -> np.ndarray:
         """Popularity^0.75 negatives from a table rebuilt every ``NEG_TABLE_EVERY`` draws or 10 % more items."""
         stale = self._table_rows is None or len(self.row) > 1.1 * len(self._table_rows) + 1
@@ -206,32 +272,22 @@ class NextItemModel:
                 out[n] = float(self.e_out[r] @ user + self.bias[r])
         return out
 
-    def standardized(
-        self, context: Sequence[str], candidates: Sequence[str], top_n: int = 0
-    ) -> tuple[dict[str, float], list[str]]:
-        """Candidates' logits as z-scores over every known item, and the model's own top ``top_n`` items.
+    def context_scores(self, context: Sequence[str]) -> ContextScores | None:
+        """Logits of every known item for one context, computed once; ``None`` without a usable context."""
+        return self.context_scores_many([context])[0]
 
-        Standardising makes one ranking weight mean the same as the model grows; an item the model has
-        never seen gets the lowest z-score (no evidence it comes next). Empty when there is no context.
-        """
-        user = self.user_vector(context)
-        if user is None or len(self.row) < 2:
-            return {}, []
-        rows = np.fromiter(self.row.values(), np.int64, count=len(self.row))
-        logits = self.e_out[rows] @ user + self.bias[rows]
-        mean, std = float(logits.mean()), float(logits.std()) or 1.0
-        floor = (float(logits.min()) - mean) / std
-        z = {}
-        for item in candidates:
-            r = self.row.get(item)
-            z[item] = floor if r is None else (float(self.e_out[r] @ user + self.bias[r]) - mean) / std
-        top: list[str] = []
-        if top_n > 0:
-            ids = list(self.row)
-            k = min(top_n, len(ids))
-            best = np.argpartition(-logits, k - 1)[:k]
-            top = [ids[j] for j in best[np.argsort(-logits[best])]]
-        return z, top
+    def context_scores_many(self, contexts: Sequence[Sequence[str]]) -> list[ContextScores | None]:
+        """``context_scores`` for a batch of users, with one matrix product for all of them."""
+        out: list[ContextScores | None] = [None] * len(contexts)
+        users = {n: self.user_vector(c) for n, c in enumerate(contexts)} if len(self.row) >= 2 else {}
+        scored = [n for n, u in users.items() if u is not None]
+        if not scored:
+            return out
+        known = known_rows(self.row)
+        logits = np.stack([users[n] for n in scored]) @ self.e_out.T + self.bias  # type: ignore[misc]
+        for n, by_row in zip(scored, logits, strict=True):
+            out[n] = ContextScores(self.row, by_row, known)
+        return out
 
     def all_scores(self, context: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Logits of every known item (offline full ranking, candidate generation)."""

@@ -17,7 +17,7 @@ from ranking.coengagement import CoEngagement
 from ranking.fresh import NewItems
 from ranking.index import Hit, IndexedItem
 from ranking.neighbours import SequenceNeighbours
-from ranking.next_item import NextItemModel
+from ranking.next_item import ContextScores, NextItemLearner, NextItemModel
 from ranking.recommender import RankingParams, Signals, cold_start, rank, top_co_engaged
 from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
 from ranking.user_state import UserModel, UserState, params_from_settings
@@ -60,7 +60,7 @@ class OnlineModels:
     live: LiveVelocity = field(default_factory=LiveVelocity)
     new_items: NewItems = field(default_factory=NewItems)
     neighbours: SequenceNeighbours = field(default_factory=SequenceNeighbours)
-    next_item: NextItemModel = field(default_factory=NextItemModel)
+    next_item: NextItemLearner = field(default_factory=NextItemModel)
 
     # --- learning --------------------------------------------------------------------------------
     def learn_content(self, items: Sequence[IndexedItem]) -> None:
@@ -80,7 +80,7 @@ class OnlineModels:
         ``shared=False`` updates only the user (the strict evaluation keeps validation events out of
         co-engagement and trending).
         """
-        previous = [r.item_id for r in state.recent if r.weight > 0]
+        previous = positives(state)
         if not self.user_model.learn_one(state, event, item.vector):
             return False
         if shared:
@@ -124,12 +124,14 @@ class OnlineModels:
         recent_vectors: Mapping[str, tuple[np.ndarray, str]],
         now: float,
         params: RankingParams,
+        seq: ContextScores | None = None,
     ) -> list[RecommendedItem]:
-        """Candidates from content search, co-engagement, trending and live velocity; scored and explained.
+        """Candidates from content search, co-engagement, trending, live velocity and the next-item model
+        (``seq``: its scores after this user's recent items); scored and explained.
 
         Co-engaged items are looked up and kept only when servable in this feed (live and still live).
         """
-        recent_positive = [r.item_id for r in state.recent if r.weight > 0]
+        recent_positive = positives(state)
         co_scores, co_from = self.co.scores_with_source(recent_positive, params.co_recency_decay)
         hits = list(content_hits)
         knn = self.neighbours.scores(recent_positive) if params.knn_weight > 0 else {}
@@ -137,15 +139,13 @@ class OnlineModels:
         if knn:
             extra_ids += top_co_engaged(knn, state.seen_items, params.co_candidates)
         seq_z: dict[str, float] = {}
-        if recent_positive and feed is Feed.short_video and len(self.next_item) > 1:
-            _, seq_top = self.next_item.standardized(recent_positive, [], params.seq_candidates)
-            extra_ids += [i for i in seq_top if i not in state.seen_items]
+        if seq is not None and feed is Feed.short_video:
+            extra_ids += [i for i in seq.top(params.seq_candidates) if i not in state.seen_items]
         if extra_ids:
             hits.extend(as_hit(it, query) for it in lookup(extra_ids).values() if servable(it, feed))
-        if recent_positive and len(self.next_item) > 1:
-            z, _ = self.next_item.standardized(recent_positive, [h.item_id for h in hits])
+        if seq is not None:
             confidence = self.next_item.confidence(params.seq_warmup_events)
-            seq_z = {i: confidence * v for i, v in z.items()}
+            seq_z = {i: confidence * v for i, v in seq.z([h.item_id for h in hits]).items()}
         hits.extend(as_hit(ctx.items[i], query) for i in (*ctx.trending_scaled, *ctx.boosts))
         titles = {i: t for i, (_, t) in recent_vectors.items()}
         signals = Signals(
@@ -188,10 +188,11 @@ class OnlineModels:
             hits = index.search([queries[n] for n in warm], feed, limit=limit)
             recent_ids = list(dict.fromkeys(r.item_id for n in warm for r in users[n].recent[-10:]))
             recent = {i: (it.vector, it.title) for i, it in index.get(recent_ids).items()}
-            for n, user_hits in zip(warm, hits, strict=True):
+            seqs = self.next_item.context_scores_many([positives(users[n]) for n in warm])
+            for n, user_hits, seq in zip(warm, hits, seqs, strict=True):
                 q = queries[n]
                 assert q is not None
-                out[n] = self.recommend_user(users[n], q, feed, user_hits, ctx, index.get, recent, now, params)
+                out[n] = self.recommend_user(users[n], q, feed, user_hits, ctx, index.get, recent, now, params, seq=seq)
         new_ids = [it.item_id for it in ctx.new]
         for n, q in enumerate(queries):
             if q is None:
@@ -199,11 +200,24 @@ class OnlineModels:
         return out
 
 
+def positives(state: UserState) -> list[str]:
+    """The user's recent items with positive weight, oldest first: the next-item model's context."""
+    return [r.item_id for r in state.recent if r.weight > 0]
+
+
 def online_models_from_settings(settings: Any) -> OnlineModels:
     """The worker's models, configured from the one Settings object (``LIVELENS_*``)."""
     s = settings
+    next_item: NextItemLearner
+    if s.next_item_model == "transformer":
+        from ranking.next_item_transformer import TransformerNextItem
+
+        next_item = TransformerNextItem()
+    else:
+        next_item = NextItemModel()
     return OnlineModels(
         user_model=UserModel(params_from_settings(s)),
+        next_item=next_item,
         trending=Trending(TrendingParams(half_life_s=s.trending_half_life_s, window_s=s.trending_window_s)),
         live=LiveVelocity(LiveVelocityParams(window_s=s.live_window_s)),
     )

@@ -60,6 +60,7 @@ def ranking_params_from_settings(settings: Any) -> RankingParams:
         mmr_lambda=settings.mmr_lambda,
         explore_slots=settings.explore_slots,
         knn_weight=settings.knn_weight,
+        seq_weight=settings.seq_weight,
     )
 
 

@@ -42,10 +42,14 @@ def test_non_positive_weights_and_empty_contexts_do_not_train_embeddings() -> No
 
 def test_standardized_scores_and_top_items() -> None:
     model = trained([(["a"], "b"), (["c"], "d"), (["e"], "f")] * 5)
-    z, top = model.standardized(["a"], ["b", "d", "never-seen"], top_n=2)
+    scores = model.context_scores(["a"])
+    assert scores is not None
+    z = scores.z(["b", "d", "never-seen"])
     assert z["b"] > z["d"] > z["never-seen"] or z["never-seen"] <= min(z["b"], z["d"])
+    assert z["never-seen"] <= min(scores.z(scores.ids).values())
+    top = scores.top(2)
     assert top[0] == "b" and len(top) == 2
-    assert model.standardized([], ["b"]) == ({}, [])
+    assert model.context_scores([]) is None
 
 
 def test_memory_is_bounded_and_recent_items_survive() -> None:
@@ -77,3 +81,17 @@ def test_confidence_ramps_with_what_the_model_learned() -> None:
     assert model.confidence(100) == 0.5
     model.learn_many([(["a"], "b")] * 100)
     assert model.confidence(100) == 1.0 and model.confidence(0) == 1.0
+
+
+def test_batched_scores_equal_one_at_a_time() -> None:
+    model = trained([(["a"], "b"), (["c"], "d"), (["b"], "c")] * 5)
+    contexts = [["a"], [], ["never-seen"], ["c", "b"]]
+    batched = model.context_scores_many(contexts)
+    assert batched[1] is None and batched[2] is None
+    for context, scores in zip(contexts, batched, strict=True):
+        single = model.context_scores(context)
+        if single is None:
+            assert scores is None
+            continue
+        assert scores is not None and scores.ids == single.ids
+        np.testing.assert_allclose(scores.logits, single.logits, rtol=1e-5, atol=1e-6)
