@@ -56,8 +56,12 @@ def by_rate(stack: Any, data: Any, feed_of_item: dict[str, str], duration: float
 
 def by_items(
     stack: Any, data: Any, steps: list[int], duration: float, backlog: int, console: Console
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Grow the index step by step; the rate sweep runs once, at the full MicroLens catalogue."""
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+    """Grow the index step by step; the rate sweep runs once, at the full MicroLens catalogue.
+
+    A step whose items the worker's search tier does not take in within the wait (5 min plus 1 s per
+    1,000 new items) ends the curve there; the points so far are kept and the reason returned.
+    """
     points: list[dict[str, Any]] = []
     rate_points: list[dict[str, Any]] = []
     items = catalogue(data, steps[0])
@@ -71,7 +75,16 @@ def by_items(
             upsert_s = upsert(stack.settings, extra)
             feed_of_item.update({it.item_id: it.feed.value for it in extra})
             started = time.perf_counter()
-            wait_local_items(stack, len(feed_of_item))
+            try:
+                wait_local_items(stack, len(feed_of_item), timeout=300.0 + len(extra) / 1_000)
+            except TimeoutError as exc:
+                try:  # the tier's last poll error, if any, shows in /health
+                    health = stack.worker.get("/health")
+                except Exception as health_exc:
+                    health = f"/health unavailable: {health_exc}"
+                reason = f"{n:,} items: {exc}; health: {health}"[:1000]
+                console.print(f"[yellow]stopping the item sweep: {reason}[/]")
+                return points, rate_points, reason
             console.print(
                 f"{len(feed_of_item):,} items: upsert {upsert_s:.1f} s, worker tier caught up "
                 f"{time.perf_counter() - started:.1f} s later"
@@ -82,7 +95,7 @@ def by_items(
         points.append({"items": len(feed_of_item), "freshness": fresh, "throughput": thr})
         if len(feed_of_item) == len(data.items):
             rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
-    return points, rate_points
+    return points, rate_points, None
 
 
 def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
@@ -140,7 +153,9 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     # One stack for everything (a second Milvus Lite server in the same process confused pymilvus's
     # connection cache): 10k items, then the full MicroLens catalogue (where the rate sweep runs), then more.
     with running_stack(settings, catalogue(data, steps[0]), console) as (stack, _):
-        result["by_items"], result["by_rate"] = by_items(stack, data, steps, duration, backlog, console)
+        result["by_items"], result["by_rate"], result["items_sweep_stopped"] = by_items(
+            stack, data, steps, duration, backlog, console
+        )
     sat = next((p["rate"] for p in result["by_rate"] if saturated(p)), None)
     result["saturation_rate"] = sat
     options.output_dir.mkdir(parents=True, exist_ok=True)
