@@ -190,7 +190,8 @@ def warm_start_next_item(models: OnlineModels, splits: Mapping[str, UserSplit], 
     for _ in range(max(0, epochs)):
         rng.shuffle(examples)
         models.next_item.learn_many(examples, [weight] * len(examples))
-    models.next_item.flush()
+    if epochs > 0:  # with none, the model stays exactly as the live agent leaves it (a part-filled buffer)
+        models.next_item.flush()
 
 
 def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
