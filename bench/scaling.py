@@ -67,34 +67,40 @@ def by_items(
     items = catalogue(data, steps[0])
     feed_of_item = {it.item_id: it.feed.value for it in items}
     for n in steps:
-        if n > len(feed_of_item):
-            extra = catalogue(data, None) if len(feed_of_item) < len(data.items) else []
-            extra = [it for it in extra if it.item_id not in feed_of_item][: n - len(feed_of_item)]
-            start, missing = len(feed_of_item) + len(extra), n - len(feed_of_item) - len(extra)
-            extra += synthetic_items(start, missing, 384, 0, time.time())
-            upsert_s = upsert(stack.settings, extra)
-            feed_of_item.update({it.item_id: it.feed.value for it in extra})
-            started = time.perf_counter()
-            try:
-                wait_local_items(stack, len(feed_of_item), timeout=300.0 + len(extra) / 1_000)
-            except TimeoutError as exc:
-                try:  # the tier's last poll error, if any, shows in /health
-                    health = stack.worker.get("/health")
-                except Exception as health_exc:
-                    health = f"/health unavailable: {health_exc}"
-                reason = f"{n:,} items: {exc}; health: {health}"[:1000]
-                console.print(f"[yellow]stopping the item sweep: {reason}[/]")
-                return points, rate_points, reason
-            console.print(
-                f"{len(feed_of_item):,} items: upsert {upsert_s:.1f} s, worker tier caught up "
-                f"{time.perf_counter() - started:.1f} s later"
-            )
-        fresh = measure_freshness(stack, data, 1_000.0, duration, feed_of_item, console)
-        thr = measure_throughput(stack, data, backlog, feed_of_item, console)
-        thr.pop("events")
-        points.append({"items": len(feed_of_item), "freshness": fresh, "throughput": thr})
-        if len(feed_of_item) == len(data.items):
-            rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
+        loading: dict[str, float] = {}
+        try:
+            if n > len(feed_of_item):
+                extra = catalogue(data, None) if len(feed_of_item) < len(data.items) else []
+                extra = [it for it in extra if it.item_id not in feed_of_item][: n - len(feed_of_item)]
+                start, missing = len(feed_of_item) + len(extra), n - len(feed_of_item) - len(extra)
+                extra += synthetic_items(start, missing, 384, 0, time.time())
+                upsert_s = upsert(stack.settings, extra)
+                feed_of_item.update({it.item_id: it.feed.value for it in extra})
+                started = time.perf_counter()
+                try:
+                    wait_local_items(stack, len(feed_of_item), timeout=300.0 + len(extra) / 1_000)
+                except TimeoutError as exc:
+                    try:  # the tier's last poll error, if any, shows in /health
+                        health = stack.worker.get("/health")
+                    except Exception as health_exc:
+                        health = f"/health unavailable: {health_exc}"
+                    reason = f"{n:,} items: {exc}; health: {health}"[:1000]
+                    console.print(f"[yellow]stopping the item sweep: {reason}[/]")
+                    return points, rate_points, reason
+                loading = {"upsert_s": round(upsert_s, 1), "tier_caught_up_s": round(time.perf_counter() - started, 1)}
+                console.print(
+                    f"{len(feed_of_item):,} items: upsert {upsert_s:.1f} s, worker tier caught up "
+                    f"{loading['tier_caught_up_s']} s later"
+                )
+            fresh = measure_freshness(stack, data, 1_000.0, duration, feed_of_item, console)
+            thr = measure_throughput(stack, data, backlog, feed_of_item, console)
+            thr.pop("events")
+            points.append({"items": len(feed_of_item), **loading, "freshness": fresh, "throughput": thr})
+            if len(feed_of_item) == len(data.items):
+                rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
+        except KeyboardInterrupt:  # Ctrl-C: keep what was measured, say where it stopped
+            console.print(f"[yellow]interrupted at {n:,} items; writing the points so far[/]")
+            return points, rate_points, f"interrupted at {n:,} items"
     return points, rate_points, None
 
 

@@ -24,6 +24,7 @@ from streams.schemas import Feed
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+FETCH_CHUNK = 4_096  # items per fetch by id when a poll catches up with items it missed
 ITEM_FIELDS = ["item_id", "feed", "is_live", "created_at", "title", "vector"]
 
 
@@ -294,8 +295,11 @@ class LocalSearchTier:
         missing: list[str] = []
         if self.catalog.count() != self.count():
             known = set(self.items)
-            missing = [i for i in self.catalog.all_ids() if i not in known]
-            self.merge(self.catalog.fetch(missing), seq)
+            missing = sorted(i for i in self.catalog.all_ids() if i not in known)
+            # in chunks, each merged as it arrives: a bulk load of 100,000s of items (one timestamp, so
+            # invisible to items_since) makes progress even if a later chunk's call fails or times out
+            for start in range(0, len(missing), FETCH_CHUNK):
+                self.merge(self.catalog.fetch(missing[start : start + FETCH_CHUNK]), seq)
         self.refreshes += 1
         return {"added": added, "live_flips": flipped, "missing_fetched": len(missing)}
 
