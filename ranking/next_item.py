@@ -83,6 +83,53 @@ def known_rows(row: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
     return ids, np.fromiter(row.values(), np.int64, count=len(ids))
 
 
+class ItemRows(OrderedDict[str, int]):
+    """Item id -> embedding row, least recently used first; at ``max_items`` the oldest item's row is
+    reused, so a model's memory stays bounded. Rows are handed out from ``first`` up (a model may keep
+    rows below it, e.g. padding)."""
+
+    def __init__(self, max_items: int, first: int = 0) -> None:
+        super().__init__()
+        self.max_items = max_items
+        self.free: list[int] = []
+        self.next_row = first  # rows below this have been handed out at some point
+
+    def touch(self, item: str) -> int | None:
+        """The item's row (now the most recently used), or None for an unknown item."""
+        r = self.get(item)
+        if r is not None:
+            self.move_to_end(item)
+        return r
+
+    def allocate(self, item: str) -> int:
+        """A row for an item not known yet: a free one, the least recently used item's, or a new one."""
+        if len(self) >= self.max_items:
+            _, old = self.popitem(last=False)
+            self.free.append(old)
+        if self.free:
+            r = self.free.pop()
+        else:
+            r, self.next_row = self.next_row, self.next_row + 1
+        self[item] = r
+        return r
+
+
+class ContentPrior:
+    """A fixed, seeded projection of content vectors into the embedding space, scaled: every worker
+    derives the same starting point for the same item, and items with similar content start close."""
+
+    def __init__(self, dim: int, seed: int, scale: float) -> None:
+        self.dim, self.seed, self.scale = dim, seed, scale
+        self._matrix: np.ndarray | None = None
+
+    def __call__(self, content: np.ndarray) -> np.ndarray:
+        vec = np.asarray(content, np.float32).reshape(-1)
+        if self._matrix is None or self._matrix.shape[0] != vec.size:
+            rng = np.random.default_rng(self.seed + vec.size)
+            self._matrix = (rng.standard_normal((vec.size, self.dim)) / np.sqrt(self.dim)).astype(np.float32)
+        return self.scale * (vec @ self._matrix)
+
+
 class NextItemLearner(Protocol):
     """What the ranker and the evaluation need from a next-item model (this file's, or the transformer)."""
 
@@ -114,9 +161,8 @@ class NextItemModel:
         self.e_out = np.zeros((cap, p.dim), np.float32)
         self.bias = np.zeros(cap, np.float32)
         self.count = np.zeros(cap, np.float64)
-        self.row: OrderedDict[str, int] = OrderedDict()
-        self._free: list[int] = []
-        self._projection: np.ndarray | None = None
+        self.row = ItemRows(p.max_items)
+        self._prior = ContentPrior(p.dim, p.seed, p.content_scale)
         self.learned = 0  # SGD steps taken so far: how much the model's opinion is worth (``confidence``)
         self._table_rows: np.ndarray | None = None
         self._table_cum = np.zeros(0)
@@ -136,33 +182,20 @@ class NextItemModel:
         vec = self.content(item) if self.content is not None else None
         if vec is None:
             return noise * NOISE_ALONE  # large enough to break symmetry: both towers start here
-        vec = np.asarray(vec, np.float32).reshape(-1)
-        if self._projection is None or self._projection.shape[0] != vec.size:
-            # fixed, seeded: every worker derives the same prior for the same item
-            rng = np.random.default_rng(p.seed + vec.size)
-            self._projection = (rng.standard_normal((vec.size, p.dim)) / np.sqrt(p.dim)).astype(np.float32)
-        return p.content_scale * (vec @ self._projection) + noise * NOISE_WITH_CONTENT
+        return self._prior(vec) + noise * NOISE_WITH_CONTENT
 
     def _index(self, item: str) -> int:
-        r = self.row.get(item)
+        r = self.row.touch(item)
         if r is not None:
-            self.row.move_to_end(item)
             return r
-        if len(self.row) >= self.params.max_items:
-            _, old = self.row.popitem(last=False)
-            self._free.append(old)
-        if self._free:
-            r = self._free.pop()
-        else:
-            r = len(self.row)
-            if r >= len(self.bias):
-                self._grow()
+        r = self.row.allocate(item)
+        if r >= len(self.bias):
+            self._grow()
         seed = self._seed_vector(item)
         self.e_in[r] = seed
         self.e_out[r] = seed
         self.bias[r] = 0.0
         self.count[r] = 0.0
-        self.row[item] = r
         return r
 
     def _grow(self) -> None:

@@ -19,14 +19,13 @@ Bounded: at most ``max_items`` item rows (least recently used reused); memory is
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ranking.next_item import ContextScores, known_rows
+from ranking.next_item import ContentPrior, ContextScores, ItemRows, known_rows
 
 PAD = 0  # row 0 is padding; items use rows 1..max_items
 INITIAL_ROWS = 1024  # item rows double as needed: a step costs what the known items cost, not max_items
@@ -96,10 +95,8 @@ class TransformerNextItem:
         self.net = _network(p, min(p.max_items, INITIAL_ROWS) + 1)
         torch.random.set_rng_state(generator_state)
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=p.learning_rate)
-        self.row: OrderedDict[str, int] = OrderedDict()
-        self._free: list[int] = []
-        self._used = 1  # rows 0..used-1 are padding or taken: the softmax runs over these
-        self._projection: np.ndarray | None = None
+        self.row = ItemRows(p.max_items, first=PAD + 1)  # rows below row.next_row: the softmax runs over these
+        self._prior = ContentPrior(p.dim, p.seed, p.content_scale)
         self._buffer: list[tuple[list[int], int, float]] = []
         self.learned = 0  # examples trained on so far (``confidence``)
 
@@ -112,23 +109,15 @@ class TransformerNextItem:
         return self.params.window
 
     def _index(self, item: str, content: np.ndarray | None = None) -> int:
-        r = self.row.get(item)
+        r = self.row.touch(item)
         if r is not None:
-            self.row.move_to_end(item)
             return r
-        if len(self.row) >= self.params.max_items:
-            _, old = self.row.popitem(last=False)
-            self._free.append(old)
-        if self._free:
-            r = self._free.pop()
-        else:
-            r, self._used = self._used, self._used + 1
-            if r >= self.net.items.weight.shape[0]:
-                self._grow()
+        r = self.row.allocate(item)
+        if r >= self.net.items.weight.shape[0]:
+            self._grow()
         with self._torch.no_grad():
             self.net.items.weight[r] = self._torch.from_numpy(self._seed_vector(content))
             self.net.bias[r] = 0.0
-        self.row[item] = r
         return r
 
     def _grow(self) -> None:
@@ -153,15 +142,8 @@ class TransformerNextItem:
 
     def _seed_vector(self, content: np.ndarray | None) -> np.ndarray:
         p = self.params
-        noise = np.random.default_rng(p.seed + self._used).standard_normal(p.dim).astype(np.float32) * 0.05
-        if content is None:
-            return noise
-        vec = np.asarray(content, np.float32).reshape(-1)
-        if self._projection is None or self._projection.shape[0] != vec.size:
-            # fixed, seeded: every worker derives the same prior for the same item
-            rng = np.random.default_rng(p.seed + vec.size)
-            self._projection = (rng.standard_normal((vec.size, p.dim)) / np.sqrt(p.dim)).astype(np.float32)
-        return p.content_scale * (vec @ self._projection) + noise * 0.2
+        noise = np.random.default_rng(p.seed + self.row.next_row).standard_normal(p.dim).astype(np.float32) * 0.05
+        return noise if content is None else self._prior(content) + noise * 0.2
 
     def note(self, item: str, content: np.ndarray | None) -> None:
         """Seed an item's embedding from its content vector before it is first learned (no-op after)."""
@@ -202,7 +184,7 @@ class TransformerNextItem:
         weight = torch.tensor([w for _, _, w in batch], dtype=torch.float32)
         self.net.train()
         state = self.net(ctx)
-        logits = state @ self.net.items.weight[: self._used].T + self.net.bias[: self._used]
+        logits = state @ self.net.items.weight[: self.row.next_row].T + self.net.bias[: self.row.next_row]
         logits[:, PAD] = float("-inf")
         loss = (torch.nn.functional.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
         self.optimizer.zero_grad(set_to_none=True)
@@ -242,7 +224,7 @@ class TransformerNextItem:
         self.net.eval()
         with torch.no_grad():
             state = self.net(torch.from_numpy(self._padded([rows[n] for n in scored])))
-            logits = (state @ self.net.items.weight[: self._used].T + self.net.bias[: self._used]).numpy()
+            logits = (state @ self.net.items.weight[: self.row.next_row].T + self.net.bias[: self.row.next_row]).numpy()
         known = known_rows(self.row)
         for n, by_row in zip(scored, logits, strict=True):
             out[n] = ContextScores(self.row, by_row, known)

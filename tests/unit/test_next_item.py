@@ -95,3 +95,13 @@ def test_batched_scores_equal_one_at_a_time() -> None:
             continue
         assert scores is not None and scores.ids == single.ids
         np.testing.assert_allclose(scores.logits, single.logits, rtol=1e-5, atol=1e-6)
+
+
+def test_item_rows_reuse_the_least_recently_used_row() -> None:
+    from ranking.next_item import ItemRows
+
+    rows = ItemRows(max_items=2, first=1)
+    assert (rows.allocate("a"), rows.allocate("b")) == (1, 2)
+    assert rows.touch("a") == 1 and rows.touch("zzz") is None
+    assert rows.allocate("c") == 2  # b was the least recently used
+    assert list(rows) == ["a", "c"] and rows.next_row == 3
