@@ -180,15 +180,11 @@ def _measure(
         assert worker is not None and worker.proc is not None
         rng = random.Random(3)
         items = [f"item{i}" for i in range(n_items)]
-        publish_many(
-            s,
-            s.topic_content,
-            (
-                (item, {"item_id": item, "kind": "live_stream" if i % 10 == 0 else "short_video", "title": title})
-                for i, item in enumerate(items)
-                for title in [" ".join(rng.sample(WORDS, 5))]
-            ),
-        )
+        content = []
+        for i, item in enumerate(items):
+            kind = "live_stream" if i % 10 == 0 else "short_video"
+            content.append((item, {"item_id": item, "kind": kind, "title": " ".join(rng.sample(WORDS, 5))}))
+        publish_many(s, s.topic_content, content)
         worker.wait_for("livelens_items_indexed", n_items, timeout=600)
         console.print(f"{n_items} items indexed; offering {rate:.0f} interactions/s for {duration:.0f}s")
 

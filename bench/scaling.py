@@ -54,53 +54,59 @@ def by_rate(stack: Any, data: Any, feed_of_item: dict[str, str], duration: float
     return points
 
 
+class TierBehind(Exception):
+    """The worker's search tier did not take in a step's items within the wait."""
+
+
+def grow_index(stack: Any, data: Any, feed_of_item: dict[str, str], n: int, console: Console) -> dict[str, float]:
+    """Write items (MicroLens first, then synthetic) up to ``n`` straight to Milvus and wait (5 min plus 1 s
+    per 1,000 new items) until the worker's search tier holds them all; ``feed_of_item`` gains them."""
+    extra = catalogue(data, None) if len(feed_of_item) < len(data.items) else []
+    extra = [it for it in extra if it.item_id not in feed_of_item][: n - len(feed_of_item)]
+    start, missing = len(feed_of_item) + len(extra), n - len(feed_of_item) - len(extra)
+    extra += synthetic_items(start, missing, 384, 0, time.time())
+    upsert_s = upsert(stack.settings, extra)
+    feed_of_item.update({it.item_id: it.feed.value for it in extra})
+    started = time.perf_counter()
+    try:
+        wait_local_items(stack, len(feed_of_item), timeout=300.0 + len(extra) / 1_000)
+    except TimeoutError as exc:
+        try:  # the tier's last poll error, if any, shows in /health
+            health = stack.worker.get("/health")
+        except Exception as health_exc:
+            health = f"/health unavailable: {health_exc}"
+        raise TierBehind(f"{n:,} items: {exc}; health: {health}"[:1000]) from exc
+    caught_up_s = round(time.perf_counter() - started, 1)
+    console.print(f"{n:,} items: upsert {upsert_s:.1f} s, worker tier caught up {caught_up_s} s later")
+    return {"upsert_s": round(upsert_s, 1), "tier_caught_up_s": caught_up_s}
+
+
 def by_items(
     stack: Any, data: Any, steps: list[int], duration: float, backlog: int, console: Console
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
     """Grow the index step by step; the rate sweep runs once, at the full MicroLens catalogue.
 
-    A step whose items the worker's search tier does not take in within the wait (5 min plus 1 s per
-    1,000 new items) ends the curve there; the points so far are kept and the reason returned.
+    A step whose items the search tier does not take in (``grow_index``), or Ctrl-C, ends the curve
+    there: the points so far are kept and the reason returned.
     """
     points: list[dict[str, Any]] = []
     rate_points: list[dict[str, Any]] = []
-    items = catalogue(data, steps[0])
-    feed_of_item = {it.item_id: it.feed.value for it in items}
-    for n in steps:
-        loading: dict[str, float] = {}
-        try:
-            if n > len(feed_of_item):
-                extra = catalogue(data, None) if len(feed_of_item) < len(data.items) else []
-                extra = [it for it in extra if it.item_id not in feed_of_item][: n - len(feed_of_item)]
-                start, missing = len(feed_of_item) + len(extra), n - len(feed_of_item) - len(extra)
-                extra += synthetic_items(start, missing, 384, 0, time.time())
-                upsert_s = upsert(stack.settings, extra)
-                feed_of_item.update({it.item_id: it.feed.value for it in extra})
-                started = time.perf_counter()
-                try:
-                    wait_local_items(stack, len(feed_of_item), timeout=300.0 + len(extra) / 1_000)
-                except TimeoutError as exc:
-                    try:  # the tier's last poll error, if any, shows in /health
-                        health = stack.worker.get("/health")
-                    except Exception as health_exc:
-                        health = f"/health unavailable: {health_exc}"
-                    reason = f"{n:,} items: {exc}; health: {health}"[:1000]
-                    console.print(f"[yellow]stopping the item sweep: {reason}[/]")
-                    return points, rate_points, reason
-                loading = {"upsert_s": round(upsert_s, 1), "tier_caught_up_s": round(time.perf_counter() - started, 1)}
-                console.print(
-                    f"{len(feed_of_item):,} items: upsert {upsert_s:.1f} s, worker tier caught up "
-                    f"{loading['tier_caught_up_s']} s later"
-                )
+    feed_of_item = {it.item_id: it.feed.value for it in catalogue(data, steps[0])}
+    try:
+        for n in steps:
+            loading = grow_index(stack, data, feed_of_item, n, console) if n > len(feed_of_item) else {}
             fresh = measure_freshness(stack, data, 1_000.0, duration, feed_of_item, console)
             thr = measure_throughput(stack, data, backlog, feed_of_item, console)
             thr.pop("events")
             points.append({"items": len(feed_of_item), **loading, "freshness": fresh, "throughput": thr})
             if len(feed_of_item) == len(data.items):
                 rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
-        except KeyboardInterrupt:  # Ctrl-C: keep what was measured, say where it stopped
-            console.print(f"[yellow]interrupted at {n:,} items; writing the points so far[/]")
-            return points, rate_points, f"interrupted at {n:,} items"
+    except TierBehind as exc:
+        console.print(f"[yellow]stopping the item sweep: {exc}[/]")
+        return points, rate_points, str(exc)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted at {len(feed_of_item):,} items; writing the points so far[/]")
+        return points, rate_points, f"interrupted at {len(feed_of_item):,} items"
     return points, rate_points, None
 
 

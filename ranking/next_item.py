@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -51,12 +51,10 @@ class ContextScores:
     again: it reads the model's rows.
     """
 
-    def __init__(
-        self, row: Mapping[str, int], by_row: np.ndarray, known: tuple[list[str], np.ndarray] | None = None
-    ) -> None:
+    def __init__(self, row: Mapping[str, int], by_row: np.ndarray, known: tuple[list[str], np.ndarray]) -> None:
         self._row = row
-        self._by_row = by_row  # logit per embedding row (free rows included, never read)
-        self.ids, rows = known if known is not None else known_rows(row)
+        self._by_row = by_row  # logit per embedding row (rows of no item included, never read)
+        self.ids, rows = known
         self.logits = by_row[rows]
         self._mean = float(self.logits.mean())
         self._std = float(self.logits.std()) or 1.0
@@ -83,6 +81,19 @@ def known_rows(row: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
     return ids, np.fromiter(row.values(), np.int64, count=len(ids))
 
 
+def batch_scores(
+    row: Mapping[str, int], n_contexts: int, scored: Sequence[int], logits: np.ndarray
+) -> list[ContextScores | None]:
+    """One ``ContextScores`` per scored context (``logits``: one row of per-embedding-row logits each),
+    ``None`` for the others: what both models' ``context_scores_many`` return."""
+    out: list[ContextScores | None] = [None] * n_contexts
+    if len(scored):
+        known = known_rows(row)
+        for n, by_row in zip(scored, logits, strict=True):
+            out[n] = ContextScores(row, by_row, known)
+    return out
+
+
 class ItemRows(OrderedDict[str, int]):
     """Item id -> embedding row, least recently used first; at ``max_items`` the oldest item's row is
     reused, so a model's memory stays bounded. Rows are handed out from ``first`` up (a model may keep
@@ -91,8 +102,7 @@ class ItemRows(OrderedDict[str, int]):
     def __init__(self, max_items: int, first: int = 0) -> None:
         super().__init__()
         self.max_items = max_items
-        self.free: list[int] = []
-        self.next_row = first  # rows below this have been handed out at some point
+        self.next_row = first  # rows below this have been handed out
 
     def touch(self, item: str) -> int | None:
         """The item's row (now the most recently used), or None for an unknown item."""
@@ -102,12 +112,9 @@ class ItemRows(OrderedDict[str, int]):
         return r
 
     def allocate(self, item: str) -> int:
-        """A row for an item not known yet: a free one, the least recently used item's, or a new one."""
+        """A row for an item not known yet: the least recently used item's when full, else a new one."""
         if len(self) >= self.max_items:
-            _, old = self.popitem(last=False)
-            self.free.append(old)
-        if self.free:
-            r = self.free.pop()
+            _, r = self.popitem(last=False)
         else:
             r, self.next_row = self.next_row, self.next_row + 1
         self[item] = r
@@ -134,6 +141,7 @@ class NextItemLearner(Protocol):
     """What the ranker and the evaluation need from a next-item model (this file's, or the transformer)."""
 
     learned: int
+    params: Any  # a frozen dataclass of the model's hyper-parameters (recorded by the evaluation)
 
     @property
     def window(self) -> int: ...
@@ -311,16 +319,12 @@ class NextItemModel:
 
     def context_scores_many(self, contexts: Sequence[Sequence[str]]) -> list[ContextScores | None]:
         """``context_scores`` for a batch of users, with one matrix product for all of them."""
-        out: list[ContextScores | None] = [None] * len(contexts)
         users = {n: self.user_vector(c) for n, c in enumerate(contexts)} if len(self.row) >= 2 else {}
         scored = [n for n, u in users.items() if u is not None]
         if not scored:
-            return out
-        known = known_rows(self.row)
+            return [None] * len(contexts)
         logits = np.stack([users[n] for n in scored]) @ self.e_out.T + self.bias  # type: ignore[misc]
-        for n, by_row in zip(scored, logits, strict=True):
-            out[n] = ContextScores(self.row, by_row, known)
-        return out
+        return batch_scores(self.row, len(contexts), scored, logits)
 
     def all_scores(self, context: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Logits of every known item (offline full ranking, candidate generation)."""

@@ -10,11 +10,11 @@ How it stays online. ``learn_many`` buffers (context, next item) examples as eve
 one Adam step per ``batch`` buffered examples (Monolith-style incremental training, no training job);
 ``flush`` applies what is buffered. Item embeddings are tied (input = output, as in SASRec); a new item
 is seeded from its content vector through a fixed projection, so content is the prior and co-watching
-refines it. Scoring is one forward pass of one short sequence plus a matrix-vector product over the
-known items: about a millisecond on one core for tens of thousands of items.
+refines it. Scoring is one forward pass over a micro-batch's users plus one matrix product with the
+known items (``context_scores_many``); one user alone took about 4 ms on this 2-core box with 19k items.
 
 Bounded: at most ``max_items`` item rows (least recently used reused); memory is
-``max_items x dim`` floats three times over (weights and Adam's two moments).
+``max_items x dim`` floats four times over (weights, gradients and Adam's two moments).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ranking.next_item import ContentPrior, ContextScores, ItemRows, known_rows
+from ranking.next_item import ContentPrior, ContextScores, ItemRows, batch_scores
 
 PAD = 0  # row 0 is padding; items use rows 1..max_items
 INITIAL_ROWS = 1024  # item rows double as needed: a step costs what the known items cost, not max_items
@@ -213,19 +213,14 @@ class TransformerNextItem:
 
     def context_scores_many(self, contexts: Sequence[Sequence[str]]) -> list[ContextScores | None]:
         """``context_scores`` for a batch of users: one forward pass and one matrix product for all."""
-        out: list[ContextScores | None] = [None] * len(contexts)
-        if len(self.row) < 2:
-            return out
-        rows = {n: [self.row[c] for c in ctx[-self.params.window :] if c in self.row] for n, ctx in enumerate(contexts)}
-        scored = [n for n, r in rows.items() if r]
+        window = self.params.window
+        rows = {n: [self.row[c] for c in ctx[-window:] if c in self.row] for n, ctx in enumerate(contexts)}
+        scored = [n for n, r in rows.items() if r] if len(self.row) >= 2 else []
         if not scored:
-            return out
-        torch = self._torch
+            return [None] * len(contexts)
+        torch, used = self._torch, self.row.next_row
         self.net.eval()
         with torch.no_grad():
             state = self.net(torch.from_numpy(self._padded([rows[n] for n in scored])))
-            logits = (state @ self.net.items.weight[: self.row.next_row].T + self.net.bias[: self.row.next_row]).numpy()
-        known = known_rows(self.row)
-        for n, by_row in zip(scored, logits, strict=True):
-            out[n] = ContextScores(self.row, by_row, known)
-        return out
+            logits = (state @ self.net.items.weight[:used].T + self.net.bias[:used]).numpy()
+        return batch_scores(self.row, len(contexts), scored, logits)

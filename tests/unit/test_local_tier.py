@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+import pytest
 
+import ranking.local_tier as local_tier
 from ranking.index import IndexedItem
 from ranking.local_tier import FeedMatrix, LocalSearchTier
 from ranking.memory_index import InMemoryIndex
@@ -114,34 +116,24 @@ def test_get_falls_back_to_the_source_for_unknown_items() -> None:
     assert [h.item_id for h in tier.search([np.array([1, 0], np.float32)], Feed.short_video, 3)[0]] == ["v1"]
 
 
-def test_catching_up_keeps_each_fetched_chunk_even_when_a_later_one_fails() -> None:
-    import pytest
+def test_catching_up_keeps_each_fetched_chunk_even_when_a_later_one_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(local_tier, "FETCH_CHUNK", 2)
+    tier, source = tier_over([item("v0", Feed.short_video, [1, 0], created=100.0)])
+    source.upsert([item(f"b{i}", Feed.short_video, [0, 1], created=0.0) for i in range(5)])  # older than the watermark
+    real_fetch, calls = tier.catalog.fetch, []
 
-    import ranking.local_tier as local_tier
+    def flaky_fetch(ids: Sequence[str]) -> list[IndexedItem]:
+        if not ids:  # the poll's fetch of live streams (there are none)
+            return []
+        calls.append(list(ids))
+        if len(calls) == 2:
+            raise TimeoutError("Milvus took too long")
+        return real_fetch(ids)
 
-    mp = pytest.MonkeyPatch()
-    mp.setattr(local_tier, "FETCH_CHUNK", 2)
-    try:
-        tier, source = tier_over([item("v0", Feed.short_video, [1, 0], created=100.0)])
-        bulk = [item(f"b{i}", Feed.short_video, [0, 1], created=0.0) for i in range(5)]  # older than the watermark
-        source.upsert(bulk)
-        catalog = tier.catalog
-        real_fetch, calls = catalog.fetch, []
-
-        def flaky_fetch(ids: Sequence[str]) -> list[IndexedItem]:
-            if not ids:  # the poll's fetch of live streams (there are none)
-                return []
-            calls.append(list(ids))
-            if len(calls) == 2:
-                raise TimeoutError("Milvus took too long")
-            return real_fetch(ids)
-
-        mp.setattr(catalog, "fetch", flaky_fetch)
-        with pytest.raises(TimeoutError):
-            tier.refresh()
-        assert tier.count() == 3  # the first chunk stayed
-        assert calls[0] == ["b0", "b1"]
-        stats = tier.refresh()  # the next poll fetches only what is still missing
-        assert tier.count() == 6 and stats["missing_fetched"] == 3
-    finally:
-        mp.undo()
+    monkeypatch.setattr(tier.catalog, "fetch", flaky_fetch)
+    with pytest.raises(TimeoutError):
+        tier.refresh()
+    assert tier.count() == 3  # the first chunk stayed
+    assert calls[0] == ["b0", "b1"]
+    stats = tier.refresh()  # the next poll fetches only what is still missing
+    assert tier.count() == 6 and stats["missing_fetched"] == 3

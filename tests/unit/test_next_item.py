@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
 
-from ranking.next_item import NextItemModel, NextItemParams
+import numpy as np
+import pytest
+
+from ranking.next_item import NextItemLearner, NextItemModel, NextItemParams
 
 
 def trained(pairs: list[tuple[list[str], str]], passes: int = 30, **kw: object) -> NextItemModel:
@@ -83,9 +86,24 @@ def test_confidence_ramps_with_what_the_model_learned() -> None:
     assert model.confidence(100) == 1.0 and model.confidence(0) == 1.0
 
 
-def test_batched_scores_equal_one_at_a_time() -> None:
-    model = trained([(["a"], "b"), (["c"], "d"), (["b"], "c")] * 5)
-    contexts = [["a"], [], ["never-seen"], ["c", "b"]]
+def embedding_model() -> NextItemLearner:
+    return trained([(["a"], "b"), (["c"], "d"), (["b"], "c"), (["b", "c"], "a")] * 5)
+
+
+def transformer_model() -> NextItemLearner:
+    from ranking.next_item_transformer import TransformerNextItem, TransformerParams
+
+    model = TransformerNextItem(TransformerParams(dim=16, batch=8, max_items=50, dropout=0.0, learning_rate=5e-3))
+    for _ in range(10):
+        model.learn_many([(["a"], "b"), (["c"], "d"), (["b", "c"], "a")])
+    model.flush()
+    return model
+
+
+@pytest.mark.parametrize(("make", "rtol", "atol"), [(embedding_model, 1e-5, 1e-6), (transformer_model, 1e-4, 1e-5)])
+def test_batched_scores_equal_one_at_a_time(make: Callable[[], NextItemLearner], rtol: float, atol: float) -> None:
+    model = make()
+    contexts = [["a"], [], ["never-seen"], ["c", "b"], ["c", "b", "a"]]
     batched = model.context_scores_many(contexts)
     assert batched[1] is None and batched[2] is None
     for context, scores in zip(contexts, batched, strict=True):
@@ -94,7 +112,7 @@ def test_batched_scores_equal_one_at_a_time() -> None:
             assert scores is None
             continue
         assert scores is not None and scores.ids == single.ids
-        np.testing.assert_allclose(scores.logits, single.logits, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(scores.logits, single.logits, rtol=rtol, atol=atol)
 
 
 def test_item_rows_reuse_the_least_recently_used_row() -> None:

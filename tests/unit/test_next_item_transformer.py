@@ -116,20 +116,3 @@ def test_rows_grow_without_losing_what_was_learned() -> None:
     model.learn_many([(["n5"], "n6")] * 8)
     model.flush()
     assert model.learned == 40 * 8 + 8
-
-
-def test_batched_scores_equal_one_at_a_time() -> None:
-    model = small()
-    for _ in range(10):
-        model.learn_many([(["a"], "b"), (["c"], "d"), (["b", "c"], "a")])
-    model.flush()
-    contexts = [["a"], [], ["never-seen"], ["b", "c"], ["c", "b", "a"]]
-    batched = model.context_scores_many(contexts)
-    assert batched[1] is None and batched[2] is None
-    for context, scores in zip(contexts, batched, strict=True):
-        single = model.context_scores(context)
-        if single is None:
-            assert scores is None
-            continue
-        assert scores is not None and scores.ids == single.ids
-        np.testing.assert_allclose(scores.logits, single.logits, rtol=1e-4, atol=1e-5)

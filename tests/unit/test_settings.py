@@ -67,7 +67,6 @@ def test_the_user_table_bounds_rocksdb_memory(tmp_path: Path) -> None:
     assert type(store).__module__ == "faust.stores.rocksdb"
     opts = store.rocksdb_options  # type: ignore[attr-defined]
     assert (opts.block_cache_size, opts.write_buffer_size, opts.max_write_buffer_number) == (32 * 2**20, 8 * 2**20, 2)
-    built = opts.as_options()  # what the DB is opened with
-    assert built is not None
+    opts.as_options()  # the DB opens with these: building them must not fail
     memory = build_app(Settings(kafka_broker="k:9092", data_dir=tmp_path, table_store="memory://"))
     assert type(memory.tables["user_state"].data).__module__ == "faust.stores.memory"  # no RocksDB options there
