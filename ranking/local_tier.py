@@ -5,26 +5,36 @@ worker's time per micro-batch (README "Benchmarks"). This tier keeps every item 
 a numpy matrix and answers ``search`` with one matrix product, and ``get`` from a dict. Milvus stays
 the source of truth: writes go to Milvus first and then here (write-through), and a background thread
 polls Milvus for what other workers wrote (new items, live-status flips), so those appear within
-``refresh_s``. Exact search is O(items) per query: fine to ~100k items per feed, beyond that use
-Milvus (set ``LIVELENS_LOCAL_SEARCH=false``).
+``refresh_s`` (or one poll's duration, when a poll takes longer: at 1M items in Milvus Lite a scan
+takes seconds, and back-to-back polls would keep a core busy). Exact search is O(items) per query:
+fine to ~100k items per feed, beyond that use Milvus (set ``LIVELENS_LOCAL_SEARCH=false``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from ranking.index import Hit, IndexedItem, open_milvus, row_to_item, with_loaded_collection
+from ranking.index import (
+    WRITE_STAMP,
+    Hit,
+    IndexedItem,
+    collection_fields,
+    open_milvus,
+    row_to_item,
+    with_loaded_collection,
+)
 from streams.schemas import Feed
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-FETCH_CHUNK = 4_096  # items per fetch by id when a poll catches up with items it missed
+FETCH_CHUNK = 4_096  # items per fetch by primary key: a poll merges each chunk as it arrives
 ITEM_FIELDS = ["item_id", "feed", "is_live", "created_at", "title", "vector"]
 
 
@@ -37,13 +47,18 @@ class SourceIndex(Protocol):
 
 
 class Catalog(Protocol):
-    """Read-only queries the tier polls to learn what other workers wrote."""
+    """Read-only queries the tier polls to learn what other workers wrote.
 
-    def all_items(self) -> Iterable[IndexedItem]: ...
-    def items_since(self, created_at: float) -> list[IndexedItem]: ...
+    A stamp is what ``changed_since`` orders by: the write stamp (``ranking.index.WRITE_STAMP``) when
+    the collection has one (``tracks_writes``: every upsert, live flips and refreshed vectors included,
+    shows up), else the item's ``created_at`` (new items only; flips need ``live_ids``).
+    """
+
+    tracks_writes: bool
+
+    def changed_since(self, stamp: float | None) -> dict[str, float]: ...
     def live_ids(self) -> set[str]: ...
     def count(self) -> int: ...
-    def all_ids(self) -> set[str]: ...
     def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]: ...
 
 
@@ -151,7 +166,8 @@ class LocalSearchTier:
         self.feeds: dict[Feed, FeedMatrix] = {f: FeedMatrix(dim) for f in Feed}
         self._written_seq: dict[str, int] = {}
         self._seq = 0
-        self._watermark = 0.0
+        self._stamp = 0.0  # newest catalog stamp taken in (see Catalog)
+        self.last_poll_s = 0.0
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -249,7 +265,6 @@ class LocalSearchTier:
         self.items[item.item_id] = IndexedItem(
             item.item_id, item.feed, item.is_live, item.created_at, item.title, vector
         )
-        self._watermark = max(self._watermark, item.created_at)
 
     def merge(self, items: Iterable[IndexedItem], since_seq: int | None) -> int:
         """Apply items read from Milvus, except those this worker wrote after the read began."""
@@ -279,32 +294,49 @@ class LocalSearchTier:
 
     def load(self) -> int:
         """Read the whole collection (start-up)."""
-        return self.merge(self.catalog.all_items(), since_seq=None)
+        return self._catch_up(self.catalog.changed_since(None), since_seq=None)
+
+    def _catch_up(self, stamps: dict[str, float], since_seq: int | None) -> int:
+        """Fetch ``stamps``' items in chunks, each merged as it arrives (a bulk load of 100,000s of items
+        makes progress even if a later chunk's call fails or times out); the stamp watermark advances only
+        once every chunk is in, so a failed poll is retried from where it stood."""
+        ids = sorted(stamps)
+        n = 0
+        for start in range(0, len(ids), FETCH_CHUNK):
+            n += self.merge(self.catalog.fetch(ids[start : start + FETCH_CHUNK]), since_seq)
+        if stamps:
+            with self._lock:
+                self._stamp = max(self._stamp, max(stamps.values()))
+        return n
 
     def refresh(self) -> dict[str, int]:
-        """One poll: items created since the watermark (minus a look-back for late writers), the live
-        set, and a count check that fetches whatever is still missing (items with old timestamps)."""
+        """One poll: what changed since the stamp watermark (minus a look-back for late or skewed writers);
+        without write stamps also the live set; and, when the poll brought nothing new, a count check
+        that fetches whatever is still missing (writes the stamps missed)."""
+        started = time.perf_counter()
         with self._lock:
-            seq, since = self._seq, self._watermark - self.lookback_s
-        added = self.merge(self.catalog.items_since(since), seq) if since > 0 else 0
-        live = self.catalog.live_ids()
-        flipped = self.merge_live(live, seq)
-        # Live streams' vectors change while they run (encoders/live.py, maybe on an encoder worker):
-        # re-read them each poll; the live set is small next to the catalogue.
-        self.merge(self.catalog.fetch(sorted(live)), seq)
+            seq, since = self._seq, self._stamp - self.lookback_s
+        changed = self.catalog.changed_since(since if self._stamp > 0 else None)
+        new = sum(1 for i in changed if i not in self.items)
+        self._catch_up(changed, seq)
+        flipped = 0
+        if not self.catalog.tracks_writes:
+            # Live streams' vectors change while they run (encoders/live.py, maybe on an encoder worker):
+            # without write stamps, re-read them each poll; the live set is small next to the catalogue.
+            live = self.catalog.live_ids()
+            flipped = self.merge_live(live, seq)
+            self.merge(self.catalog.fetch(sorted(live)), seq)
         missing: list[str] = []
-        if self.catalog.count() != self.count():
+        if not new and self.catalog.count() != self.count():
             known = set(self.items)
-            missing = sorted(i for i in self.catalog.all_ids() if i not in known)
-            # in chunks, each merged as it arrives: a bulk load of 100,000s of items (one timestamp, so
-            # invisible to items_since) makes progress even if a later chunk's call fails or times out
-            for start in range(0, len(missing), FETCH_CHUNK):
-                self.merge(self.catalog.fetch(missing[start : start + FETCH_CHUNK]), seq)
+            missing = [i for i in self.catalog.changed_since(None) if i not in known]
+            self._catch_up(dict.fromkeys(missing, 0.0), seq)
         self.refreshes += 1
-        return {"added": added, "live_flips": flipped, "missing_fetched": len(missing)}
+        self.last_poll_s = time.perf_counter() - started
+        return {"changed": len(changed), "new": new, "live_flips": flipped, "missing_fetched": len(missing)}
 
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(self.refresh_s):
+        while not self._stop.wait(max(self.refresh_s, self.last_poll_s)):
             try:
                 self.refresh()
                 self.last_refresh_error = None
@@ -314,51 +346,73 @@ class LocalSearchTier:
 
 
 class MilvusCatalog:
-    """The tier's polls against the Milvus collection, on a connection of their own (no shared lock)."""
+    """The tier's polls against the Milvus collection, on a connection of their own (no shared lock).
+
+    Scans return ids and stamps only, in one query where the server allows it: Milvus Lite evaluates
+    every query over every row, so a paged iterator costs a full scan per page (all ids at 200k items:
+    28 s paged against 2.6 s in one query; paging 1M items did not finish in 800 s). Vectors are then
+    read by primary key (``fetch``), which is an index lookup. A server that refuses an unbounded result
+    gets the paged iterator instead.
+    """
 
     def __init__(
-        self, uri: str, collection: str, token: str | None = None, page: int = 4096, timeout: float | None = None
+        self, uri: str, collection: str, token: str | None = None, page: int = 16_384, timeout: float | None = None
     ) -> None:
         # A timeout per call: a hung server must fail the poll (and show in /health), not stall it forever.
         self.timeout = timeout
         self._client = open_milvus(uri, token, timeout)
         self.collection = collection
         self.page = page
+        self._unbounded = True
+        self._stamp_field = WRITE_STAMP if WRITE_STAMP in collection_fields(self._client, collection) else "created_at"
+        self.tracks_writes = self._stamp_field == WRITE_STAMP
 
     def _call(self, call: Callable[[], T]) -> T:
         """Reload the collection once if a Milvus restart released it (``ranking.index``)."""
         return with_loaded_collection(self._client, self.collection, self.timeout, call)
 
-    def _iterate(self, filter_expr: str, fields: list[str]) -> Iterable[dict[str, Any]]:
+    def _rows(self, filter_expr: str, fields: list[str]) -> list[dict[str, Any]]:
+        from pymilvus.exceptions import MilvusException
+
+        if self._unbounded:
+            try:
+                return self._call(
+                    lambda: self._client.query(
+                        self.collection, filter=filter_expr, output_fields=fields, timeout=self.timeout
+                    )
+                )
+            except MilvusException as exc:
+                if not any(word in str(exc).lower() for word in ("limit", "window", "too large", "exceed")):
+                    raise
+                self._unbounded = False
+                log.info("Milvus refused an unbounded query (%s); paging instead", exc)
         it = self._call(
             lambda: self._client.query_iterator(
                 self.collection, batch_size=self.page, filter=filter_expr, output_fields=fields, timeout=self.timeout
             )
         )
+        rows: list[dict[str, Any]] = []
         try:
-            while rows := it.next():
-                yield from rows
+            while page := it.next():
+                rows.extend(page)
         finally:
             it.close()
+        return rows
 
-    def all_items(self) -> Iterable[IndexedItem]:
-        return [row_to_item(r) for r in self._iterate("", ITEM_FIELDS)]
-
-    def items_since(self, created_at: float) -> list[IndexedItem]:
-        """Items created strictly after ``created_at`` (the count check catches equal or older ones)."""
-        return [row_to_item(r) for r in self._iterate(f"created_at > {created_at!r}", ITEM_FIELDS)]
+    def changed_since(self, stamp: float | None) -> dict[str, float]:
+        """Ids written (or, without write stamps, created) strictly after ``stamp``; every id for ``None``."""
+        field = self._stamp_field
+        expr = 'item_id != ""' if stamp is None else f"{field} > {stamp!r}"
+        return {str(r["item_id"]): float(r.get(field) or 0.0) for r in self._rows(expr, ["item_id", field])}
 
     def live_ids(self) -> set[str]:
-        return {str(r["item_id"]) for r in self._iterate('feed == "live" and is_live == true', ["item_id"])}
+        return {str(r["item_id"]) for r in self._rows('feed == "live" and is_live == true', ["item_id"])}
 
     def count(self) -> int:
         res = self._call(
             lambda: self._client.query(self.collection, filter="", output_fields=["count(*)"], timeout=self.timeout)
         )
         return int(res[0]["count(*)"])
-
-    def all_ids(self) -> set[str]:
-        return {str(r["item_id"]) for r in self._iterate("", ["item_id"])}
 
     def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
         if not item_ids:

@@ -141,10 +141,11 @@ class Settings(BaseSettings):
         default=1.0, ge=0.0, description="How often the in-process copy polls Milvus for other workers' writes."
     )
     local_search_lookback_s: float = Field(
-        default=0.0,
+        default=2.0,
         ge=0.0,
-        description="Each poll re-reads items created this long before the newest one seen (clock skew between "
-        "writers); items it misses are still found by the poll's count check, just more slowly.",
+        description="Each poll re-reads items written this long before the newest write stamp seen (clock skew "
+        "between writers, writes that commit out of order); items it misses are still found by the count "
+        "check of the next quiet poll, just more slowly.",
     )
 
     # --- Encoders -------------------------------------------------------------------------------

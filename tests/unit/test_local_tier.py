@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -19,17 +19,35 @@ def item(item_id: str, feed: Feed, vec: list[float], live: bool = True, created:
     return IndexedItem(item_id, feed, live if feed is Feed.live else False, created, item_id.upper(), v)
 
 
+class StampedIndex(InMemoryIndex):
+    """An in-memory 'Milvus' that stamps each write with a counter (the write stamp's stand-in)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim)
+        self.stamps: dict[str, float] = {}
+        self.writes = 0
+
+    def upsert(self, items: Sequence[IndexedItem]) -> None:
+        super().upsert(items)
+        for it in items:
+            self.writes += 1
+            self.stamps[it.item_id] = float(self.writes)
+
+
 class DictCatalog:
-    """What another worker wrote to 'Milvus', as the tier's polls would see it."""
+    """What another worker wrote to 'Milvus', as the tier's polls would see it: with write stamps, or
+    (``tracks_writes=False``, a collection from before the stamp) by ``created_at`` plus the live set."""
 
-    def __init__(self, source: InMemoryIndex) -> None:
+    def __init__(self, source: StampedIndex, tracks_writes: bool = True) -> None:
         self.source = source
+        self.tracks_writes = tracks_writes
+        self.scans = 0
 
-    def all_items(self) -> Iterable[IndexedItem]:
-        return list(self.source._items.values())
-
-    def items_since(self, created_at: float) -> list[IndexedItem]:
-        return [it for it in self.source._items.values() if it.created_at > created_at]
+    def changed_since(self, stamp: float | None) -> dict[str, float]:
+        self.scans += stamp is None
+        items = self.source._items.values()
+        stamp_of = (lambda it: self.source.stamps[it.item_id]) if self.tracks_writes else (lambda it: it.created_at)
+        return {it.item_id: stamp_of(it) for it in items if stamp is None or stamp_of(it) > stamp}
 
     def live_ids(self) -> set[str]:
         return {i for i, it in self.source._items.items() if it.feed is Feed.live and it.is_live}
@@ -37,17 +55,14 @@ class DictCatalog:
     def count(self) -> int:
         return len(self.source._items)
 
-    def all_ids(self) -> set[str]:
-        return set(self.source._items)
-
     def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
         return list(self.source.get(item_ids).values())
 
 
-def tier_over(items: list[IndexedItem]) -> tuple[LocalSearchTier, InMemoryIndex]:
-    source = InMemoryIndex(2)
+def tier_over(items: list[IndexedItem], tracks_writes: bool = True) -> tuple[LocalSearchTier, StampedIndex]:
+    source = StampedIndex(2)
     source.upsert(items)
-    return LocalSearchTier(source, DictCatalog(source), dim=2, start=False), source
+    return LocalSearchTier(source, DictCatalog(source, tracks_writes), dim=2, start=False), source
 
 
 def test_feed_matrix_top_k_is_exact_and_skips_inactive_rows() -> None:
@@ -88,15 +103,31 @@ def test_writes_go_through_to_the_source_and_show_at_once() -> None:
     assert "v9" in source.get(["v9"]) and tier.get(["v9"])["v9"].feed is Feed.short_video
 
 
-def test_refresh_picks_up_other_workers_writes() -> None:
-    tier, source = tier_over([item("l1", Feed.live, [1, 0], created=100.0)])
+@pytest.mark.parametrize("tracks_writes", [True, False])
+def test_refresh_picks_up_other_workers_writes(tracks_writes: bool) -> None:
+    tier, source = tier_over([item("l1", Feed.live, [1, 0], created=100.0)], tracks_writes)
     source.upsert(
         [item("v2", Feed.short_video, [0, 1], created=200.0), item("old", Feed.short_video, [0, 1], created=0)]
     )
     source.set_live("l1", False)  # another worker ended the stream
     stats = tier.refresh()
-    assert tier.count() == 3 and stats["missing_fetched"] == 1  # "old" predates the watermark: found by count
     assert tier.search([np.array([1, 0], np.float32)], Feed.live, 5) == [[]]
+    if tracks_writes:  # "old" was written after the last poll, whatever its creation time
+        assert stats == {"changed": 3, "new": 2, "live_flips": 0, "missing_fetched": 0}
+    else:  # "old" predates the created_at watermark: found by the next quiet poll's count check
+        assert stats == {"changed": 1, "new": 1, "live_flips": 1, "missing_fetched": 0}
+        assert tier.refresh()["missing_fetched"] == 1
+    assert tier.count() == 3
+
+
+def test_a_quiet_poll_reads_only_recent_writes_and_does_not_scan() -> None:
+    tier, source = tier_over([item(f"v{i}", Feed.short_video, [1, 0]) for i in range(50)])
+    scans = tier.catalog.scans  # the start-up load
+    source.upsert([item("v1", Feed.short_video, [0, 1])])  # another worker re-encoded v1
+    assert tier.refresh() == {"changed": 1, "new": 0, "live_flips": 0, "missing_fetched": 0}
+    assert tier.refresh()["changed"] == 0
+    assert tier.catalog.scans == scans
+    assert [h.item_id for h in tier.search([np.array([0, 1], np.float32)], Feed.short_video, 1)[0]] == ["v1"]
 
 
 def test_a_poll_older_than_a_local_write_does_not_undo_it() -> None:
@@ -119,21 +150,21 @@ def test_get_falls_back_to_the_source_for_unknown_items() -> None:
 def test_catching_up_keeps_each_fetched_chunk_even_when_a_later_one_fails(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local_tier, "FETCH_CHUNK", 2)
     tier, source = tier_over([item("v0", Feed.short_video, [1, 0], created=100.0)])
-    source.upsert([item(f"b{i}", Feed.short_video, [0, 1], created=0.0) for i in range(5)])  # older than the watermark
+    source.upsert([item(f"b{i}", Feed.short_video, [0, 1], created=0.0) for i in range(5)])  # a bulk load
     real_fetch, calls = tier.catalog.fetch, []
 
     def flaky_fetch(ids: Sequence[str]) -> list[IndexedItem]:
-        if not ids:  # the poll's fetch of live streams (there are none)
-            return []
         calls.append(list(ids))
         if len(calls) == 2:
             raise TimeoutError("Milvus took too long")
         return real_fetch(ids)
 
     monkeypatch.setattr(tier.catalog, "fetch", flaky_fetch)
+    stamp = tier._stamp
     with pytest.raises(TimeoutError):
         tier.refresh()
     assert tier.count() == 3  # the first chunk stayed
     assert calls[0] == ["b0", "b1"]
-    stats = tier.refresh()  # the next poll fetches only what is still missing
-    assert tier.count() == 6 and stats["missing_fetched"] == 3
+    assert tier._stamp == stamp  # not advanced: the next poll asks again for everything since
+    stats = tier.refresh()
+    assert tier.count() == 6 and stats["changed"] == 5 and stats["new"] == 3
