@@ -315,8 +315,11 @@ class LocalSearchTier:
         that fetches whatever is still missing (writes the stamps missed)."""
         started = time.perf_counter()
         with self._lock:
-            seq, since = self._seq, self._stamp - self.lookback_s
-        changed = self.catalog.changed_since(since if self._stamp > 0 else None)
+            seq, stamp = self._seq, self._stamp
+        if self.catalog.tracks_writes:
+            changed = self.catalog.changed_since(stamp - self.lookback_s if stamp > 0 else None)
+        else:  # created_at is no write clock (a bulk load may share one): no look-back, and none asked at 0
+            changed = self.catalog.changed_since(stamp) if stamp > 0 else {}
         new = sum(1 for i in changed if i not in self.items)
         self._catch_up(changed, seq)
         flipped = 0

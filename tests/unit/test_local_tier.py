@@ -130,6 +130,19 @@ def test_a_quiet_poll_reads_only_recent_writes_and_does_not_scan() -> None:
     assert [h.item_id for h in tier.search([np.array([0, 1], np.float32)], Feed.short_video, 1)[0]] == ["v1"]
 
 
+@pytest.mark.parametrize("lookback", [0.0, 5.0])
+def test_a_write_stamped_before_the_watermark_is_found_by_look_back_or_by_the_count_check(lookback: float) -> None:
+    tier, source = tier_over([item("v0", Feed.short_video, [1, 0])])
+    tier.lookback_s = lookback
+    source.upsert([item("v1", Feed.short_video, [0, 1])])
+    tier.refresh()
+    source.upsert([item("late", Feed.short_video, [0, 1])])
+    source.stamps["late"] = tier._stamp - 1  # stamped earlier, committed after the last poll read
+    stats = tier.refresh()
+    assert "late" in tier.items
+    assert (stats["new"], stats["missing_fetched"]) == ((1, 0) if lookback else (0, 1))
+
+
 def test_a_poll_older_than_a_local_write_does_not_undo_it() -> None:
     tier, _ = tier_over([item("l1", Feed.live, [1, 0])])
     seq_before = tier._seq
