@@ -1,7 +1,7 @@
 """`livelens bench scaling`: freshness and throughput against offered rate and against index size.
 
-Rates: 250, 500, 1,000, 2,000 ev/s, then doubling until the worker saturates (it processes less than
-90 % of the offered rate, or p99 passes 5 s), each beside the echo loop at the same rate. Items: the
+Rates: 250, 500, 1,000, 2,000 ev/s (all of them), then doubling until the worker saturates (it processes
+less than 90 % of the offered rate, or p99 passes 5 s), each beside the echo loop at the same rate. Items: the
 MicroLens catalogue cut to 10k, then the full 19,220 plus synthetic items up to 50k, 100k, 200k, ...
 (``--items`` is the largest), added to Milvus while the worker runs so its local tier picks them up
 through its refresh; at each size a short paced run at 1,000 ev/s and a backlog drain. Writes
@@ -32,6 +32,7 @@ from bench.stack import (
 from bench.throughput import measure as measure_throughput
 
 RATES = [250.0, 500.0, 1_000.0, 2_000.0]
+MAX_RATE = 64_000.0
 ITEM_STEPS = [10_000, 19_220, 50_000, 100_000, 200_000, 500_000, 1_000_000]  # 19,220: all of MicroLens
 
 
@@ -41,15 +42,14 @@ def saturated(point: dict[str, Any]) -> bool:
 
 
 def by_rate(stack: Any, data: Any, feed_of_item: dict[str, str], duration: float, console: Console) -> list[dict]:
+    """Every rate the issue names (a 5 s point is cheap even when saturated), then doubling until saturated."""
     points: list[dict[str, Any]] = []
     rates = list(RATES)
     while rates:
         rate = rates.pop(0)
         point = measure_freshness(stack, data, rate, duration, feed_of_item, console)
         points.append(point)
-        if saturated(point):
-            break
-        if not rates:
+        if not rates and not saturated(point) and rate < MAX_RATE:
             rates.append(rate * 2)
     return points
 
@@ -82,7 +82,7 @@ def grow_index(stack: Any, data: Any, feed_of_item: dict[str, str], n: int, cons
 
 
 def by_items(
-    stack: Any, data: Any, steps: list[int], duration: float, backlog: int, console: Console
+    stack: Any, data: Any, steps: list[int], duration: float, backlog: int, console: Console, with_rates: bool = True
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
     """Grow the index step by step; the rate sweep runs once, at the full MicroLens catalogue.
 
@@ -99,7 +99,7 @@ def by_items(
             thr = measure_throughput(stack, data, backlog, feed_of_item, console)
             thr.pop("events")
             points.append({"items": len(feed_of_item), **loading, "freshness": fresh, "throughput": thr})
-            if len(feed_of_item) == len(data.items):
+            if with_rates and len(feed_of_item) == len(data.items):
                 rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
     except TierBehind as exc:
         console.print(f"[yellow]stopping the item sweep: {exc}[/]")
@@ -117,7 +117,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
     import matplotlib.pyplot as plt
 
     written = []
-    rates = result["by_rate"]
+    rates = result.get("by_rate")
     if rates:
         fig, ax = plt.subplots(figsize=(6, 4))
         x = [p["rate"] for p in rates]
@@ -133,7 +133,7 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
         fig.savefig(path, dpi=120)
         plt.close(fig)
         written.append(path.name)
-    sizes = result["by_items"]
+    sizes = result.get("by_items")
     if sizes:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
         x = [p["items"] for p in sizes]
@@ -155,21 +155,48 @@ def plot(result: dict[str, Any], out_dir: Path) -> list[str]:
 
 
 def run(options: BenchOptions, console: Console) -> dict[str, Any]:
+    """``--only rates`` (or ``items``) measures one part and keeps the other from an existing scaling.json,
+    recording where it came from (``kept_from``): the index-size sweep to 1M takes over 20 minutes."""
     duration = options.duration or (5.0 if options.quick else 15.0)
     largest = options.items or (50_000 if options.quick else 100_000)
+    only = options.extra.get("only")
+    data = dataset()
     steps = [n for n in ITEM_STEPS if n < largest] + [largest]
+    if only == "rates":
+        steps = [len(data.items)]
     backlog = int(options.extra.get("backlog", 0)) or (5_000 if options.quick else 10_000)
     settings = bench_settings()
-    data = dataset()
     result: dict[str, Any] = {"item_vectors": ENCODER, "variant": variant(settings)}
     # One stack for everything (a second Milvus Lite server in the same process confused pymilvus's
     # connection cache): 10k items, then the full MicroLens catalogue (where the rate sweep runs), then more.
     with running_stack(settings, catalogue(data, steps[0]), console) as (stack, _):
-        result["by_items"], result["by_rate"], result["items_sweep_stopped"] = by_items(
-            stack, data, steps, duration, backlog, console
-        )
-    sat = next((p["rate"] for p in result["by_rate"] if saturated(p)), None)
+        if only == "rates":
+            feed_of_item = {it.item_id: it.feed.value for it in catalogue(data, None)}
+            result["by_rate"] = by_rate(stack, data, feed_of_item, duration, console)
+        else:
+            result["by_items"], rates, result["items_sweep_stopped"] = by_items(
+                stack, data, steps, duration, backlog, console, with_rates=only != "items"
+            )
+            if only != "items":
+                result["by_rate"] = rates
+    if only:
+        result.update(kept_part(options.output_dir / "scaling.json", "by_items" if only == "rates" else "by_rate"))
+    sat = next((p["rate"] for p in result.get("by_rate", []) if saturated(p)), None)
     result["saturation_rate"] = sat
     options.output_dir.mkdir(parents=True, exist_ok=True)
     result["plots"] = plot(result, options.output_dir)
     return result
+
+
+def kept_part(path: Path, part: str) -> dict[str, Any]:
+    """The ``part`` of an earlier scaling.json (with its start time and duration per point), or nothing."""
+    import json
+
+    if not path.exists():
+        return {}
+    earlier = json.loads(path.read_text())
+    kept = {part: earlier.get(part, [])}
+    if part == "by_items":
+        kept["items_sweep_stopped"] = earlier.get("items_sweep_stopped")
+    kept["kept_from"] = {part: {"started_at": earlier.get("started_at"), "options": earlier.get("options")}}
+    return kept

@@ -359,6 +359,10 @@ def bench(
     backlog: Annotated[
         int | None, typer.Option(min=100, help="throughput/scaling: events published before the worker drains them")
     ] = None,
+    only: Annotated[
+        str | None,
+        typer.Option(help="scaling: measure only 'rates' or 'items' and keep the other part of scaling.json"),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="short smoke run; figures are not the README's")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="default: bench/results")] = None,
 ) -> None:
@@ -372,8 +376,11 @@ def bench(
         batch_sizes=list(batch_size or []),
         quick=quick,
         output_dir=output_dir or RESULTS_DIR,
-        extra={"backlog": backlog} if backlog else {},
+        extra={k: v for k, v in (("backlog", backlog), ("only", only)) if v},
     )
+    if only not in (None, "rates", "items"):
+        console.print(f"[red]--only takes 'rates' or 'items', not {only!r}[/]")
+        raise typer.Exit(2)
     try:
         run_bench(name, options, console)
     except UnknownBench as exc:
