@@ -100,7 +100,7 @@ def run_bench(name: str, options: BenchOptions, console: Console) -> tuple[dict[
     )
     started = time.time()
     figures = module.run(options, console)
-    options_json = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
+    options_json = {k: _shown(v) if isinstance(v, Path) else v for k, v in asdict(options).items()}
     result = {
         "bench": name,
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
@@ -114,6 +114,14 @@ def run_bench(name: str, options: BenchOptions, console: Console) -> tuple[dict[
     path.write_text(json.dumps(result, indent=2, default=float) + "\n")
     console.print(f"wrote {path}")
     return result, path
+
+
+def _shown(path: Path) -> str:
+    """A path as recorded in a results file: relative to the repository when inside it (no home dirs)."""
+    try:
+        return str(path.resolve().relative_to(RESULTS_DIR.parent.parent))
+    except ValueError:
+        return str(path)
 
 
 def percentiles(values: list[float], points: tuple[float, ...] = (50, 90, 99)) -> dict[str, float]:

@@ -33,3 +33,10 @@ def test_unknown_dataset_is_a_clear_error(monkeypatch, tmp_path) -> None:
     result = runner.invoke(cli, ["replay", "microlens-50k"])
     assert result.exit_code == 2
     assert "not found" in result.output
+
+
+def test_bench_rejects_an_unknown_part_before_running_anything(tmp_path) -> None:
+    result = runner.invoke(cli, ["bench", "scaling", "--only", "everything", "--output-dir", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "--only takes 'rates' or 'items'" in result.output
+    assert not list(tmp_path.iterdir())
