@@ -61,6 +61,8 @@ def ranking_params_from_settings(settings: Any) -> RankingParams:
         explore_slots=settings.explore_slots,
         knn_weight=settings.knn_weight,
         seq_weight=settings.seq_weight,
+        seq_candidates=settings.seq_candidates,
+        co_weight=settings.co_weight,
     )
 
 

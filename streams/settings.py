@@ -229,6 +229,10 @@ class Settings(BaseSettings):
         "self-attentive encoder (ranking/next_item_transformer.py).",
     )
     seq_weight: float = Field(default=0.4, ge=0, description="Score bonus x the next-item model's z-score; 0 = off.")
+    seq_candidates: int = Field(default=100, ge=0, description="Candidates taken from the next-item model's top items.")
+    co_weight: float = Field(
+        default=10.0, ge=0, description="Score bonus x co-engagement with the user's recent items (tuned on validation)"
+    )
     knn_weight: float = Field(
         default=0.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
     )

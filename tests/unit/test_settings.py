@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from ranking.recommender import ranking_params_from_settings
 from streams.kafka import faust_broker_options
 from streams.schemas import InteractionType
 from streams.settings import Settings
@@ -12,10 +13,14 @@ def test_env_vars_configure_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LIVELENS_PARTITIONS", "8")
     monkeypatch.setenv("LIVELENS_EVENT_WEIGHTS", '{"gift": 5.0, "skip": -1.0}')
     monkeypatch.setenv("LIVELENS_TOP_K", "20")
+    monkeypatch.setenv("LIVELENS_CO_WEIGHT", "3.5")
+    monkeypatch.setenv("LIVELENS_SEQ_CANDIDATES", "200")
     s = Settings()
     assert s.partitions == 8 and s.top_k == 20
     assert s.event_weights[InteractionType.gift] == 5.0
     assert faust_broker_options(s)["broker"] == "kafka://k1:9092;kafka://k2:9092"
+    ranking = ranking_params_from_settings(s)
+    assert (ranking.top_k, ranking.co_weight, ranking.seq_candidates) == (20, 3.5, 200)
 
 
 def test_single_record_batches_by_default() -> None:
