@@ -162,34 +162,30 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     only = options.extra.get("only")
     data = dataset()
     steps = [n for n in ITEM_STEPS if n < largest] + [largest]
-    if only == "rates":
-        steps = [len(data.items)]
     backlog = int(options.extra.get("backlog", 0)) or (5_000 if options.quick else 10_000)
     settings = bench_settings()
     result: dict[str, Any] = {"item_vectors": ENCODER, "variant": variant(settings)}
     # One stack for everything (a second Milvus Lite server in the same process confused pymilvus's
     # connection cache): 10k items, then the full MicroLens catalogue (where the rate sweep runs), then more.
-    with running_stack(settings, catalogue(data, steps[0]), console) as (stack, _):
+    first = catalogue(data, None if only == "rates" else steps[0])
+    with running_stack(settings, first, console) as (stack, _):
         if only == "rates":
-            feed_of_item = {it.item_id: it.feed.value for it in catalogue(data, None)}
+            feed_of_item = {it.item_id: it.feed.value for it in first}
             result["by_rate"] = by_rate(stack, data, feed_of_item, duration, console)
         else:
-            result["by_items"], rates, result["items_sweep_stopped"] = by_items(
-                stack, data, steps, duration, backlog, console, with_rates=only != "items"
+            result["by_items"], result["by_rate"], result["items_sweep_stopped"] = by_items(
+                stack, data, steps, duration, backlog, console, with_rates=only is None
             )
-            if only != "items":
-                result["by_rate"] = rates
     if only:
         result.update(kept_part(options.output_dir / "scaling.json", "by_items" if only == "rates" else "by_rate"))
-    sat = next((p["rate"] for p in result.get("by_rate", []) if saturated(p)), None)
-    result["saturation_rate"] = sat
+    result["saturation_rate"] = next((p["rate"] for p in result["by_rate"] if saturated(p)), None)
     options.output_dir.mkdir(parents=True, exist_ok=True)
     result["plots"] = plot(result, options.output_dir)
     return result
 
 
 def kept_part(path: Path, part: str) -> dict[str, Any]:
-    """The ``part`` of an earlier scaling.json (with its start time and duration per point), or nothing."""
+    """The ``part`` of an earlier scaling.json and which run it came from, or nothing without one."""
     import json
 
     if not path.exists():

@@ -348,6 +348,15 @@ class LocalSearchTier:
                 log.warning("local search tier refresh failed: %s", self.last_refresh_error)
 
 
+def refuses_unbounded(message: str) -> bool:
+    """Whether a Milvus error says a query's result was too large (a server's result window or output
+    limit), not that the call failed: a timeout must not switch Milvus Lite to quadratic paging for good."""
+    text = message.lower()
+    if "deadline" in text or "timeout" in text or "timed out" in text:
+        return False
+    return any(word in text for word in ("limit", "window", "too large", "exceed"))
+
+
 class MilvusCatalog:
     """The tier's polls against the Milvus collection, on a connection of their own (no shared lock).
 
@@ -385,7 +394,7 @@ class MilvusCatalog:
                     )
                 )
             except MilvusException as exc:
-                if not any(word in str(exc).lower() for word in ("limit", "window", "too large", "exceed")):
+                if not refuses_unbounded(str(exc)):
                     raise
                 self._unbounded = False
                 log.info("Milvus refused an unbounded query (%s); paging instead", exc)

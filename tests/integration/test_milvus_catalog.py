@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from ranking.index import IndexedItem, ItemIndex, ensure_collection, open_milvus
 from ranking.local_tier import LocalSearchTier, MilvusCatalog
@@ -22,12 +20,8 @@ def items(prefix: str, n: int, feed: Feed = Feed.short_video, created: float = 0
     return [IndexedItem(f"{prefix}{i}", feed, live, created, f"{prefix} {i}", v) for i, v in enumerate(vecs)]
 
 
-@pytest.fixture
-def milvus_file(tmp_path: Path) -> Iterator[str]:
-    yield str(tmp_path / "milvus.db")
-
-
-def test_bulk_writes_with_one_timestamp_and_flips_reach_the_tier_without_a_scan(milvus_file: str) -> None:
+def test_bulk_writes_with_one_timestamp_and_flips_reach_the_tier_without_a_scan(tmp_path: Path) -> None:
+    milvus_file = str(tmp_path / "milvus.db")
     writer = ItemIndex(milvus_file, "items", DIM)
     writer.upsert(items("seed", 3) + items("live", 2, Feed.live, created=50.0))
     catalog = MilvusCatalog(milvus_file, "items")
@@ -46,8 +40,10 @@ def test_bulk_writes_with_one_timestamp_and_flips_reach_the_tier_without_a_scan(
     assert catalog.changed_since(max(stamps.values())) == {}
 
 
-def test_a_collection_without_write_stamps_still_syncs(milvus_file: str) -> None:
+def test_a_collection_without_write_stamps_still_syncs(tmp_path: Path) -> None:
     from pymilvus import DataType
+
+    milvus_file = str(tmp_path / "milvus.db")
 
     def old_fields(schema: object) -> None:  # the schema before the write stamp
         schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)  # type: ignore[attr-defined]

@@ -181,3 +181,17 @@ def test_catching_up_keeps_each_fetched_chunk_even_when_a_later_one_fails(monkey
     assert tier._stamp == stamp  # not advanced: the next poll asks again for everything since
     stats = tier.refresh()
     assert tier.count() == 6 and stats["changed"] == 5 and stats["new"] == 3
+
+
+@pytest.mark.parametrize(
+    ("message", "refused"),
+    [
+        ("invalid max query result window, (offset+limit) should be in range [1, 16384]", True),
+        ("query results exceed the maxOutputSize limit", True),
+        ("<_InactiveRpcError: StatusCode.DEADLINE_EXCEEDED, Deadline Exceeded>", False),
+        ("Retry timeout: 10s, message=rate limit exceeded", False),
+        ("collection not found", False),
+    ],
+)
+def test_only_a_too_large_result_switches_the_catalog_to_paging(message: str, refused: bool) -> None:
+    assert local_tier.refuses_unbounded(message) is refused
