@@ -16,7 +16,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -46,9 +45,6 @@ class Protocol:
     variant: str = "strict"  # strict | streaming (global stats also absorb every validation event)
     ks: tuple[int, ...] = KS
     target: str = "test"  # test (report) | valid (tune)
-    # passes of the next-item model over the training part: 1 = purely online (each training event
-    # learned once, in stream order, as the live agent does); more = a warm start before the stream
-    warm_epochs: int = 1
 
 
 @dataclass(frozen=True)
@@ -141,57 +137,135 @@ def evaluate_cooccurrence(splits: Mapping[str, UserSplit], cat: Catalogue, ks: I
 
 
 # --- LiveLens ---------------------------------------------------------------------------------------
+# Signals the offline protocol cannot exercise (the datasets have no live items and no creation times),
+# reported as n/a with the reason instead of a figure.
+NOT_EXERCISED = {
+    "live": "the datasets have no live streams",
+    "freshness": "the datasets have no creation times",
+    "new_items": "the datasets have no creation times (no item is newer than another)",
+    "exploration": "the exploration slot draws on new items, which the datasets cannot tell apart",
+}
+# The column that ranks a signal's candidates on its own (``signal:<name>``).
+PRIMARY_COLUMN = {
+    "taste": "sim",
+    "content": "max_recent",
+    "co": "score",
+    "next_item": "logit",
+    "neighbours": "score",
+    "trending": "scaled",
+}
+
+
+@dataclass
+class LiveLensRun:
+    """What one LiveLens pass measured: the served lists' ranks, each signal alone, candidate recall."""
+
+    ranks: list[int | None] = field(default_factory=list)
+    signal_ranks: dict[str, list[int | None]] = field(default_factory=dict)
+    in_candidates: int = 0
+    candidate_count: int = 0
+    by_source_hits: dict[str, int] = field(default_factory=dict)
+    by_source_count: dict[str, int] = field(default_factory=dict)
+    labelled: int = 0
+
+    def candidates_report(self) -> dict[str, Any]:
+        users = max(1, len(self.ranks))
+        return {
+            "target_in_candidates": round(self.in_candidates / users, 6),
+            "mean_candidates": round(self.candidate_count / users, 2),
+            "by_source": {
+                s: {
+                    "target_in_candidates": round(self.by_source_hits.get(s, 0) / users, 6),
+                    "mean_candidates": round(self.by_source_count.get(s, 0) / users, 2),
+                }
+                for s in self.by_source_count
+            },
+        }
+
+
+def stream_order(splits: Mapping[str, UserSplit], part: str = "train") -> list[tuple[str, int, str]]:
+    """(user, position, item) of every event of every user's ``part`` (train | history) as one stream:
+    users interleaved, every user's first event, then every user's second, and so on. Users are active
+    side by side as on a live platform, so a micro-batch holds many users (the datasets have no global
+    clock; each user's own order is kept)."""
+    seqs = [(u, sp.train if part == "train" else sp.history) for u, sp in splits.items()]
+    longest = max((len(seq) for _, seq in seqs), default=0)
+    return [(u, n, seq[n]) for n in range(longest) for u, seq in seqs if n < len(seq)]
+
+
 def evaluate_livelens(
     splits: Mapping[str, UserSplit],
     index: InMemoryIndex,
     params: UserModelParams,
     ks: Sequence[int],
     event_type: InteractionType = InteractionType.comment,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     batch: int = 256,
     ranking: RankingParams | None = None,
     models: OnlineModels | None = None,
-    warm_epochs: int = 1,
+    run: LiveLensRun | None = None,
 ) -> list[int | None]:
-    """Replay every history through ``OnlineModels``, then rank with its ``recommend``: the agent's code.
+    """Replay every training event through ``OnlineModels.learn_batch``, then rank with its ``rank``:
+    the agent's code and the agent's training schedule.
 
-    Pass 1 feeds each user's training part (users in order, each user's events in order) to the shared
-    models (co-engagement, trending) exactly as the interaction agent would; pass 2 rebuilds each
-    user's state from the whole history with ``shared=False``, so a validation event reaches only its
-    own user (strict). Building states twice keeps memory to one chunk of users. ``warm_epochs`` > 1
-    gives the next-item model that many passes over the training parts in all (a warm start).
+    Pass 1 feeds the training parts, as one interleaved stream (``stream_order``) in micro-batches of
+    ``batch`` events, to the shared models exactly as the interaction agent would: the ranker learns
+    from the labelled events on the schedule the worker runs. Pass 2 rebuilds each user's state from
+    the whole history with ``shared=False``, so a validation event reaches only its own user (strict),
+    and ranks. ``run`` collects candidate recall and each signal's own ranking of the same candidates.
     """
-    models = models or OnlineModels(UserModel(params))
-    ranking = eval_ranking(ranking, max(ks))
-    for user, sp in splits.items():
-        replay_user(models, user, sp.train, index, event_type, shared=True)
-    warm_start_next_item(models, splits, warm_epochs - 1, params.event_weights.get(event_type, 1.0))
-    ranks: list[int | None] = []
+    models = models or OnlineModels(UserModel(params), params=eval_ranking(ranking, max(ks)))
+    run = run if run is not None else LiveLensRun()
+    stream = stream_order(splits, "train")
+    states: dict[str, UserState] = {}
+    for start in range(0, len(stream), batch):
+        chunk = stream[start : start + batch]
+        known = index.get([i for _, _, i in chunk])
+        events = [(interaction(u, n, i, event_type), known[i]) for u, n, i in chunk if i in known]
+        for ev, _ in events:
+            states.setdefault(ev.user_id, UserState())
+        models.learn_batch(states, events, index, shared=True)
+        if progress:
+            progress("train", len(chunk), len(stream))
+    run.labelled = models.ranker.examples if models.ranker is not None else 0
+    del states
     users = list(splits.items())
+    cols = models.columns
     for start in range(0, len(users), batch):
         chunk = users[start : start + batch]
-        states = [replay_user(models, user, sp.history, index, event_type, shared=False) for user, sp in chunk]
-        lists = models.recommend(states, Feed.short_video, index, 0.0, ranking, candidates=ranking.top_k)
-        for (_, sp), recs in zip(chunk, lists, strict=True):
-            ranked = [r.item_id for r in recs]
-            ranks.append(ranked.index(sp.target) if sp.target in ranked else None)
+        states = {user: UserState() for user, _ in chunk}
+        for n in range(max(len(sp.history) for _, sp in chunk)):
+            wanted = [(user, sp.history[n]) for user, sp in chunk if n < len(sp.history)]
+            known = index.get([i for _, i in wanted])
+            events = [(interaction(u, n, i, event_type), known[i]) for u, i in wanted if i in known]
+            models.learn_batch(states, events, index, shared=False)
+        ranked = models.rank([u for u, _ in chunk], [states[u] for u, _ in chunk], Feed.short_video, index, 0.0)
+        for m, ((_, sp), recs) in enumerate(zip(chunk, ranked.lists, strict=True)):
+            ids = [r.item_id for r in recs]
+            run.ranks.append(ids.index(sp.target) if sp.target in ids else None)
+            rows = ranked.cands.rows_of(m)
+            items = ranked.cands.items[rows.start : rows.stop]
+            run.candidate_count += len(items)
+            hit = items.index(sp.target) if sp.target in items else None
+            run.in_candidates += hit is not None
+            for s_n, source in enumerate(ranked.sources):
+                proposed = ranked.cands.sources[rows.start : rows.stop, s_n]
+                run.by_source_count[source] = run.by_source_count.get(source, 0) + int(proposed.sum())
+                if hit is not None and proposed[hit]:
+                    run.by_source_hits[source] = run.by_source_hits.get(source, 0) + 1
+            for source, column in PRIMARY_COLUMN.items():
+                name = f"{source}.{column}"
+                if name not in cols:
+                    continue
+                if hit is None:
+                    run.signal_ranks.setdefault(source, []).append(None)
+                    continue
+                col = ranked.features[rows.start : rows.stop, cols.index(name)].astype(np.float64)
+                rank = int((col > col[hit]).sum() + ((col == col[hit]).sum() - 1))  # ties count against it
+                run.signal_ranks.setdefault(source, []).append(rank)
         if progress:
-            progress(len(chunk))
-    return ranks
-
-
-def warm_start_next_item(models: OnlineModels, splits: Mapping[str, UserSplit], epochs: int, weight: float) -> None:
-    """More passes of the next-item model over every training sequence (context = the preceding items),
-    each in a new (seeded) order so that one mini-batch is not one user's sequence; then apply what the
-    model buffered, so the ranking sees everything it was given."""
-    window = models.next_item.window
-    examples = [(sp.train[max(0, n - window) : n], sp.train[n]) for sp in splits.values() for n in range(len(sp.train))]
-    rng = random.Random(WARM_START_SEED)
-    for _ in range(max(0, epochs)):
-        rng.shuffle(examples)
-        models.next_item.learn_many(examples, [weight] * len(examples))
-    if epochs > 0:  # with none, the model stays exactly as the live agent leaves it (a part-filled buffer)
-        models.next_item.flush()
+            progress("rank", len(chunk), len(users))
+    return run.ranks
 
 
 def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
@@ -203,23 +277,6 @@ def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
 def interaction(user: str, n: int, item_id: str, event_type: InteractionType) -> InteractionEvent:
     """The n-th event of a user's sequence, as the evaluation and the replay through Kafka both send it."""
     return InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=float(n))
-
-
-def replay_user(
-    models: OnlineModels,
-    user: str,
-    items: Sequence[str],
-    index: InMemoryIndex,
-    event_type: InteractionType,
-    shared: bool,
-) -> UserState:
-    state = UserState()
-    known = index.get(items)
-    for n, item_id in enumerate(items):
-        item = known.get(item_id)
-        if item is not None:
-            models.learn_one(state, interaction(user, n, item_id, event_type), item, shared=shared)
-    return state
 
 
 def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:
@@ -239,6 +296,8 @@ class EvalResult:
     protocol: dict[str, Any]
     dataset: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    candidates: dict[str, Any] = field(default_factory=dict)
+    not_exercised: dict[str, str] = field(default_factory=dict)  # method -> why it has no figure (n/a)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -281,21 +340,12 @@ def run_evaluation(
     seconds["encode_items"] = time.perf_counter() - t
     index = build_index(dataset, vectors, cat.ids)
     t = time.perf_counter()
-    tick = (lambda n: progress("livelens", n, len(splits))) if progress else None
-    used = models or OnlineModels(UserModel(params))
-    methods["livelens"] = summarize(
-        evaluate_livelens(
-            splits,
-            index,
-            params,
-            protocol.ks,
-            progress=tick,
-            ranking=ranking,
-            models=used,
-            warm_epochs=protocol.warm_epochs,
-        ),
-        protocol.ks,
-    )
+    used = models or OnlineModels(UserModel(params), params=eval_ranking(ranking, max(protocol.ks)))
+    run = LiveLensRun()
+    evaluate_livelens(splits, index, params, protocol.ks, progress=progress, models=used, run=run)
+    methods["livelens"] = summarize(run.ranks, protocol.ks)
+    for source, ranks in run.signal_ranks.items():
+        methods[f"signal:{source}"] = summarize(ranks, protocol.ks)
     seconds["livelens"] = time.perf_counter() - t
     return EvalResult(
         methods=methods,
@@ -304,10 +354,15 @@ def run_evaluation(
             "encoder": encoder_name,
             "full_ranking": True,
             "history_masked": True,
-            "ranking": asdict(eval_ranking(ranking, max(protocol.ks))),
+            "ranking": asdict(used.params),
             "co_engagement": asdict(CoEngagementParams()),
             "next_item": {"model": type(used.next_item).__name__, **asdict(used.next_item.params)},
+            "schedule": asdict(used.schedule_params),
+            "ranker": {"columns": list(used.columns), "labelled_examples": run.labelled},
+            "signals_alone": "each signal's primary column ranks the same candidate set the ranker sees",
         },
+        candidates=run.candidates_report(),
+        not_exercised={f"signal:{k}" if k != "exploration" else k: v for k, v in NOT_EXERCISED.items()},
         dataset={"name": dataset.name, "users": len(splits), "items": len(cat.ids)},
         seconds={k: round(v, 2) for k, v in seconds.items()},
     )

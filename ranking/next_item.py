@@ -56,15 +56,19 @@ class ContextScores:
         self._by_row = by_row  # logit per embedding row (rows of no item included, never read)
         self.ids, rows = known
         self.logits = by_row[rows]
-        self._mean = float(self.logits.mean())
-        self._std = float(self.logits.std()) or 1.0
+        self.mean = float(self.logits.mean())
+        self.std = float(self.logits.std()) or 1.0
 
     def z(self, candidates: Sequence[str]) -> dict[str, float]:
-        floor = (float(self.logits.min()) - self._mean) / self._std
-        out = {}
-        for item in candidates:
-            r = self._row.get(item)
-            out[item] = floor if r is None else (float(self._by_row[r]) - self._mean) / self._std
+        return dict(zip(candidates, ((self.logits_of(candidates) - self.mean) / self.std).tolist(), strict=True))
+
+    def logits_of(self, candidates: Sequence[str]) -> np.ndarray:
+        """Each candidate's logit; an item the model does not know gets the lowest known logit."""
+        floor = float(self.logits.min())
+        rows = np.fromiter((self._row.get(i, -1) for i in candidates), np.int64, count=len(candidates))
+        out = np.full(len(candidates), floor, np.float64)
+        known = rows >= 0
+        out[known] = self._by_row[rows[known]]
         return out
 
     def top(self, n: int) -> list[str]:
@@ -154,6 +158,25 @@ class NextItemLearner(Protocol):
     def confidence(self, warmup: int) -> float: ...
     def context_scores(self, context: Sequence[str]) -> ContextScores | None: ...
     def context_scores_many(self, contexts: Sequence[Sequence[str]]) -> list[ContextScores | None]: ...
+    def forget(self, item: str) -> None: ...
+    def memory_bytes(self) -> int: ...
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]: ...
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None: ...
+
+
+def rows_state(row: ItemRows) -> dict[str, np.ndarray]:
+    """An ``ItemRows`` as arrays (least recently used first), for snapshots."""
+    return {
+        "row_ids": np.array(list(row), dtype=np.str_) if len(row) else np.zeros(0, "<U1"),
+        "rows": np.fromiter(row.values(), np.int64, count=len(row)),
+    }
+
+
+def load_rows(row: ItemRows, arrays: Mapping[str, np.ndarray], next_row: int) -> None:
+    row.clear()
+    for item, r in zip(arrays["row_ids"].tolist(), arrays["rows"].tolist(), strict=True):
+        row[item] = int(r)
+    row.next_row = next_row
 
 
 class NextItemModel:
@@ -325,6 +348,31 @@ class NextItemModel:
             return [None] * len(contexts)
         logits = np.stack([users[n] for n in scored]) @ self.e_out.T + self.bias  # type: ignore[misc]
         return batch_scores(self.row, len(contexts), scored, logits)
+
+    def forget(self, item: str) -> None:
+        """The item is unknown from now on (its row stays allocated until the model is rebuilt)."""
+        self.row.pop(item, None)
+        self._table_rows = None
+
+    def memory_bytes(self) -> int:
+        return self.e_in.nbytes + self.e_out.nbytes + self.bias.nbytes + self.count.nbytes + len(self.row) * 150
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        return {"learned": self.learned, "next_row": self.row.next_row, "rng": self._rng.bit_generator.state}, {
+            "e_in": self.e_in,
+            "e_out": self.e_out,
+            "bias": self.bias,
+            "count": self.count,
+            **rows_state(self.row),
+        }
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self.e_in, self.e_out = arrays["e_in"].copy(), arrays["e_out"].copy()
+        self.bias, self.count = arrays["bias"].copy(), arrays["count"].copy()
+        load_rows(self.row, arrays, int(meta["next_row"]))
+        self.learned = int(meta["learned"])
+        self._rng.bit_generator.state = meta["rng"]
+        self._table_rows, self._table_age = None, 0
 
     def all_scores(self, context: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Logits of every known item (offline full ranking, candidate generation)."""

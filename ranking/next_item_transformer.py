@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ranking.next_item import ContentPrior, ContextScores, ItemRows, batch_scores
+from ranking.next_item import ContentPrior, ContextScores, ItemRows, batch_scores, load_rows, rows_state
 
 PAD = 0  # row 0 is padding; items use rows 1..max_items
 INITIAL_ROWS = 1024  # item rows double as needed: a step costs what the known items cost, not max_items
@@ -183,7 +183,9 @@ class TransformerNextItem:
         target = torch.tensor([t for _, t, _ in batch])
         weight = torch.tensor([w for _, _, w in batch], dtype=torch.float32)
         self.net.train()
-        state = self.net(ctx)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.params.seed + self.learned)  # dropout: the same masks in every run
+            state = self.net(ctx)
         logits = state @ self.net.items.weight[: self.row.next_row].T + self.net.bias[: self.row.next_row]
         logits[:, PAD] = float("-inf")
         loss = (torch.nn.functional.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
@@ -205,6 +207,56 @@ class TransformerNextItem:
     def confidence(self, warmup: int) -> float:
         """0 for a model that has learned nothing, 1 after ``warmup`` examples (see NextItemModel)."""
         return 1.0 if warmup <= 0 else min(1.0, self.learned / warmup)
+
+    # --- state -----------------------------------------------------------------------------------
+    def forget(self, item: str) -> None:
+        """The item is unknown from now on (its row stays allocated until reused)."""
+        self.row.pop(item, None)
+
+    def memory_bytes(self) -> int:
+        weights = sum(p.numel() * p.element_size() for p in self.net.parameters())
+        return 3 * weights + len(self.row) * 150  # the weights and Adam's two moments
+
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """Weights, Adam's moments, the item rows and what is buffered: enough to continue identically."""
+        arrays = {f"net.{k}": v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
+        opt = self.optimizer.state_dict()
+        steps = {}
+        for n, st in opt["state"].items():
+            arrays[f"adam.{n}.m"] = st["exp_avg"].numpy().copy()
+            arrays[f"adam.{n}.v"] = st["exp_avg_sq"].numpy().copy()
+            steps[str(n)] = float(st["step"])
+        buffered = [[*rows, -1, t] for rows, t, _ in self._buffer]
+        meta = {
+            "learned": self.learned,
+            "next_row": self.row.next_row,
+            "rows_allocated": int(self.net.items.weight.shape[0]),
+            "steps": steps,
+            "buffer": buffered,
+            "buffer_w": [w for _, _, w in self._buffer],
+        }
+        return meta, {**arrays, **rows_state(self.row)}
+
+    def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        torch = self._torch
+        self.net = _network(self.params, int(meta["rows_allocated"]))
+        self.net.load_state_dict({k[4:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("net.")})
+        self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.params.learning_rate)
+        opt = self.optimizer.state_dict()
+        for n_str, step in meta["steps"].items():
+            n = int(n_str)
+            opt["state"][n] = {
+                "step": torch.tensor(step),
+                "exp_avg": torch.from_numpy(arrays[f"adam.{n}.m"].copy()),
+                "exp_avg_sq": torch.from_numpy(arrays[f"adam.{n}.v"].copy()),
+            }
+        self.optimizer.load_state_dict(opt)
+        load_rows(self.row, arrays, int(meta["next_row"]))
+        self.learned = int(meta["learned"])
+        self._buffer = []
+        for entry, w in zip(meta["buffer"], meta["buffer_w"], strict=True):
+            cut = entry.index(-1)
+            self._buffer.append((entry[:cut], entry[cut + 1], float(w)))
 
     # --- prediction ------------------------------------------------------------------------------
     def context_scores(self, context: Sequence[str]) -> ContextScores | None:

@@ -1,203 +1,51 @@
-"""Every model the interaction stream updates, and the one path from a user's state to a ranked list.
+"""Every model the interaction stream updates, and the one path from users' states to ranked lists.
 
 Why one module: the live agent (``streams.handlers``), the offline evaluation and the replay through
-Kafka must update and rank with the same code, or their figures would not be comparable. Pure logic:
-the index is injected (Milvus in the worker, an exact in-memory index offline).
+Kafka must learn and rank with the same code, or their figures would not be comparable. Pure logic:
+the catalogue is injected (Milvus behind the search tier in the worker, an exact in-memory index
+offline).
+
+Ranking a feed for a batch of users is array work: each signal is read once for the batch
+(``ranking.signal``), proposes candidates, and fills its columns of one feature matrix; the learned
+ranker scores every row in one call; each user's best rows are found by partial sort, re-ranked for
+diversity (MMR) and the exploration slot; only the kept items become objects, with reasons.
+Learning a batch labels the candidates each labelled event's user was ranked just before it (the
+event's item is the positive) and hands them to the training schedule (``ranking.training``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
-from ranking.coengagement import CoEngagement
-from ranking.fresh import NewItems
-from ranking.index import Hit, IndexedItem
-from ranking.neighbours import SequenceNeighbours
-from ranking.next_item import ContextScores, NextItemLearner, NextItemModel
-from ranking.recommender import RankingParams, Signals, cold_start, rank, top_co_engaged
-from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
+from ranking.coengagement import CoEngagementParams
+from ranking.index import IndexedItem
+from ranking.next_item import NextItemLearner, NextItemModel
+from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
+from ranking.recommender import RankingParams, cold_start, mmr
+from ranking.signal import Candidates, Catalogue, Observation, RankRequest, Signal, SignalView, UserContext
+from ranking.signals import (
+    CoEngagementSignal,
+    ContentSignal,
+    FreshnessSignal,
+    LiveSignal,
+    NeighboursSignal,
+    NewItemsSignal,
+    NextItemSignal,
+    TasteSignal,
+    TrendingSignal,
+    explain_similar,
+)
+from ranking.training import ScheduleParams, TrainingScheduler
+from ranking.trending import LiveVelocityParams, TrendingParams
 from ranking.user_state import UserModel, UserState, params_from_settings
 from streams.schemas import Feed, InteractionEvent, RecommendedItem
 
-
-class SearchIndex(Protocol):
-    def get(self, item_ids: Sequence[str]) -> Mapping[str, IndexedItem]: ...
-    def search(
-        self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
-    ) -> list[list[Hit]]: ...
-
-
-def as_hit(item: IndexedItem, query: np.ndarray | None) -> Hit:
-    similarity = float(np.dot(query, item.vector)) if query is not None else 0.0
-    return Hit(item.item_id, similarity, item.feed, item.created_at, item.title, item.vector)
-
-
-def servable(item: IndexedItem | None, feed: Feed) -> bool:
-    """In the feed, and for the live feed still live: an ended stream is never returned."""
-    return item is not None and item.feed is feed and (feed is not Feed.live or item.is_live)
-
-
-@dataclass
-class FeedContext:
-    """What one feed's lists share within a batch: trending, live boosts and new items, already live-checked."""
-
-    trending: list[tuple[str, float]]  # hottest first, raw decayed scores
-    trending_scaled: dict[str, float]
-    boosts: dict[str, tuple[float, str]]
-    new: list[IndexedItem]
-    items: dict[str, IndexedItem]  # the items above
-
-
-@dataclass
-class OnlineModels:
-    user_model: UserModel
-    co: CoEngagement = field(default_factory=CoEngagement)
-    trending: Trending = field(default_factory=Trending)
-    live: LiveVelocity = field(default_factory=LiveVelocity)
-    new_items: NewItems = field(default_factory=NewItems)
-    neighbours: SequenceNeighbours = field(default_factory=SequenceNeighbours)
-    next_item: NextItemLearner = field(default_factory=NextItemModel)
-
-    # --- learning --------------------------------------------------------------------------------
-    def learn_content(self, items: Sequence[IndexedItem]) -> None:
-        for it in items:
-            self.new_items.add(it.item_id, it.feed, it.created_at)
-
-    def end_live(self, item_id: str) -> None:
-        """An ended stream leaves trending, the live boost and the new-items slot at once."""
-        self.trending.forget(item_id)
-        self.live.forget(item_id)
-        self.new_items.forget(item_id)
-
-    def learn_one(self, state: UserState, event: InteractionEvent, item: IndexedItem, shared: bool = True) -> bool:
-        """Apply one interaction to the user's state and (``shared``) to the models every user shares.
-
-        Returns False for a replayed event (its id was already applied), which changes nothing.
-        ``shared=False`` updates only the user (the strict evaluation keeps validation events out of
-        co-engagement and trending).
-        """
-        previous = positives(state)
-        if not self.user_model.learn_one(state, event, item.vector):
-            return False
-        if shared:
-            weight = state.recent[-1].weight
-            self.co.learn_one(previous, event.item_id, weight)
-            self.neighbours.learn_one(event.user_id, event.item_id, weight)
-            if item.feed is Feed.short_video:
-                self.next_item.note(event.item_id, item.vector)
-                self.next_item.learn_many([(previous, event.item_id)], [weight])
-            self.trending.learn_one(event.item_id, item.feed, weight, event.ts)
-            if item.feed is Feed.live:
-                self.live.learn_one(event.item_id, event.type, event.ts)
-        return True
-
-    # --- ranking ---------------------------------------------------------------------------------
-    def feed_context(self, feed: Feed, index: SearchIndex, params: RankingParams) -> FeedContext:
-        trending = self.trending.top(feed, params.trending_candidates + params.top_k)
-        boosts = self.live.boosts(list(self.live.events), params.live_boost_weight) if feed is Feed.live else {}
-        new_ids = self.new_items.newest(feed, params.explore_slots + params.top_k)  # also the cold start's tail
-        wanted = [i for i, _ in trending] + list(boosts) + new_ids
-        items = {i: it for i, it in index.get(wanted).items() if servable(it, feed)} if wanted else {}
-        trending = [(i, s) for i, s in trending if i in items]
-        best = trending[0][1] if trending else 0.0
-        scaled = {i: s / best for i, s in trending[: params.trending_candidates]} if best > 0 else {}
-        return FeedContext(
-            trending=trending,
-            trending_scaled=scaled,
-            boosts={i: b for i, b in boosts.items() if i in items},
-            new=[items[i] for i in new_ids if i in items],
-            items=items,
-        )
-
-    def recommend_user(
-        self,
-        state: UserState,
-        query: np.ndarray,
-        feed: Feed,
-        content_hits: Sequence[Hit],
-        ctx: FeedContext,
-        lookup: Callable[[Sequence[str]], Mapping[str, IndexedItem]],
-        recent_vectors: Mapping[str, tuple[np.ndarray, str]],
-        now: float,
-        params: RankingParams,
-        seq: ContextScores | None = None,
-    ) -> list[RecommendedItem]:
-        """Candidates from content search, co-engagement, trending, live velocity and the next-item model
-        (``seq``: its scores after this user's recent items); scored and explained.
-
-        Co-engaged items are looked up and kept only when servable in this feed (live and still live).
-        """
-        recent_positive = positives(state)
-        co_scores, co_from = self.co.scores_with_source(recent_positive, params.co_recency_decay)
-        hits = list(content_hits)
-        knn = self.neighbours.scores(recent_positive) if params.knn_weight > 0 else {}
-        extra_ids = top_co_engaged(co_scores, state.seen_items, params.co_candidates) if co_scores else []
-        if knn:
-            extra_ids += top_co_engaged(knn, state.seen_items, params.co_candidates)
-        seq_z: dict[str, float] = {}
-        if seq is not None and feed is Feed.short_video:
-            extra_ids += [i for i in seq.top(params.seq_candidates) if i not in state.seen_items]
-        if extra_ids:
-            hits.extend(as_hit(it, query) for it in lookup(extra_ids).values() if servable(it, feed))
-        if seq is not None:
-            confidence = self.next_item.confidence(params.seq_warmup_events)
-            seq_z = {i: confidence * v for i, v in seq.z([h.item_id for h in hits]).items()}
-        hits.extend(as_hit(ctx.items[i], query) for i in (*ctx.trending_scaled, *ctx.boosts))
-        titles = {i: t for i, (_, t) in recent_vectors.items()}
-        signals = Signals(
-            co_scores=co_scores,
-            co_source={i: titles[src] for i, src in co_from.items() if src in titles},
-            trending=ctx.trending_scaled,
-            live_boost=ctx.boosts,
-            knn=knn,
-            fresh=[as_hit(it, query) for it in ctx.new],
-            seq=seq_z,
-            seq_after=titles.get(recent_positive[-1]) if recent_positive else None,
-        )
-
-        def vector_of(item_id: str) -> np.ndarray | None:
-            item = lookup([item_id]).get(item_id)
-            return item.vector if item is not None else None
-
-        return rank(hits, state, recent_vectors, now, params, vector_of, signals)
-
-    def recommend(
-        self,
-        users: Sequence[UserState],
-        feed: Feed,
-        index: SearchIndex,
-        now: float,
-        params: RankingParams,
-        candidates: int,
-    ) -> list[list[RecommendedItem]]:
-        """One list per user for one feed: a single batched index search, then ``recommend_user`` each.
-
-        A user without a taste vector yet (unknown, or only skips) gets the cold-start list: trending in
-        the feed, then the newest items.
-        """
-        ctx = self.feed_context(feed, index, params)
-        queries = [self.user_model.query_vector(s) for s in users]
-        warm = [n for n, q in enumerate(queries) if q is not None]
-        out: list[list[RecommendedItem]] = [[] for _ in users]
-        if warm:
-            limit = candidates + max(len(users[n].recent) for n in warm)
-            hits = index.search([queries[n] for n in warm], feed, limit=limit)
-            recent_ids = list(dict.fromkeys(r.item_id for n in warm for r in users[n].recent[-10:]))
-            recent = {i: (it.vector, it.title) for i, it in index.get(recent_ids).items()}
-            seqs = self.next_item.context_scores_many([positives(users[n]) for n in warm])
-            for n, user_hits, seq in zip(warm, hits, seqs, strict=True):
-                q = queries[n]
-                assert q is not None
-                out[n] = self.recommend_user(users[n], q, feed, user_hits, ctx, index.get, recent, now, params, seq=seq)
-        new_ids = [it.item_id for it in ctx.new]
-        for n, q in enumerate(queries):
-            if q is None:
-                out[n] = cold_start(feed, ctx.trending, new_ids, users[n].seen_items, params.top_k)
-        return out
+# signals whose candidates the exploration slot draws from, and which only explain "new"
+EXPLORE_SOURCE = "new_items"
 
 
 def positives(state: UserState) -> list[str]:
@@ -205,9 +53,403 @@ def positives(state: UserState) -> list[str]:
     return [r.item_id for r in state.recent if r.weight > 0]
 
 
-def online_models_from_settings(settings: Any) -> OnlineModels:
+def user_context(user_id: str, state: UserState, user_model: UserModel) -> UserContext:
+    return UserContext(
+        user_id=user_id,
+        positives=tuple(positives(state)),
+        seen=state.seen_items,
+        query=user_model.query_vector(state),
+        recent=tuple((r.item_id, r.type, r.weight) for r in state.recent),
+    )
+
+
+def default_signals(
+    params: RankingParams,
+    next_item: NextItemLearner | None = None,
+    trending: TrendingParams | None = None,
+    live: LiveVelocityParams | None = None,
+) -> list[Signal]:
+    out: list[Signal] = [
+        TasteSignal(),
+        ContentSignal(),
+        CoEngagementSignal(CoEngagementParams(), recency_decay=params.co_recency_decay),
+        NextItemSignal(next_item),
+        TrendingSignal(trending),
+        LiveSignal(live),
+        FreshnessSignal(params.freshness_half_life_s),
+        NewItemsSignal(),
+    ]
+    if params.knn_weight > 0:
+        out.insert(4, NeighboursSignal())
+    return out
+
+
+@dataclass
+class Ranked:
+    """One feed's ranking of a batch of users, kept whole for the evaluation (recall, single signals)."""
+
+    request: RankRequest
+    cands: Candidates
+    features: np.ndarray
+    scores: np.ndarray
+    lists: list[list[RecommendedItem]]
+    sources: tuple[str, ...]
+
+
+@dataclass
+class OnlineModels:
+    user_model: UserModel
+    params: RankingParams = field(default_factory=RankingParams)
+    signals: list[Signal] = field(default_factory=list)
+    ranker: Ranker | None = None
+    schedule: TrainingScheduler | None = None
+    schedule_params: ScheduleParams = field(default_factory=ScheduleParams)
+    ranker_params: RankerParams | None = None
+
+    def __post_init__(self) -> None:
+        if not self.signals:
+            self.signals = default_signals(self.params)
+        if self.ranker is None:
+            prior = dict(self.ranker_params.prior) if self.ranker_params else {}
+            p = self.params
+            prior = prior or {
+                "taste.sim": 1.0,
+                "co.score": p.co_weight,
+                "neighbours.score": p.knn_weight,
+                "next_item.z": p.seq_weight,
+                "trending.scaled": p.trending_weight,
+                "live.velocity": p.live_boost_weight,
+                "freshness.fresh": p.freshness_weight,
+            }
+            self.ranker = Ranker(self.columns, replace(self.ranker_params or RankerParams(), prior=prior))
+        if self.schedule is None:
+            rehearsed = [s for s in self.signals if hasattr(s, "rehearse")]
+            self.schedule = TrainingScheduler(self.ranker, rehearsed, self.schedule_params)  # type: ignore[arg-type]
+
+    # --- the signals' columns --------------------------------------------------------------------
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.signals)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (
+            *(f"{s.name}.{c}" for s in self.signals for c in s.columns),
+            *(f"source.{s.name}" for s in self.signals),
+        )
+
+    def column_groups(self) -> dict[str, list[int]]:
+        """Signal -> the indices of its columns (its feature columns and its source indicator)."""
+        cols = self.columns
+        return {
+            s.name: [n for n, c in enumerate(cols) if c.startswith(f"{s.name}.") or c == f"source.{s.name}"]
+            for s in self.signals
+        }
+
+    def signal(self, name: str) -> Signal:
+        return next(s for s in self.signals if s.name == name)
+
+    @property
+    def next_item(self) -> NextItemLearner:
+        return self.signal("next_item").model  # type: ignore[attr-defined,no-any-return]
+
+    # --- learning --------------------------------------------------------------------------------
+    def learn_content(self, items: Sequence[IndexedItem]) -> None:
+        for s in self.signals:
+            s.learn_content(items)  # type: ignore[attr-defined]
+
+    def end_live(self, item_id: str) -> None:
+        """An ended stream leaves every signal at once."""
+        for s in self.signals:
+            s.forget(item_id)
+
+    def learn_batch(
+        self,
+        users: Mapping[str, UserState],
+        events: Sequence[tuple[InteractionEvent, IndexedItem]],
+        catalogue: Catalogue,
+        shared: bool = True,
+    ) -> list[bool]:
+        """Apply a micro-batch of interactions in order; returns, per event, whether it was applied
+        (False: a replay of an applied event id, which changes nothing).
+
+        ``shared``: the models every user shares learn too (signals, ranker). Before anything is
+        applied, the first labelled event of each user is labelled: the candidates that user was
+        ranked from their state before the batch, the event's item as the positive. ``shared=False``
+        updates only the users (the strict evaluation keeps validation events out of the models).
+        """
+        examples: list[Example] = []
+        if shared:
+            examples = self._label(users, events, catalogue)
+        observations: list[Observation] = []
+        applied: list[bool] = []
+        for ev, item in events:
+            state = users[ev.user_id]
+            before = tuple(positives(state))
+            ok = self.user_model.learn_one(state, ev, item.vector)
+            applied.append(ok)
+            if ok and shared:
+                weight = state.recent[-1].weight
+                observations.append(
+                    Observation(
+                        ev.event_id, ev.user_id, ev.item_id, ev.type, ev.ts, weight, item.feed, before, item.vector
+                    )
+                )
+        if observations:
+            for s in self.signals:
+                s.learn(observations)
+        if shared:
+            assert self.schedule is not None
+            self.schedule.add(examples, len(observations))
+        return applied
+
+    def learn_one(self, state: UserState, event: InteractionEvent, item: IndexedItem, shared: bool = True) -> bool:
+        """``learn_batch`` of one event for one user (no catalogue: nothing is labelled)."""
+        return self.learn_batch({event.user_id: state}, [(event, item)], EmptyCatalogue(), shared=shared)[0]
+
+    def _label(
+        self,
+        users: Mapping[str, UserState],
+        events: Sequence[tuple[InteractionEvent, IndexedItem]],
+        catalogue: Catalogue,
+    ) -> list[Example]:
+        assert self.schedule is not None
+        chosen: dict[Feed, list[tuple[InteractionEvent, str]]] = {}
+        taken: set[str] = set()
+        for ev, item in events:
+            if ev.user_id in taken:
+                continue
+            taken.add(ev.user_id)
+            state = users[ev.user_id]
+            if state.has_applied(ev.event_id) or ev.item_id in state.seen_items or state.long_term is None:
+                continue
+            if self.user_model.params.event_weights.get(ev.type, 0.0) <= 0 or not self.schedule.wants_label(
+                ev.event_id
+            ):
+                continue
+            chosen.setdefault(item.feed, []).append((ev, ev.item_id))
+        examples: list[Example] = []
+        keep = self.schedule.params.negatives
+        for feed, wanted in chosen.items():
+            ranked = self.rank(
+                [ev.user_id for ev, _ in wanted],
+                [users[ev.user_id] for ev, _ in wanted],
+                feed,
+                catalogue,
+                wanted[0][0].ts,
+            )
+            for n, (ev, target) in enumerate(wanted):
+                rows = ranked.cands.rows_of(n)
+                items = ranked.cands.items[rows.start : rows.stop]
+                if target not in items:
+                    continue
+                pick = sample_negatives(ev.event_id, len(items), items.index(target), keep)
+                examples.append(Example(ev.event_id, ranked.features[rows.start + pick].astype(np.float16)))
+        order = {ev.event_id: n for n, (ev, _) in enumerate(events)}
+        examples.sort(key=lambda e: order[e.event_id])
+        return examples
+
+    # --- ranking ---------------------------------------------------------------------------------
+    def candidates(self, request: RankRequest, views: Sequence[SignalView]) -> Candidates:
+        """Every signal's proposals per user, unseen and servable, merged (first proposer's order kept)."""
+        p = self.params
+        limits = {
+            "taste": p.content_candidates,
+            "content": p.content_candidates // 2,
+            "co": p.co_candidates,
+            "neighbours": p.co_candidates,
+            "next_item": p.seq_candidates,
+            "trending": p.trending_candidates,
+            "live": p.trending_candidates,
+            EXPLORE_SOURCE: p.explore_slots + p.top_k if p.explore_slots else 0,
+        }
+        proposals = [v.candidates(limits.get(s.name, 0)) for s, v in zip(self.signals, views, strict=True)]
+        request.items({i for per_signal in proposals for user_list in per_signal for i in user_list})
+        n_src = len(self.signals)
+        user_rows: list[int] = []
+        items: list[str] = []
+        src_rows: list[np.ndarray] = []
+        offsets = [0]
+        for n, user in enumerate(request.users):
+            merged: dict[str, np.ndarray] = {}
+            for s, per_signal in enumerate(proposals):
+                for i in per_signal[n]:
+                    if i in user.seen or not request.servable(i):
+                        continue
+                    bits = merged.get(i)
+                    if bits is None:
+                        bits = merged[i] = np.zeros(n_src, bool)
+                    bits[s] = True
+            items.extend(merged)
+            src_rows.extend(merged.values())
+            user_rows.extend([n] * len(merged))
+            offsets.append(len(items))
+        known = request.items(items)
+        dim = next((len(it.vector) for it in known.values()), 1)
+        pos = {i: k for k, i in enumerate(dict.fromkeys(items))}
+        unique = np.zeros((len(pos), dim), np.float32)
+        created = np.zeros(len(pos), np.float64)
+        for i, k in pos.items():
+            unique[k] = known[i].vector
+            created[k] = known[i].created_at
+        idx = np.fromiter((pos[i] for i in items), np.int64, count=len(items))
+        return Candidates(
+            user=np.asarray(user_rows, np.int64),
+            items=items,
+            offsets=np.asarray(offsets, np.int64),
+            vectors=unique[idx] if len(items) else np.zeros((0, dim), np.float32),
+            created_at=created[idx] if len(items) else np.zeros(0),
+            sources=np.stack(src_rows) if src_rows else np.zeros((0, n_src), bool),
+        )
+
+    def rank(
+        self,
+        user_ids: Sequence[str],
+        states: Sequence[UserState],
+        feed: Feed,
+        catalogue: Catalogue,
+        now: float,
+        explain: bool = True,
+    ) -> Ranked:
+        """Candidates, features, scores and (``explain``) the explained lists of a batch of users for one feed."""
+        assert self.ranker is not None
+        request = RankRequest(
+            feed, [user_context(u, s, self.user_model) for u, s in zip(user_ids, states, strict=True)], now, catalogue
+        )
+        views = [s.read(request) for s in self.signals]
+        cands = self.candidates(request, views)
+        parts = [np.asarray(v.features(cands), np.float32).reshape(len(cands), -1) for v in views]
+        features = np.concatenate([*parts, cands.sources.astype(np.float32)], axis=1)
+        scores = self.ranker.score(features)
+        lists: list[list[RecommendedItem]] = []
+        if explain:
+            kept = [self._keep(cands, features, scores, n) for n in range(len(request.users))]
+            lists = self._explained(request, views, cands, features, scores, kept)
+        return Ranked(request, cands, features, scores, lists, self.sources)
+
+    def _keep(self, cands: Candidates, features: np.ndarray, scores: np.ndarray, n: int) -> tuple[list[int], list[int]]:
+        """One user's kept rows (by merit, exploration): best rows by partial sort, MMR, the exploration slot."""
+        p = self.params
+        rows = cands.rows_of(n)
+        user_scores = scores[rows.start : rows.stop]
+        if not len(user_scores):
+            return [], []
+        slots = min(p.explore_slots, p.top_k)
+        pool_n = min(len(user_scores), max(p.mmr_pool, p.top_k))
+        top = np.argpartition(-user_scores, pool_n - 1)[:pool_n]
+        top = top[np.lexsort((top, -user_scores[top]))]
+        earned = {cands.items[rows.start + int(j)] for j in top[: p.top_k - slots]}
+        explore: list[int] = []
+        if slots and EXPLORE_SOURCE in self.sources:
+            col = self.columns.index(f"{EXPLORE_SOURCE}.rank")
+            src = self.sources.index(EXPLORE_SOURCE)
+            fresh = [r for r in rows if cands.sources[r, src] and cands.items[r] not in earned]
+            fresh.sort(key=lambda r: -features[r, col])
+            explore = fresh[:slots]
+        k = p.top_k - len(explore)
+        pool = [rows.start + int(j) for j in top if rows.start + int(j) not in explore]
+        if p.mmr_lambda < 1.0:
+            vectors = {cands.items[r]: cands.vectors[r] for r in pool}
+            by_id = {cands.items[r]: r for r in pool}
+            picked = mmr([(cands.items[r], float(scores[r])) for r in pool], vectors, p.mmr_lambda, k)
+            chosen = [by_id[i] for i in picked]
+        else:
+            chosen = pool[:k]
+        return chosen, explore
+
+    def _explained(
+        self,
+        request: RankRequest,
+        views: Sequence[SignalView],
+        cands: Candidates,
+        features: np.ndarray,
+        scores: np.ndarray,
+        kept: Sequence[tuple[list[int], list[int]]],
+    ) -> list[list[RecommendedItem]]:
+        """The kept rows as items, each with the reason of the signal that contributed most to its score
+        (one contributions call for every kept row of the batch)."""
+        assert self.ranker is not None
+        flat = [r for chosen, explore in kept for r in (*chosen, *explore)]
+        contrib = self.ranker.contributions(features[flat], self.column_groups()) if flat else {}
+        names = list(contrib)
+        table = np.stack([contrib[g] for g in names], axis=1) if names else np.zeros((len(flat), 0))
+        at = {r: m for m, r in enumerate(flat)}
+        out: list[list[RecommendedItem]] = []
+        for n, (chosen, explore) in enumerate(kept):
+            items = []
+            for r in (*chosen, *explore):
+                item = cands.items[r]
+                reason = "new" if r in explore else None
+                if reason is None:
+                    row = table[at[r]]
+                    for g in np.argsort(-row, kind="stable"):
+                        if row[g] <= 0:
+                            break
+                        reason = views[self.sources.index(names[g])].reason(n, item)
+                        if reason:
+                            break
+                    reason = reason or explain_similar(request, n, item)
+                items.append(RecommendedItem(item_id=item, score=round(float(scores[r]), 6), reason=reason))
+            out.append(items)
+        return out
+
+    def recommend(
+        self,
+        users: Sequence[UserState],
+        feed: Feed,
+        index: Catalogue,
+        now: float,
+        params: RankingParams | None = None,
+        candidates: int | None = None,
+        user_ids: Sequence[str] | None = None,
+    ) -> list[list[RecommendedItem]]:
+        """One list per user for one feed. A user without a taste vector yet (unknown, or only skips)
+        gets the cold-start list: trending in the feed, then the newest items."""
+        ids = list(user_ids) if user_ids is not None else [f"user-{n}" for n in range(len(users))]
+        warm = [n for n, s in enumerate(users) if self.user_model.query_vector(s) is not None]
+        out: list[list[RecommendedItem]] = [[] for _ in users]
+        if warm:
+            ranked = self.rank([ids[n] for n in warm], [users[n] for n in warm], feed, index, now)
+            for n, lst in zip(warm, ranked.lists, strict=True):
+                out[n] = lst
+        cold = [n for n in range(len(users)) if n not in set(warm)]
+        if cold:
+            trending = self.signal("trending").model  # type: ignore[attr-defined]
+            newest = self.signal(EXPLORE_SOURCE).model  # type: ignore[attr-defined]
+            p = self.params
+            request = RankRequest(feed, [], now, index)
+            top = trending.top(feed, p.trending_candidates + p.top_k)
+            new_ids = newest.newest(feed, p.explore_slots + p.top_k)
+            request.items([i for i, _ in top] + new_ids)
+            top = [(i, s) for i, s in top if request.servable(i)]
+            new_ids = [i for i in new_ids if request.servable(i)]
+            for n in cold:
+                out[n] = cold_start(feed, top, new_ids, users[n].seen_items, p.top_k)
+        return out
+
+
+class EmptyCatalogue:
+    """A catalogue with nothing in it (``learn_one`` without labelling)."""
+
+    def get(self, item_ids: Sequence[str]) -> dict[str, IndexedItem]:
+        return {}
+
+    def search(self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False) -> list:
+        return [[] for _ in queries]
+
+
+def online_models_from_settings(settings: Any, ranking: RankingParams | None = None) -> OnlineModels:
     """The worker's models, configured from the one Settings object (``LIVELENS_*``)."""
+    from ranking.recommender import ranking_params_from_settings
+
     s = settings
+    if s.torch_threads is None:
+        # The online models' matrices are tiny: on a 2-core host one torch thread measured 20x faster
+        # than two (thread hand-off dominates). Process-wide; LIVELENS_TORCH_THREADS overrides.
+        import torch
+
+        torch.set_num_threads(1)
+    params = ranking or ranking_params_from_settings(s)
     next_item: NextItemLearner
     if s.next_item_model == "transformer":
         from ranking.next_item_transformer import TransformerNextItem
@@ -215,9 +457,10 @@ def online_models_from_settings(settings: Any) -> OnlineModels:
         next_item = TransformerNextItem()
     else:
         next_item = NextItemModel()
-    return OnlineModels(
-        user_model=UserModel(params_from_settings(s)),
-        next_item=next_item,
-        trending=Trending(TrendingParams(half_life_s=s.trending_half_life_s, window_s=s.trending_window_s)),
-        live=LiveVelocity(LiveVelocityParams(window_s=s.live_window_s)),
+    signals = default_signals(
+        params,
+        next_item,
+        TrendingParams(half_life_s=s.trending_half_life_s, window_s=s.trending_window_s),
+        LiveVelocityParams(window_s=s.live_window_s),
     )
+    return OnlineModels(user_model=UserModel(params_from_settings(s)), params=params, signals=signals)

@@ -15,15 +15,13 @@ interaction ("because you gifted <title>", "similar to <title>") or "new".
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ranking.index import Hit
-from ranking.user_state import POSITIVE_VERBS, UserState
-from streams.schemas import Feed, InteractionType, RecommendedItem
+from streams.schemas import Feed, RecommendedItem
 
 REASON_TITLE_CHARS = 60
 
@@ -48,6 +46,7 @@ class RankingParams:
     seq_weight: float = 0.4
     seq_candidates: int = 100
     seq_warmup_events: int = 5_000
+    content_candidates: int = 100  # taste search (and half as many from the last item's neighbours)
 
 
 def ranking_params_from_settings(settings: Any) -> RankingParams:
@@ -77,31 +76,6 @@ def freshness(created_at: float, now: float, half_life_s: float) -> float:
 
 def trending_reason(feed: Feed) -> str:
     return "trending live now" if feed is Feed.live else "trending now"
-
-
-def explain(vector: np.ndarray | None, state: UserState, recent_vectors: Mapping[str, tuple[np.ndarray, str]]) -> str:
-    """Name the recent positive interaction that most resembles the recommended item.
-
-    A strong action is named ("because you gifted <title>"); a plain view reads "similar to <title>".
-    """
-    best: tuple[float, str] | None = None
-    for recent in reversed(state.recent[-10:]):
-        verb = POSITIVE_VERBS.get(recent.type)
-        known = recent_vectors.get(recent.item_id)
-        if verb is None or recent.weight <= 0 or known is None:
-            continue
-        title = shorten(known[1])
-        sim = float(np.dot(known[0], vector)) if vector is not None else 0.0
-        if best is None or sim > best[0]:
-            text = f"similar to “{title}”" if recent.type is InteractionType.view else f"because you {verb} “{title}”"
-            best = (sim, text)
-    return best[1] if best else "similar to what you watch"
-
-
-def top_co_engaged(co_scores: Mapping[str, float], seen: set[str], limit: int) -> list[str]:
-    """The strongest co-engaged items the user has not seen: extra candidates beside content search."""
-    ranked = sorted((s, i) for i, s in co_scores.items() if i not in seen)
-    return [i for _, i in reversed(ranked[-limit:])] if limit else []
 
 
 def mmr(scored: Sequence[tuple[str, float]], vectors: Mapping[str, np.ndarray | None], lam: float, k: int) -> list[str]:
@@ -137,98 +111,6 @@ def mmr(scored: Sequence[tuple[str, float]], vectors: Mapping[str, np.ndarray | 
         taken[best] = True
         out.append(ids[best])
         max_sim = np.maximum(max_sim, sims[best])
-    return out
-
-
-@dataclass(frozen=True)
-class Signals:
-    """Per-candidate signals beside content similarity, gathered by ``ranking.online`` for one user."""
-
-    co_scores: Mapping[str, float]
-    co_source: Mapping[str, str]  # co-engaged item -> title of the recent item that linked it
-    trending: Mapping[str, float]  # item -> trending score in [0, 1] within the feed
-    live_boost: Mapping[str, tuple[float, str]]  # live item -> (score bonus, reason)
-    knn: Mapping[str, float] = field(default_factory=dict)  # item -> sequence-neighbour score in [0, 1]
-    fresh: Sequence[Hit] = ()  # newest unseen items for the exploration slots, newest first
-    seq: Mapping[str, float] = field(default_factory=dict)  # item -> next-item z-score x model confidence
-    seq_after: str | None = None  # title of the user's last positive item (the next-item model's context)
-
-
-NO_SIGNALS = Signals({}, {}, {}, {})
-
-
-def rank(
-    hits: Sequence[Hit],
-    state: UserState,
-    recent_vectors: Mapping[str, tuple[np.ndarray, str]],
-    now: float,
-    params: RankingParams,
-    vector_of: Callable[[str], np.ndarray | None] | None = None,
-    signals: Signals = NO_SIGNALS,
-) -> list[RecommendedItem]:
-    """Drop seen items, score the rest, re-rank the best for diversity, fill the exploration slots, explain.
-
-    ``hits`` are the candidates from every source, each with its content similarity to the user.
-    ``vector_of`` supplies item vectors when the hits carry none (searching without vectors is much
-    cheaper; the index keeps vectors in memory).
-    """
-    seen = state.seen_items
-    parts: dict[str, tuple[float, float, float, float, float, Hit]] = {}  # id -> (score, co, knn, trend, live, hit)
-    seq_gain: dict[str, float] = {}
-    for h in hits:
-        if h.item_id in seen or h.item_id in parts:
-            continue
-        co = params.co_weight * signals.co_scores.get(h.item_id, 0.0)
-        knn = params.knn_weight * signals.knn.get(h.item_id, 0.0)
-        trend = params.trending_weight * signals.trending.get(h.item_id, 0.0)
-        live = signals.live_boost.get(h.item_id, (0.0, ""))[0]
-        # the next-item model joins the collaborative part: its reason competes with co-engagement's
-        seq = params.seq_weight * signals.seq.get(h.item_id, 0.0)
-        seq_gain[h.item_id] = seq
-        score = h.similarity + co + knn + trend + live + seq
-        score += params.freshness_weight * freshness(h.created_at, now, params.freshness_half_life_s)
-        parts[h.item_id] = (score, co, knn, trend, live, h)
-    by_score = sorted(parts, key=lambda i: parts[i][0], reverse=True)
-    slots = min(params.explore_slots, params.top_k)
-    earned = set(by_score[: params.top_k - slots])  # new items that win a place on merit need no slot
-    explore = [f for f in signals.fresh if f.item_id not in seen and f.item_id not in earned][:slots]
-    explore_ids = {f.item_id for f in explore}
-    by_score = [i for i in by_score if i not in explore_ids]
-    k = params.top_k - len(explore)
-    vectors: dict[str, np.ndarray | None] = {}
-
-    def vector(item_id: str) -> np.ndarray | None:
-        if item_id not in vectors:
-            h = parts[item_id][5] if item_id in parts else None
-            v = h.vector if h is not None else None
-            vectors[item_id] = v if v is not None or vector_of is None else vector_of(item_id)
-        return vectors[item_id]
-
-    pool = by_score[: max(params.mmr_pool, k)]
-    if params.mmr_lambda < 1.0:
-        for i in pool:
-            vector(i)
-    chosen = mmr([(i, parts[i][0]) for i in pool], vectors, params.mmr_lambda, k)
-    out = []
-    for item_id in chosen:
-        score, co, knn, trend, live, h = parts[item_id]
-        linked = signals.co_source.get(item_id)
-        if live > 0 and live >= max(co, knn, trend):
-            reason = signals.live_boost[item_id][1]
-        elif linked is not None and co > max(h.similarity, trend) and co >= knn:
-            reason = f"people who watched “{shorten(linked)}” also watched this"
-        elif knn > max(h.similarity, trend):
-            reason = "people with similar taste watched this"
-        elif signals.seq_after and seq_gain.get(item_id, 0.0) > max(h.similarity, trend, co):
-            reason = f"often watched next after “{shorten(signals.seq_after)}”"
-        elif trend > max(h.similarity, co):
-            reason = trending_reason(h.feed)
-        else:
-            reason = explain(vector(item_id), state, recent_vectors)
-        out.append(RecommendedItem(item_id=item_id, score=round(score, 6), reason=reason))
-    for f in explore:
-        score = parts[f.item_id][0] if f.item_id in parts else f.similarity
-        out.append(RecommendedItem(item_id=f.item_id, score=round(score, 6), reason="new"))
     return out
 
 

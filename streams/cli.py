@@ -224,9 +224,6 @@ def evaluate(
     users: Annotated[int | None, typer.Option(help="evaluate only the first N users")] = None,
     variant: Annotated[str, typer.Option(help="strict (headline) | streaming")] = "strict",
     target: Annotated[str, typer.Option(help="test (report) | valid (tune)")] = "test",
-    warm_epochs: Annotated[
-        int, typer.Option(min=1, max=50, help="next-item model passes over the training part (1 = purely online)")
-    ] = 1,
     through_kafka: Annotated[
         bool, typer.Option(help="replay the users through the broker and a real worker; compare with in-process")
     ] = False,
@@ -238,7 +235,7 @@ def evaluate(
     from rich.table import Table
 
     from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
-    from ranking.evaluation import Protocol, run_evaluation, write_outputs
+    from ranking.evaluation import KS, Protocol, eval_ranking, run_evaluation, write_outputs
     from ranking.online import online_models_from_settings
     from ranking.recommender import ranking_params_from_settings
     from ranking.user_state import params_from_settings
@@ -269,18 +266,18 @@ def evaluate(
 
         def tick(name: str, n: int, total: int) -> None:
             if name not in tasks:
-                tasks[name] = bar.add_task(f"replay + rank ({name})", total=total)
+                label = "learn the training stream" if name == "train" else "rank every user"
+                tasks[name] = bar.add_task(label, total=total)
             bar.advance(tasks[name], n)
 
         result = run_evaluation(
             data,
             encoder,
             params_from_settings(s),
-            Protocol(variant=variant, target=target, warm_epochs=warm_epochs),
+            Protocol(variant=variant, target=target),
             s.text_encoder,
             tick,
-            ranking=ranking_params_from_settings(s),
-            models=online_models_from_settings(s),
+            models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(KS))),
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")
@@ -290,7 +287,17 @@ def evaluate(
         table.add_column(m, justify="right")
     for name, values in result.methods.items():
         table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
+    for name in result.not_exercised:
+        table.add_row(name, *("n/a" for _ in metrics))
     console.print(table)
+    for name, why in result.not_exercised.items():
+        console.print(f"[dim]{name}: n/a, {why}[/]")
+    c = result.candidates
+    console.print(
+        f"candidate recall: {c['target_in_candidates']:.1%} of targets among {c['mean_candidates']:.0f} candidates "
+        f"per user; by source: "
+        + ", ".join(f"{k} {v['target_in_candidates']:.1%} ({v['mean_candidates']:.0f})" for k, v in c["by_source"].items())
+    )
     console.print(f"wrote {results_path} and {plot_path}")
 
 

@@ -1,0 +1,202 @@
+"""The one contract every online ranking signal implements, and what it reads and writes.
+
+Why one contract: the worker, the offline evaluation, the trainer and the tests drive every signal
+the same way (learn from a batch of applied interactions, propose candidates for a batch of users,
+fill feature columns for a users x candidates matrix, snapshot, restore, forget an item, stay within
+a memory bound), so a new signal is one class, checked by ``tests/unit/test_signal_contract.py``
+without writing a test of its own, and the learned ranker (``ranking.ranker``) sees its columns.
+
+Snapshots are versioned, self-describing bytes (``encode_snapshot``): a JSON header and numpy arrays
+in one ``.npz``, loaded without pickle, because the trainer publishes them to other processes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ranking.index import IndexedItem
+from streams.schemas import Feed, InteractionType
+
+SNAPSHOT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Observation:
+    """One applied (deduplicated) interaction, as the shared signals learn it."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: InteractionType
+    ts: float
+    weight: float  # the user model's weight of this event (negative for a skip)
+    feed: Feed
+    context: tuple[str, ...]  # the user's positive items before this event, oldest first
+    vector: np.ndarray | None = None  # the item's content vector
+
+
+@dataclass
+class UserContext:
+    """What ranking reads of one user: their taste vector and recent items."""
+
+    user_id: str
+    positives: tuple[str, ...]  # recent positive items, oldest first
+    seen: set[str]  # never recommended again
+    query: np.ndarray | None  # unit taste vector (None: no taste yet)
+    recent: tuple[tuple[str, InteractionType, float], ...] = ()  # (item, type, weight), oldest first
+
+
+class Catalogue(Protocol):
+    """The item index as ranking sees it (Milvus behind the search tier in the worker, in memory offline)."""
+
+    def get(self, item_ids: Sequence[str]) -> Mapping[str, IndexedItem]: ...
+
+    def search(self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False) -> list: ...
+
+
+@dataclass
+class RankRequest:
+    """One feed's ranking for a batch of users at one moment."""
+
+    feed: Feed
+    users: list[UserContext]
+    now: float
+    catalogue: Catalogue
+    _items: dict[str, IndexedItem] = field(default_factory=dict)
+
+    def items(self, ids: Iterable[str]) -> dict[str, IndexedItem]:
+        """Catalogue look-ups, cached for the request (each item is fetched once per batch)."""
+        missing = [i for i in dict.fromkeys(ids) if i not in self._items]
+        if missing:
+            self._items.update(self.catalogue.get(missing))
+        return self._items
+
+    def servable(self, item_id: str) -> bool:
+        """In this feed, and for the live feed still live: an ended stream is never returned."""
+        it = self._items.get(item_id)
+        return it is not None and it.feed is self.feed and (self.feed is not Feed.live or it.is_live)
+
+
+@dataclass
+class Candidates:
+    """The users x candidates matrix, flattened: row r is candidate ``items[r]`` of user ``user[r]``."""
+
+    user: np.ndarray  # int64 per row
+    items: list[str]
+    offsets: np.ndarray  # user n's rows are offsets[n]:offsets[n+1]
+    vectors: np.ndarray  # float32 (rows, dim): each candidate's content vector
+    created_at: np.ndarray  # float64 per row
+    sources: np.ndarray  # bool (rows, n_sources): which signals proposed the row
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def rows_of(self, n: int) -> range:
+        return range(int(self.offsets[n]), int(self.offsets[n + 1]))
+
+
+class SignalView(Protocol):
+    """One signal read once for one request: a consistent view for candidates, features and reasons."""
+
+    def candidates(self, limit: int) -> list[list[str]]:
+        """Up to ``limit`` proposals per user, best first (possibly seen items; the caller drops them)."""
+        ...
+
+    def features(self, cands: Candidates) -> np.ndarray:
+        """float32 (rows, len(columns)): this signal's columns for every candidate row."""
+        ...
+
+    def reason(self, n: int, item_id: str) -> str | None:
+        """Why user ``n`` gets ``item_id`` when this signal contributed most (None: no text of its own)."""
+        ...
+
+
+class Signal(Protocol):
+    name: str
+    columns: tuple[str, ...]  # feature column names, without the signal's prefix
+    max_bytes: int
+
+    def learn(self, events: Sequence[Observation]) -> None: ...
+    def read(self, request: RankRequest) -> SignalView: ...
+    def snapshot(self) -> bytes: ...
+    def restore(self, data: bytes) -> None: ...
+    def forget(self, item_id: str) -> None: ...
+    def memory_bytes(self) -> int: ...
+
+
+# --- snapshots -------------------------------------------------------------------------------------
+class SnapshotError(ValueError):
+    pass
+
+
+def encode_snapshot(name: str, version: int, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> bytes:
+    """Bytes of a snapshot: the header (signal name, its state version, the format) and its arrays."""
+    header = {"format": SNAPSHOT_FORMAT, "signal": name, "version": version, "meta": meta}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, __header__=np.frombuffer(json.dumps(header).encode(), np.uint8), **arrays)
+    return buf.getvalue()
+
+
+def decode_snapshot(data: bytes, name: str, version: int) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(meta, arrays) of a snapshot written by ``encode_snapshot`` for this signal and version."""
+    try:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        header = json.loads(arrays.pop("__header__").tobytes())
+    except (ValueError, KeyError, OSError) as e:
+        raise SnapshotError(f"not a LiveLens snapshot: {e}") from e
+    if header.get("format") != SNAPSHOT_FORMAT or header.get("signal") != name or header.get("version") != version:
+        raise SnapshotError(
+            f"snapshot of {header.get('signal')!r} v{header.get('version')} cannot restore {name!r} v{version}"
+        )
+    return header["meta"], arrays
+
+
+def str_array(values: Iterable[str]) -> np.ndarray:
+    """Strings as a numpy unicode array (``allow_pickle=False`` safe)."""
+    out = np.array(list(values), dtype=np.str_)
+    return out if out.size else np.zeros(0, dtype="<U1")
+
+
+# --- deduplication ---------------------------------------------------------------------------------
+class EventWindow:
+    """The ids of the last ``size`` applied events: a redelivered event is learned once (at-least-once
+    delivery), in bounded memory."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def admit(self, events: Sequence[Observation]) -> list[Observation]:
+        fresh = []
+        for ev in events:
+            if ev.event_id in self._ids:
+                continue
+            self._ids[ev.event_id] = None
+            fresh.append(ev)
+            if len(self._ids) > self.size:
+                self._ids.popitem(last=False)
+        return fresh
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._ids)
+
+    def load(self, ids: Iterable[str]) -> None:
+        self._ids = OrderedDict.fromkeys(ids)
+
+    def memory_bytes(self) -> int:
+        return sum(64 + len(i) for i in self._ids)
+
+
+def rank_feature(order: Sequence[str], items: Sequence[str]) -> np.ndarray:
+    """1 / (1 + position) of each item in ``order`` (0 when absent): a scale-free rank column."""
+    pos = {i: n for n, i in enumerate(order)}
+    return np.fromiter((1.0 / (1.0 + pos[i]) if i in pos else 0.0 for i in items), np.float32, count=len(items))
