@@ -358,13 +358,23 @@ class NextItemModel:
         return self.e_in.nbytes + self.e_out.nbytes + self.bias.nbytes + self.count.nbytes + len(self.row) * 150
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        return {"learned": self.learned, "next_row": self.row.next_row, "rng": self._rng.bit_generator.state}, {
+        table = self._table_rows is not None
+        meta = {
+            "learned": self.learned,
+            "next_row": self.row.next_row,
+            "rng": self._rng.bit_generator.state,
+            "table_age": self._table_age if table else None,
+        }
+        arrays = {
             "e_in": self.e_in,
             "e_out": self.e_out,
             "bias": self.bias,
             "count": self.count,
             **rows_state(self.row),
         }
+        if self._table_rows is not None:
+            arrays |= {"table_rows": self._table_rows, "table_cum": self._table_cum}
+        return meta, arrays
 
     def load_state(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.e_in, self.e_out = arrays["e_in"].copy(), arrays["e_out"].copy()
@@ -373,6 +383,9 @@ class NextItemModel:
         self.learned = int(meta["learned"])
         self._rng.bit_generator.state = meta["rng"]
         self._table_rows, self._table_age = None, 0
+        if meta["table_age"] is not None:
+            self._table_rows, self._table_cum = arrays["table_rows"].copy(), arrays["table_cum"].copy()
+            self._table_age = int(meta["table_age"])
 
     def all_scores(self, context: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Logits of every known item (offline full ranking, candidate generation)."""

@@ -72,15 +72,15 @@ def default_signals(
     out: list[Signal] = [
         TasteSignal(),
         ContentSignal(),
-        CoEngagementSignal(CoEngagementParams(), recency_decay=params.co_recency_decay),
-        NextItemSignal(next_item),
+        CoEngagementSignal(CoEngagementParams(), recency_decay=params.co_recency_decay, max_bytes=1 << 30),
+        NextItemSignal(next_item, max_bytes=256 << 20),
         TrendingSignal(trending),
         LiveSignal(live),
         FreshnessSignal(params.freshness_half_life_s),
         NewItemsSignal(),
     ]
     if params.knn_weight > 0:
-        out.insert(4, NeighboursSignal())
+        out.insert(4, NeighboursSignal(max_bytes=512 << 20))
     return out
 
 
@@ -179,7 +179,7 @@ class OnlineModels:
         updates only the users (the strict evaluation keeps validation events out of the models).
         """
         examples: list[Example] = []
-        if shared:
+        if shared and not isinstance(catalogue, EmptyCatalogue):
             examples = self._label(users, events, catalogue)
         observations: list[Observation] = []
         applied: list[bool] = []
@@ -318,7 +318,10 @@ class OnlineModels:
         )
         views = [s.read(request) for s in self.signals]
         cands = self.candidates(request, views)
-        parts = [np.asarray(v.features(cands), np.float32).reshape(len(cands), -1) for v in views]
+        parts = [
+            np.asarray(v.features(cands), np.float32).reshape(len(cands), len(s.columns))
+            for s, v in zip(self.signals, views, strict=True)
+        ]
         features = np.concatenate([*parts, cands.sources.astype(np.float32)], axis=1)
         scores = self.ranker.score(features)
         lists: list[list[RecommendedItem]] = []
@@ -463,4 +466,10 @@ def online_models_from_settings(settings: Any, ranking: RankingParams | None = N
         TrendingParams(half_life_s=s.trending_half_life_s, window_s=s.trending_window_s),
         LiveVelocityParams(window_s=s.live_window_s),
     )
-    return OnlineModels(user_model=UserModel(params_from_settings(s)), params=params, signals=signals)
+    return OnlineModels(
+        user_model=UserModel(params_from_settings(s)),
+        params=params,
+        signals=signals,
+        ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate, prior={}),
+        schedule_params=ScheduleParams(label_one_in=s.label_one_in),
+    )

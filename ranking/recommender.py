@@ -62,6 +62,7 @@ def ranking_params_from_settings(settings: Any) -> RankingParams:
         seq_weight=settings.seq_weight,
         seq_candidates=settings.seq_candidates,
         co_weight=settings.co_weight,
+        content_candidates=settings.candidates,
     )
 
 

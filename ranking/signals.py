@@ -66,7 +66,8 @@ class BaseSignal:
 
     def __init__(self, max_bytes: int = 64 << 20, dedupe_window: int = DEDUPE_WINDOW) -> None:
         self.max_bytes = max_bytes
-        self.window = EventWindow(dedupe_window)
+        # at most a quarter of the budget remembers applied event ids (about 100 bytes each)
+        self.window = EventWindow(max(16, min(dedupe_window, max_bytes // 400)))
 
     def learn(self, events: Sequence[Observation]) -> None:
         fresh = self.window.admit(events)
@@ -114,7 +115,8 @@ class TasteView(NoView):
             longest = max(len(self.request.users[n].seen) for n in warm)
             hits = self.request.catalogue.search(queries, self.request.feed, limit=limit + longest)
             for n, user_hits in zip(warm, hits, strict=True):
-                self.order[n] = [h.item_id for h in user_hits]
+                seen = self.request.users[n].seen
+                self.order[n] = [h.item_id for h in user_hits if h.item_id not in seen][:limit]
         return self.order
 
     def features(self, cands: Candidates) -> np.ndarray:
@@ -182,7 +184,8 @@ class ContentView(NoView):
             longest = max(len(self.request.users[n].seen) for n, _ in lasts)
             hits = self.request.catalogue.search([v for _, v in lasts], self.request.feed, limit=limit + longest)
             for (n, _), user_hits in zip(lasts, hits, strict=True):
-                out[n] = [h.item_id for h in user_hits]
+                seen = self.request.users[n].seen
+                out[n] = [h.item_id for h in user_hits if h.item_id not in seen][:limit]
         return out
 
     def features(self, cands: Candidates) -> np.ndarray:
@@ -402,7 +405,9 @@ class NextItemSignal(BaseSignal):
     def __init__(self, model: NextItemLearner | None = None, buffer: int = 200_000, **kw: Any) -> None:
         super().__init__(**kw)
         self.model: NextItemLearner = model if model is not None else NextItemModel()
-        self.buffer: deque[tuple[tuple[str, ...], str, float]] = deque(maxlen=buffer)
+        # the rehearsal buffer takes at most a third of the budget (about 200 bytes an example); the
+        # model itself is bounded by its own ``max_items``
+        self.buffer: deque[tuple[tuple[str, ...], str, float]] = deque(maxlen=min(buffer, self.max_bytes // 600))
 
     def _learn(self, events: Sequence[Observation]) -> None:
         examples, weights = [], []
@@ -726,7 +731,9 @@ class NewItemsSignal(BaseSignal):
 
     def __init__(self, max_items: int = 200, pool: int = 50, **kw: Any) -> None:
         super().__init__(**kw)
-        self.model = NewItems(max_items=max_items)
+        # per feed, with the 25 % slack NewItems prunes with, within the three quarters left of the budget
+        fits = int(self.max_bytes * 3 // 4 // ROW_BYTES // len(Feed) // 1.25)
+        self.model = NewItems(max_items=max(1, min(max_items, fits)))
         self.pool = pool
 
     def learn_content(self, items: Sequence[IndexedItem]) -> None:

@@ -296,7 +296,9 @@ def evaluate(
     console.print(
         f"candidate recall: {c['target_in_candidates']:.1%} of targets among {c['mean_candidates']:.0f} candidates "
         f"per user; by source: "
-        + ", ".join(f"{k} {v['target_in_candidates']:.1%} ({v['mean_candidates']:.0f})" for k, v in c["by_source"].items())
+        + ", ".join(
+            f"{k} {v['target_in_candidates']:.1%} ({v['mean_candidates']:.0f})" for k, v in c["by_source"].items()
+        )
     )
     console.print(f"wrote {results_path} and {plot_path}")
 

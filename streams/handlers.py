@@ -20,7 +20,6 @@ from encoders.fusion import to_common
 from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
-from ranking.coengagement import CoEngagement
 from ranking.index import Hit, IndexedItem
 from ranking.modalities import InMemoryModalityStore, ModalityStore
 from ranking.online import OnlineModels
@@ -180,11 +179,7 @@ class Handlers:
         # Co-engagement, trending, live velocity and new items are learned from this worker's
         # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
         # global table is the next step for multi-worker deployments.
-        self.models = models or OnlineModels(user_model)
-
-    @property
-    def co_engagement(self) -> CoEngagement:
-        return self.models.co
+        self.models = models or OnlineModels(user_model, params=ranking)
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
@@ -348,20 +343,21 @@ class Handlers:
         users: dict[str, UserState] = {u: UserState.from_dict(s) for u, s in states.items()}
         last_trigger: dict[tuple[str, Feed], InteractionEvent] = {}
         comments: dict[str, list[str]] = {}
-        duplicates = 0
+        known: list[tuple[InteractionEvent, IndexedItem]] = []
         for pos, ev in events:
             item = items.get(ev.item_id)
             if item is None:
                 err = RejectedEvent("unknown_item", f"item {ev.item_id!r} is not indexed")
                 dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
                 continue
-            state = users.setdefault(ev.user_id, UserState())
-            if self.models.learn_one(state, ev, item):
-                if ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
-                    comments.setdefault(ev.item_id, []).append(ev.comment.strip())
-            else:
-                duplicates += 1
+            users.setdefault(ev.user_id, UserState())
+            known.append((ev, item))
             last_trigger[(ev.user_id, item.feed)] = ev
+        applied = self.models.learn_batch(users, known, self.index)
+        for (ev, item), ok in zip(known, applied, strict=True):
+            if ok and ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
+                comments.setdefault(ev.item_id, []).append(ev.comment.strip())
+        duplicates = applied.count(False)
         recs = self.recommend(users, last_trigger)
         touched = {user for user, _ in last_trigger}
         forwarded = [
@@ -399,7 +395,7 @@ class Handlers:
         out: list[Recommendation] = []
         for feed, wanted in by_feed.items():
             lists = self.models.recommend(
-                [users[u] for u, _ in wanted], feed, self.index, time.time(), self.ranking, self.candidates
+                [users[u] for u, _ in wanted], feed, self.index, time.time(), user_ids=[u for u, _ in wanted]
             )
             for (user, ev), ranked in zip(wanted, lists, strict=True):
                 out.append(

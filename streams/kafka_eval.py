@@ -37,6 +37,7 @@ from ranking.evaluation import (
     eval_ranking,
     evaluate_livelens,
     interaction,
+    stream_order,
     summarize,
 )
 from ranking.online import online_models_from_settings
@@ -80,7 +81,7 @@ def check_protocol(protocol: Protocol) -> None:
 
 
 def worker_settings(settings: Settings, protocol: Protocol) -> Settings:
-    """The worker ranks exactly as ``evaluate_livelens`` does: top max(K), as many candidates, and neither
+    """The worker ranks exactly as ``evaluate_livelens`` does: top max(K), and neither
     freshness nor the exploration slot (the dataset has no upload times); in-memory tables. One partition:
     the next-item model learns by SGD, so its state depends on the order of events, and only a single
     partition delivers them in the order the offline run replays them."""
@@ -88,7 +89,6 @@ def worker_settings(settings: Settings, protocol: Protocol) -> Settings:
     return settings.model_copy(
         update={
             "top_k": top,
-            "candidates": top,
             "freshness_weight": 0.0,
             "explore_slots": 0,
             "table_store": "memory://",
@@ -141,10 +141,9 @@ def evaluate_through_kafka(
             t = time.perf_counter()
             last_event = {u: f"{u}:{len(sp.history) - 1}" for u, sp in splits.items()}
             say(f"publishing {sum(len(sp.history) for sp in splits.values())} interactions of {len(splits)} users…")
-            for user, sp in splits.items():
-                for n, item_id in enumerate(sp.history):
-                    ev = interaction(user, n, item_id, InteractionType.comment)
-                    _produce(producer, s.topic_interactions, user, ev.model_dump_json())
+            for user, n, item_id in stream_order(splits, "history"):
+                ev = interaction(user, n, item_id, InteractionType.comment)
+                _produce(producer, s.topic_interactions, user, ev.model_dump_json())
             producer.flush(60)
             lists = wait_lists(reader, last_event, 1, timeout_s)
             say("every history processed; replaying each user's last event to read the final lists…")
@@ -174,8 +173,7 @@ def evaluate_through_kafka(
         index,
         params_from_settings(s),
         protocol.ks,
-        ranking=eval_ranking(ranking_params_from_settings(s), max(protocol.ks)),
-        models=online_models_from_settings(s),
+        models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(protocol.ks))),
     )
     seconds["in_process"] = time.perf_counter() - t
     return KafkaEvalResult(

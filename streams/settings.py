@@ -210,7 +210,9 @@ class Settings(BaseSettings):
     recent_items: int = Field(default=50, ge=1, description="Items remembered per user (seen filter, reasons).")
     dedupe_window: int = Field(default=512, ge=1, description="Event ids remembered per user for idempotence.")
     top_k: int = Field(default=10, ge=1)
-    candidates: int = Field(default=30, ge=1, description="Retrieved per query beyond the seen items.")
+    candidates: int = Field(
+        default=100, ge=1, description="Candidates from the taste search (half as many from the last item's)."
+    )
     freshness_weight: float = Field(default=0.05, ge=0, description="Score bonus for a just-uploaded item.")
     trending_weight: float = Field(default=0.05, ge=0, description="Score bonus x trending in the feed (0-1).")
     trending_half_life_s: float = Field(default=3600.0, gt=0, description="Trending engagement halves after this.")
@@ -235,6 +237,15 @@ class Settings(BaseSettings):
     )
     knn_weight: float = Field(
         default=0.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
+    )
+    ranker_hidden: int = Field(
+        default=64, ge=0, description="Learned ranker: width of its MLP's two hidden layers; 0 = linear only."
+    )
+    ranker_learning_rate: float = Field(
+        default=1e-3, ge=0, description="Learned ranker's Adam step; 0 = serve the hand blend it starts from."
+    )
+    label_one_in: int = Field(
+        default=2, ge=1, description="One in N interactions (by event-id hash) labels ranker training examples."
     )
 
     # --- Data -----------------------------------------------------------------------------------

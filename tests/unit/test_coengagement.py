@@ -2,11 +2,12 @@ import numpy as np
 import pytest
 
 from ranking.coengagement import CoEngagement, CoEngagementParams
-from ranking.index import Hit, IndexedItem
-from ranking.online import FeedContext, OnlineModels
+from ranking.index import IndexedItem
+from ranking.memory_index import InMemoryIndex
+from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
-from ranking.user_state import RecentItem, UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionType
+from ranking.user_state import UserModel, UserModelParams, UserState
+from streams.schemas import Feed, InteractionEvent, InteractionType
 
 
 def test_links_follow_the_sequence_and_decay_with_distance() -> None:
@@ -57,27 +58,30 @@ def item(i: str, vec: list[float], feed: Feed = Feed.short_video) -> IndexedItem
 
 
 def test_co_engaged_items_join_the_candidates_and_carry_their_reason() -> None:
-    items = {
-        "seen": item("seen", [1, 0]),
-        "similar": item("similar", [1, 0]),
-        "watched_next": item("watched_next", [0, 1]),
-        "live_next": item("live_next", [0, 1], Feed.live),
-    }
-    co = CoEngagement()
+    index = InMemoryIndex(2)
+    index.upsert(
+        [
+            item("seen", [1, 0]),
+            item("similar", [1, 0]),
+            item("watched_next", [0, 1]),
+            item("live_next", [0, 1], Feed.live),
+        ]
+    )
+    index.upsert(
+        [IndexedItem("seen", Feed.short_video, False, 0.0, "Grandma's dumplings", np.asarray([1, 0], np.float32))]
+    )
+    models = OnlineModels(
+        UserModel(UserModelParams(event_weights={InteractionType.like: 1.2})),
+        params=RankingParams(top_k=5, freshness_weight=0.0, explore_slots=0, seq_weight=0.0),
+    )
+    co = models.signal("co").model
     for _ in range(3):
         co.learn_sequence(["seen", "watched_next"])
         co.learn_sequence(["seen", "live_next"])
-    state = UserState(recent=[RecentItem("seen", InteractionType.like, 0.0, 1.2)])
-    q = np.asarray([1.0, 0.0], np.float32)
-    content_hits = [Hit("similar", 1.0, Feed.short_video, 0.0, "title similar", None)]
-    recent = {"seen": (items["seen"].vector, "Grandma's dumplings")}
-
-    def lookup(ids):
-        return {i: items[i] for i in ids if i in items}
-
-    models = OnlineModels(UserModel(UserModelParams(event_weights={})), co=co)
-    ctx = FeedContext(trending=[], trending_scaled={}, boosts={}, new=[], items={})
-    recs = models.recommend_user(state, q, Feed.short_video, content_hits, ctx, lookup, recent, 0.0, RankingParams())
+    state = UserState()
+    ev = InteractionEvent(event_id="e1", user_id="u", item_id="seen", type="like", ts=0.0)
+    models.learn_one(state, ev, index.get(["seen"])["seen"], shared=False)
+    recs = models.recommend([state], Feed.short_video, index, 0.0)[0]
     assert [r.item_id for r in recs] == ["watched_next", "similar"]  # live_next is not a short video
     assert recs[0].reason == "people who watched “Grandma's dumplings” also watched this"
     assert recs[1].reason == "because you liked “Grandma's dumplings”"

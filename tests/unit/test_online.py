@@ -41,9 +41,9 @@ def index() -> InMemoryIndex:
     return idx
 
 
-def models() -> OnlineModels:
+def models(params: RankingParams = PARAMS) -> OnlineModels:
     weights = {InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}
-    return OnlineModels(UserModel(UserModelParams(event_weights=weights)))
+    return OnlineModels(UserModel(UserModelParams(event_weights=weights)), params=params)
 
 
 def learn(m: OnlineModels, index: InMemoryIndex, state: UserState, eid: str, item: str, kind: str, ts: float) -> bool:
@@ -58,7 +58,7 @@ def test_unknown_user_gets_trending_per_feed(index: InMemoryIndex) -> None:
     learn(m, index, crowd, "e2", "v3", "share", 1.0)
     learn(m, index, crowd, "e3", "v1", "view", 2.0)
     learn(m, index, crowd, "e4", "l2", "gift", 3.0)
-    short, live = (m.recommend([UserState()], feed, index, 0.0, PARAMS, candidates=5)[0] for feed in Feed)
+    short, live = (m.recommend([UserState()], feed, index, 0.0)[0] for feed in Feed)
     assert [r.item_id for r in short] == ["v3", "v1"]  # like 1.2 + share 1.8 > a short view
     assert {r.reason for r in short} == {"trending now"}
     assert [(r.item_id, r.reason) for r in live] == [("l2", "trending live now")]
@@ -68,10 +68,10 @@ def test_first_interaction_makes_a_personal_list_and_replays_change_nothing(inde
     m = models()
     state = UserState()
     assert learn(m, index, state, "e1", "v1", "like", 0.0)
-    trending_before = dict(m.trending.scores[Feed.short_video])
+    trending_before = dict(m.signal("trending").model.scores[Feed.short_video])
     assert not learn(m, index, state, "e1", "v1", "like", 0.0)  # same event id: a replay
-    assert m.trending.scores[Feed.short_video] == trending_before
-    recs = m.recommend([state], Feed.short_video, index, 0.0, PARAMS, candidates=5)[0]
+    assert m.signal("trending").model.scores[Feed.short_video] == trending_before
+    recs = m.recommend([state], Feed.short_video, index, 0.0)[0]
     assert recs[0].item_id == "v2" and "v1" not in [r.item_id for r in recs]
     assert all(r.reason for r in recs) and recs[0].reason == "because you liked “v1”"
 
@@ -82,26 +82,26 @@ def test_an_ended_live_stream_is_never_returned(index: InMemoryIndex) -> None:
     for n in range(5):
         learn(m, index, UserState(), f"g{n}", "l1", "gift", float(n))  # l1 is hot: trending + velocity
     learn(m, index, fan, "f1", "l3", "comment", 5.0)
-    before = m.recommend([fan, UserState()], Feed.live, index, 0.0, PARAMS, candidates=5)
+    before = m.recommend([fan, UserState()], Feed.live, index, 0.0)
     assert before[0][0].item_id == "l1" and before[0][0].reason.startswith("live now: 5 gifts")
     assert before[1][0].item_id == "l1"
     index.set_live("l1", False)  # the index alone already keeps it out, before the models forget it
-    after = m.recommend([fan, UserState()], Feed.live, index, 0.0, PARAMS, candidates=5)
+    after = m.recommend([fan, UserState()], Feed.live, index, 0.0)
     assert all("l1" not in [r.item_id for r in recs] for recs in after)
     m.end_live("l1")
-    assert "l1" not in m.trending.scores[Feed.live] and "l1" not in m.live.events
+    assert "l1" not in m.signal("trending").model.scores[Feed.live] and "l1" not in m.signal("live").model.events
 
 
 def test_new_items_fill_the_exploration_slot_and_the_cold_start(index: InMemoryIndex) -> None:
     m = models()
     m.learn_content([IndexedItem("v3", Feed.short_video, False, 50.0, "v3", np.asarray(VECS["v3"], np.float32))])
     m.learn_content([IndexedItem("v2", Feed.short_video, False, 10.0, "v2", np.asarray(VECS["v2"], np.float32))])
-    assert [(r.item_id, r.reason) for r in m.recommend([UserState()], Feed.short_video, index, 0.0, PARAMS, 5)[0]] == [
+    assert [(r.item_id, r.reason) for r in m.recommend([UserState()], Feed.short_video, index, 0.0)[0]] == [
         ("v3", "new"),
         ("v2", "new"),
     ]
     state = UserState()
     learn(m, index, state, "e1", "v1", "like", 0.0)
-    params = RankingParams(top_k=2, freshness_weight=0.0, explore_slots=1)
-    recs = m.recommend([state], Feed.short_video, index, 0.0, params, candidates=5)[0]
+    m.params = RankingParams(top_k=2, freshness_weight=0.0, explore_slots=1)
+    recs = m.recommend([state], Feed.short_video, index, 0.0)[0]
     assert [(r.item_id, r.reason) for r in recs] == [("v2", "because you liked “v1”"), ("v3", "new")]
