@@ -226,7 +226,7 @@ class Settings(BaseSettings):
     )
     explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
     next_item_model: Literal["embedding", "transformer"] = Field(
-        default="embedding",
+        default="transformer",
         description="Online next-item model: item-embedding average (ranking/next_item.py) or a small "
         "self-attentive encoder (ranking/next_item_transformer.py).",
     )

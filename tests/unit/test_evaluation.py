@@ -10,6 +10,7 @@ from ranking.evaluation import (
     Protocol,
     evaluate_cooccurrence,
     evaluate_livelens,
+    stream_order,
     evaluate_popularity,
     hit_rate,
     ndcg,
@@ -86,6 +87,17 @@ def test_generic_csv_input(tmp_path: Path) -> None:
 
     params = UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()})
     result = run_evaluation(data, encode, params, Protocol(), "test")
-    assert set(result.methods) == {"livelens", "popularity", "cooccurrence"}
-    assert set(result.methods["livelens"]) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"}
+    signals = {f"signal:{s}" for s in ("taste", "content", "co", "next_item", "trending")}
+    assert set(result.methods) == {"livelens", "popularity", "cooccurrence"} | signals
+    assert all(set(m) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"} for m in result.methods.values())
+    assert set(result.not_exercised) == {"signal:live", "signal:freshness", "signal:new_items", "exploration"}
     assert result.dataset["users"] == 1
+    c = result.candidates
+    assert 0 <= c["target_in_candidates"] <= 1 and c["mean_candidates"] >= 1
+    assert set(c["by_source"]) >= {"taste", "co", "next_item"}
+
+
+def test_the_stream_interleaves_users_and_keeps_each_users_order() -> None:
+    splits = split_users({"u": ["a", "b", "c", "d", "e"], "v": ["x", "y", "z"]}, Protocol(min_interactions=3))
+    assert stream_order(splits, "train") == [("u", 0, "a"), ("v", 0, "x"), ("u", 1, "b"), ("u", 2, "c")]
+    assert stream_order(splits, "history")[-1] == ("u", 3, "d")

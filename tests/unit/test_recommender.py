@@ -1,50 +1,82 @@
+"""Ranking a feed through OnlineModels: seen items, reasons, MMR, live boosts, exploration, cold start."""
+
 import math
 
 import numpy as np
 import pytest
 
-from ranking.index import Hit
-from ranking.recommender import RankingParams, Signals, cold_start, mmr, rank
-from ranking.trending import LiveVelocity, LiveVelocityParams
-from ranking.user_state import RecentItem, UserState
-from streams.schemas import Feed, InteractionType
+from ranking.index import IndexedItem
+from ranking.memory_index import InMemoryIndex
+from ranking.online import OnlineModels
+from ranking.recommender import RankingParams, cold_start, mmr
+from ranking.signal import Observation
+from ranking.user_state import UserModel, UserModelParams, UserState
+from streams.schemas import Feed, InteractionEvent, InteractionType
 
 COOK = np.array([1.0, 0.0, 0.0], dtype=np.float32)
 BALL = np.array([0.0, 1.0, 0.0], dtype=np.float32)
+WEIGHTS = {InteractionType.gift: 3.0, InteractionType.like: 1.2, InteractionType.view: 0.5, InteractionType.skip: -0.6}
 
 
-def hit(item: str, sim: float, vec: np.ndarray, created_at: float = 0.0) -> Hit:
-    return Hit(item, sim, Feed.short_video, created_at, f"title {item}", vec)
+def unit(v: list[float]) -> np.ndarray:
+    a = np.asarray(v, np.float32)
+    return a / np.linalg.norm(a)
 
 
-def state_with(*recent: tuple[str, str, float]) -> UserState:
-    return UserState(
-        long_term=[1.0, 0.0, 0.0],
-        short_term=[1.0, 0.0, 0.0],
-        recent=[RecentItem(i, InteractionType(t), 0.0, w) for i, t, w in recent],
-    )
+def catalogue(*items: tuple[str, str, np.ndarray, Feed]) -> InMemoryIndex:
+    index = InMemoryIndex(3)
+    index.upsert([IndexedItem(i, feed, feed is Feed.live, 0.0, title, vec) for i, title, vec, feed in items])
+    return index
+
+
+def models(**params: object) -> OnlineModels:
+    defaults: dict[str, object] = {"top_k": 5, "freshness_weight": 0.0, "explore_slots": 0, "mmr_lambda": 1.0}
+    return OnlineModels(UserModel(UserModelParams(event_weights=WEIGHTS)), params=RankingParams(**(defaults | params)))
+
+
+def user(m: OnlineModels, index: InMemoryIndex, *events: tuple[str, str]) -> UserState:
+    state = UserState()
+    for n, (item, kind) in enumerate(events):
+        ev = InteractionEvent(event_id=f"u:{n}", user_id="u", item_id=item, type=kind, ts=float(n))
+        m.learn_one(state, ev, index.get([item])[item], shared=False)
+    return state
 
 
 def test_seen_items_are_never_recommended() -> None:
-    state = state_with(("a", "like", 1.2))
-    ranked = rank([hit("a", 0.99, COOK), hit("b", 0.5, COOK)], state, {}, now=0.0, params=RankingParams(top_k=5))
-    assert [r.item_id for r in ranked] == ["b"]
-
-
-def test_top_k_by_score_with_freshness_tiebreak() -> None:
-    hits = [hit("old", 0.5, COOK, created_at=0.0), hit("new", 0.5, COOK, created_at=1e6), hit("top", 0.9, COOK)]
-    ranked = rank(hits, UserState(), {}, now=1e6, params=RankingParams(top_k=2))
-    assert [r.item_id for r in ranked] == ["top", "new"]
-    assert ranked[0].score >= ranked[1].score
+    index = catalogue(("a", "a", COOK, Feed.short_video), ("b", "b", unit([1, 0.2, 0]), Feed.short_video))
+    m = models()
+    recs = m.recommend([user(m, index, ("a", "like"))], Feed.short_video, index, 0.0)[0]
+    assert [r.item_id for r in recs] == ["b"]
 
 
 def test_reason_names_the_most_similar_positive_interaction() -> None:
-    state = state_with(("cook1", "gift", 3.0), ("ball1", "like", 1.2), ("cook2", "skip", -0.6))
-    recent = {"cook1": (COOK, "Grandma's dumplings"), "ball1": (BALL, "Derby highlights"), "cook2": (COOK, "x")}
-    ranked = rank([hit("c", 0.8, COOK), hit("f", 0.7, BALL)], state, recent, now=0.0, params=RankingParams())
-    reasons = {r.item_id: r.reason for r in ranked}
+    index = catalogue(
+        ("cook1", "Grandma's dumplings", COOK, Feed.short_video),
+        ("ball1", "Derby highlights", BALL, Feed.short_video),
+        ("cook2", "x", COOK, Feed.short_video),
+        ("c", "c", unit([1, 0.1, 0]), Feed.short_video),
+        ("f", "f", unit([0.1, 1, 0]), Feed.short_video),
+    )
+    m = models()
+    state = user(m, index, ("cook1", "gift"), ("ball1", "like"), ("cook2", "skip"))
+    reasons = {r.item_id: r.reason for r in m.recommend([state], Feed.short_video, index, 0.0)[0]}
     assert reasons["c"] == "because you gifted “Grandma's dumplings”"
     assert reasons["f"] == "because you liked “Derby highlights”"
+
+
+def test_a_view_reads_similar_to_and_trending_explains_itself() -> None:
+    index = catalogue(
+        ("w", "Dumpling masterclass", COOK, Feed.short_video),
+        ("s", "s", unit([1, 0.3, 0]), Feed.short_video),
+        ("t", "t", unit([0, 0.2, 1]), Feed.short_video),
+    )
+    m = models(trending_weight=3.0)
+    m.signal("trending").learn(  # "t" is hot
+        [Observation(f"c{n}", "crowd", "t", InteractionType.like, 0.0, 1.2, Feed.short_video, ()) for n in range(3)]
+    )
+    recs = m.recommend([user(m, index, ("w", "view"))], Feed.short_video, index, 0.0)[0]
+    assert {r.item_id: r.reason for r in recs} == {"t": "trending now", "s": "similar to “Dumpling masterclass”"}
+    assert recs[0].item_id == "t"
 
 
 def test_mmr_order_hand_computed() -> None:
@@ -59,54 +91,50 @@ def test_mmr_order_hand_computed() -> None:
     assert mmr(scored, vectors, lam=0.5, k=2) == ["a", "c"]
 
 
-def test_rank_applies_mmr_through_params() -> None:
-    hits = [hit("a", 0.9, COOK), hit("b", 0.85, COOK), hit("c", 0.4, BALL)]
-    plain = rank(hits, UserState(), {}, now=0.0, params=RankingParams(top_k=2, freshness_weight=0.0))
-    diverse = rank(hits, UserState(), {}, now=0.0, params=RankingParams(top_k=2, freshness_weight=0.0, mmr_lambda=0.5))
-    assert [r.item_id for r in plain] == ["a", "b"]
-    assert [r.item_id for r in diverse] == ["a", "c"]
+def test_mmr_applies_through_params() -> None:
+    index = catalogue(
+        ("seed", "seed", COOK, Feed.short_video),
+        ("a", "a", unit([1, 0.05, 0]), Feed.short_video),
+        ("b", "b", unit([1, 0.1, 0]), Feed.short_video),
+        ("c", "c", unit([1, 1.5, 0]), Feed.short_video),
+    )
+    plain, diverse = models(top_k=2), models(top_k=2, mmr_lambda=0.1)
+    state = user(plain, index, ("seed", "like"))
+    assert [r.item_id for r in plain.recommend([state], Feed.short_video, index, 0.0)[0]] == ["a", "b"]
+    assert [r.item_id for r in diverse.recommend([state], Feed.short_video, index, 0.0)[0]] == ["a", "c"]
 
 
-def live_hit(item: str, sim: float) -> Hit:
-    return Hit(item, sim, Feed.live, 0.0, f"title {item}", COOK)
+def test_live_velocity_lifts_a_stream_with_gifts_and_says_why() -> None:
+    index = catalogue(
+        ("fan", "fan", COOK, Feed.live),
+        ("l_calm", "calm", unit([1, 0.2, 0]), Feed.live),
+        ("l_hot", "hot", unit([1, 1, 0]), Feed.live),
+    )
+    m = models(trending_weight=0.0)
+    m.signal("live").learn(
+        [Observation(f"g{n}", "crowd", "l_hot", InteractionType.gift, float(n), 3.0, Feed.live, ()) for n in range(12)]
+    )
+    recs = m.recommend([user(m, index, ("fan", "like"))], Feed.live, index, 0.0)[0]
+    assert [r.item_id for r in recs] == ["l_hot", "l_calm"]
+    hot_sim = float(np.dot(unit([1, 1, 0]), COOK))
+    assert recs[0].score == pytest.approx(hot_sim + 0.3 * math.log1p(36.0), abs=1e-5)  # 12 gifts x 3 = 36 units
+    assert recs[0].reason == "live now: 12 gifts in the last minute"
 
 
-def test_live_boost_lifts_a_stream_with_gift_velocity_and_says_why() -> None:
-    velocity = LiveVelocity(LiveVelocityParams(window_s=60.0, gift_weight=3.0))
-    for n in range(12):
-        velocity.learn_one("l_hot", InteractionType.gift, float(n))
-    boosts = velocity.boosts(["l_hot", "l_calm"], weight=0.3)
-    signals = Signals(co_scores={}, co_source={}, trending={}, live_boost=boosts)
-    hits = [live_hit("l_calm", 0.8), live_hit("l_hot", 0.5)]
-    ranked = rank(hits, UserState(), {}, now=0.0, params=RankingParams(freshness_weight=0.0), signals=signals)
-    assert [r.item_id for r in ranked] == ["l_hot", "l_calm"]
-    assert ranked[0].score == pytest.approx(0.5 + 0.3 * math.log1p(36.0), abs=1e-6)  # 0.5 + 0.3 ln 37
-    assert ranked[0].reason == "live now: 12 gifts in the last minute"
-
-
-def test_exploration_slot_takes_the_newest_unseen_item_last() -> None:
-    state = state_with(("seen_new", "like", 1.2))
-    hits = [hit(i, s, COOK) for i, s in (("a", 0.9), ("b", 0.8), ("c", 0.7))]
-    fresh = [hit("seen_new", 0.0, BALL), hit("brand_new", 0.1, BALL), hit("newish", 0.05, BALL)]
-    signals = Signals(co_scores={}, co_source={}, trending={}, live_boost={}, fresh=fresh)
-    params = RankingParams(top_k=3, freshness_weight=0.0, explore_slots=1)
-    ranked = rank(hits, state, {}, now=0.0, params=params, signals=signals)
-    assert [r.item_id for r in ranked] == ["a", "b", "brand_new"]
-    assert ranked[-1].reason == "new"
-    none = rank(hits, state, {}, now=0.0, params=RankingParams(top_k=3, freshness_weight=0.0, explore_slots=0))
-    assert [r.item_id for r in none] == ["a", "b", "c"]
-
-
-def test_reasons_trending_and_similar_to_a_watched_title() -> None:
-    state = state_with(("w", "view", 0.5))
-    recent = {"w": (COOK, "Dumpling masterclass")}
-    hits = [hit("t", 0.1, BALL), hit("s", 0.6, COOK)]
-    signals = Signals(co_scores={}, co_source={}, trending={"t": 1.0}, live_boost={})
-    params = RankingParams(freshness_weight=0.0, trending_weight=1.0)
-    ranked = rank(hits, state, recent, now=0.0, params=params, signals=signals)
-    reasons = {r.item_id: r.reason for r in ranked}
-    assert reasons == {"t": "trending now", "s": "similar to “Dumpling masterclass”"}
-    assert ranked[0].item_id == "t" and ranked[0].score == pytest.approx(1.1)
+def test_the_exploration_slot_takes_the_newest_unseen_item_last() -> None:
+    index = catalogue(
+        *((i, i, unit([1, d, 0]), Feed.short_video) for i, d in (("a", 0.1), ("b", 0.2), ("c", 0.3))),
+        ("seed", "seed", COOK, Feed.short_video),
+        ("brand_new", "brand new", BALL, Feed.short_video),
+    )
+    m = models(top_k=3, explore_slots=1)
+    m.learn_content([IndexedItem("brand_new", Feed.short_video, False, 9.0, "brand new", BALL)])
+    m.learn_content([IndexedItem("seed", Feed.short_video, False, 10.0, "seed", COOK)])  # newest, but seen
+    state = user(m, index, ("seed", "like"))
+    recs = m.recommend([state], Feed.short_video, index, 0.0)[0]
+    assert [r.item_id for r in recs] == ["a", "b", "brand_new"] and recs[-1].reason == "new"
+    m.params = RankingParams(top_k=3, freshness_weight=0.0, explore_slots=0, mmr_lambda=1.0)
+    assert [r.item_id for r in m.recommend([state], Feed.short_video, index, 0.0)[0]] == ["a", "b", "c"]
 
 
 def test_cold_start_lists_trending_then_new_without_seen_items() -> None:
@@ -117,12 +145,3 @@ def test_cold_start_lists_trending_then_new_without_seen_items() -> None:
         ("l9", 0.0, "new"),
     ]
     assert cold_start(Feed.short_video, [("v", 1.0)], [], set(), 5)[0].reason == "trending now"
-
-
-def test_sequence_neighbours_add_to_the_score_and_explain_themselves() -> None:
-    signals = Signals(co_scores={}, co_source={}, trending={}, live_boost={}, knn={"k": 1.0, "c": 0.25})
-    hits = [hit("c", 0.5, COOK), hit("k", 0.2, BALL)]
-    params = RankingParams(freshness_weight=0.0, knn_weight=1.0, mmr_lambda=1.0)
-    ranked = rank(hits, UserState(), {}, now=0.0, params=params, signals=signals)
-    assert [(r.item_id, r.score) for r in ranked] == [("k", pytest.approx(1.2)), ("c", pytest.approx(0.75))]
-    assert ranked[0].reason == "people with similar taste watched this"
