@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from streams.schemas import Feed
+from ranking.domain import Feed
 
 TITLE_MAX_CHARS = 300
 WRITE_STAMP = "indexed_at"  # the writer's clock at upsert: lets readers poll "what changed since t"

@@ -20,6 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from ranking.domain import Feed
 from ranking.index import (
     WRITE_STAMP,
     Hit,
@@ -29,7 +30,6 @@ from ranking.index import (
     row_to_item,
     with_loaded_collection,
 )
-from streams.schemas import Feed
 
 log = logging.getLogger(__name__)
 

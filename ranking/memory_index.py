@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ranking.domain import Feed
 from ranking.index import Hit, IndexedItem
-from streams.schemas import Feed
 
 
 class InMemoryIndex:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ranking.coengagement import CoEngagement
+from ranking.domain import Feed, Interaction, RecommendedItem
 from ranking.fresh import NewItems
 from ranking.index import Hit, IndexedItem
 from ranking.neighbours import SequenceNeighbours
@@ -21,7 +22,6 @@ from ranking.next_item import ContextScores, NextItemLearner, NextItemModel
 from ranking.recommender import RankingParams, Signals, cold_start, rank, top_co_engaged
 from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
 from ranking.user_state import UserModel, UserState, params_from_settings
-from streams.schemas import Feed, InteractionEvent, RecommendedItem
 
 
 class SearchIndex(Protocol):
@@ -73,7 +73,7 @@ class OnlineModels:
         self.live.forget(item_id)
         self.new_items.forget(item_id)
 
-    def learn_one(self, state: UserState, event: InteractionEvent, item: IndexedItem, shared: bool = True) -> bool:
+    def learn_one(self, state: UserState, event: Interaction, item: IndexedItem, shared: bool = True) -> bool:
         """Apply one interaction to the user's state and (``shared``) to the models every user shares.
 
         Returns False for a replayed event (its id was already applied), which changes nothing.

@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from ranking.domain import Feed, InteractionType, RecommendedItem
 from ranking.index import Hit
 from ranking.user_state import POSITIVE_VERBS, UserState
-from streams.schemas import Feed, InteractionType, RecommendedItem
 
 REASON_TITLE_CHARS = 60
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from streams.schemas import InteractionEvent, InteractionType
+from ranking.domain import Interaction, InteractionType
 
 POSITIVE_VERBS: dict[InteractionType, str] = {
     InteractionType.gift: "gifted",
@@ -96,7 +96,7 @@ class UserModelParams:
     dedupe_window: int = 512
 
 
-def event_weight(event: InteractionEvent, params: UserModelParams) -> float:
+def event_weight(event: Interaction, params: UserModelParams) -> float:
     """How hard this event pulls the taste toward (positive) or away from (negative) its item."""
     base = params.event_weights.get(event.type, 0.0)
     if event.type is InteractionType.view and event.value > 0:
@@ -120,7 +120,7 @@ class UserModel:
         self.params = params
         self.long_weight = long_weight
 
-    def learn_one(self, state: UserState, event: InteractionEvent, item_vector: Sequence[float] | None) -> bool:
+    def learn_one(self, state: UserState, event: Interaction, item_vector: Sequence[float] | None) -> bool:
         """Apply one interaction in place; returns False (and changes nothing) for a replayed event."""
         if state.has_applied(event.event_id):
             return False

@@ -36,6 +36,7 @@ from streams.schemas import (
     LiveState,
     LiveStatusEvent,
     Recommendation,
+    RecommendedItem,
     RejectedEvent,
     parse_event,
 )
@@ -243,7 +244,7 @@ class Handlers:
                         "media_path_outside_roots" if exc.reason == "path_outside_roots" else "bad_media_path",
                         f"stream {event.item_id!r}: {exc}",
                     ) from exc
-        return self.live_windows.add(event)
+        return self.live_windows.add(event.to_core())
 
     def refresh_live(self, windows: Sequence[LiveWindow]) -> LiveRefresh:
         """Re-encode due live streams from their windows and upsert the blended vectors.
@@ -356,7 +357,7 @@ class Handlers:
                 dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
                 continue
             state = users.setdefault(ev.user_id, UserState())
-            if self.models.learn_one(state, ev, item):
+            if self.models.learn_one(state, ev.to_core(), item):
                 if ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
                     comments.setdefault(ev.item_id, []).append(ev.comment.strip())
             else:
@@ -406,7 +407,7 @@ class Handlers:
                     Recommendation(
                         user_id=user,
                         feed=feed,
-                        items=ranked,
+                        items=[RecommendedItem.from_core(r) for r in ranked],
                         generated_at=time.time(),
                         trigger_event_id=ev.event_id if ev else None,
                         trigger_ts=ev.ts if ev else None,

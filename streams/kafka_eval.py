@@ -45,7 +45,7 @@ from ranking.user_state import params_from_settings
 from streams.consumer import TopicReader, as_recommendation
 from streams.local import LocalStack
 from streams.replay import _produce, make_producer
-from streams.schemas import ContentEvent, InteractionType
+from streams.schemas import ContentEvent, InteractionEvent, InteractionType
 from streams.settings import Settings
 
 
@@ -143,14 +143,14 @@ def evaluate_through_kafka(
             say(f"publishing {sum(len(sp.history) for sp in splits.values())} interactions of {len(splits)} users…")
             for user, sp in splits.items():
                 for n, item_id in enumerate(sp.history):
-                    ev = interaction(user, n, item_id, InteractionType.comment)
+                    ev = InteractionEvent.from_core(interaction(user, n, item_id, InteractionType.comment))
                     _produce(producer, s.topic_interactions, user, ev.model_dump_json())
             producer.flush(60)
             lists = wait_lists(reader, last_event, 1, timeout_s)
             say("every history processed; replaying each user's last event to read the final lists…")
             for user, sp in splits.items():
                 n = len(sp.history) - 1
-                ev = interaction(user, n, sp.history[n], InteractionType.comment)
+                ev = InteractionEvent.from_core(interaction(user, n, sp.history[n], InteractionType.comment))
                 _produce(producer, s.topic_interactions, user, ev.model_dump_json())
             producer.flush(60)
             lists = wait_lists(reader, last_event, 2, timeout_s, lists)

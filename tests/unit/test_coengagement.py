@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 
 from ranking.coengagement import CoEngagement, CoEngagementParams
+from ranking.domain import Feed, InteractionType
 from ranking.index import Hit, IndexedItem
 from ranking.online import FeedContext, OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import RecentItem, UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionType
 
 
 def test_links_follow_the_sequence_and_decay_with_distance() -> None:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from ranking.datasets import load_csv_dataset
+from ranking.domain import Feed, InteractionType
 from ranking.evaluation import (
     Catalogue,
     Protocol,
@@ -21,7 +22,6 @@ from ranking.evaluation import (
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.user_state import UserModelParams
-from streams.schemas import Feed, InteractionType
 from streams.settings import DEFAULT_EVENT_WEIGHTS
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import ranking.local_tier as local_tier
+from ranking.domain import Feed
 from ranking.index import IndexedItem
 from ranking.local_tier import FeedMatrix, LocalSearchTier
 from ranking.memory_index import InMemoryIndex
-from streams.schemas import Feed
 
 
 def item(item_id: str, feed: Feed, vec: list[float], live: bool = True, created: float = 1.0) -> IndexedItem:

@@ -3,11 +3,11 @@ import math
 import numpy as np
 import pytest
 
+from ranking.domain import Feed, InteractionType
 from ranking.index import Hit
 from ranking.recommender import RankingParams, Signals, cold_start, mmr, rank
 from ranking.trending import LiveVelocity, LiveVelocityParams
 from ranking.user_state import RecentItem, UserState
-from streams.schemas import Feed, InteractionType
 
 COOK = np.array([1.0, 0.0, 0.0], dtype=np.float32)
 BALL = np.array([0.0, 1.0, 0.0], dtype=np.float32)
