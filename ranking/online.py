@@ -9,26 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from ranking.coengagement import CoEngagement
 from ranking.domain import Feed, Interaction, RecommendedItem
 from ranking.fresh import NewItems
-from ranking.index import Hit, IndexedItem
+from ranking.index import Hit, Index, IndexedItem
 from ranking.neighbours import SequenceNeighbours
 from ranking.next_item import ContextScores, NextItemLearner, NextItemModel
 from ranking.recommender import RankingParams, Signals, cold_start, rank, top_co_engaged
 from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
 from ranking.user_state import UserModel, UserState, params_from_settings
-
-
-class SearchIndex(Protocol):
-    def get(self, item_ids: Sequence[str]) -> Mapping[str, IndexedItem]: ...
-    def search(
-        self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
-    ) -> list[list[Hit]]: ...
 
 
 def as_hit(item: IndexedItem, query: np.ndarray | None) -> Hit:
@@ -96,7 +89,7 @@ class OnlineModels:
         return True
 
     # --- ranking ---------------------------------------------------------------------------------
-    def feed_context(self, feed: Feed, index: SearchIndex, params: RankingParams) -> FeedContext:
+    def feed_context(self, feed: Feed, index: Index, params: RankingParams) -> FeedContext:
         trending = self.trending.top(feed, params.trending_candidates + params.top_k)
         boosts = self.live.boosts(list(self.live.events), params.live_boost_weight) if feed is Feed.live else {}
         new_ids = self.new_items.newest(feed, params.explore_slots + params.top_k)  # also the cold start's tail
@@ -169,7 +162,7 @@ class OnlineModels:
         self,
         users: Sequence[UserState],
         feed: Feed,
-        index: SearchIndex,
+        index: Index,
         now: float,
         params: RankingParams,
         candidates: int,

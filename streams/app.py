@@ -92,8 +92,8 @@ class Services:
         from encoders.live import LiveWindows
         from encoders.pipeline import MediaPipeline
         from encoders.text import build_text_encoder
-        from ranking.index import ItemIndex
-        from ranking.modalities import MilvusModalityStore
+        from storage.milvus import MilvusIndex
+        from storage.modalities import MilvusModalityStore
 
         s = self.settings
         if s.blas_threads is not None:
@@ -101,7 +101,7 @@ class Services:
 
             threadpool_limits(limits=s.blas_threads, user_api="blas")  # process-wide; torch has its own pool
         encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
-        milvus: Any = ItemIndex(
+        milvus: Any = MilvusIndex(
             s.resolved_milvus_uri(),
             s.milvus_collection,
             encoder.dim,
@@ -112,7 +112,8 @@ class Services:
             search_params=s.milvus_search_params,
         )
         if s.local_search:
-            from ranking.local_tier import LocalSearchTier, MilvusCatalog
+            from ranking.local_tier import LocalSearchTier
+            from storage.catalog import MilvusCatalog
 
             catalog = MilvusCatalog(
                 s.resolved_milvus_uri(), s.milvus_collection, token=s.milvus_token, timeout=s.milvus_timeout_s

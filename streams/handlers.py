@@ -21,16 +21,16 @@ from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
 from ranking.coengagement import CoEngagement
-from ranking.index import Hit, IndexedItem
-from ranking.modalities import InMemoryModalityStore, ModalityStore
+from ranking.domain import Feed
+from ranking.index import Index, IndexedItem
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
+from storage.modalities import InMemoryModalityStore, ModalityStore
 from streams.schemas import (
     ContentEvent,
     DeadLetter,
     Event,
-    Feed,
     InteractionEvent,
     LiveSegmentEvent,
     LiveState,
@@ -52,15 +52,6 @@ class TextEncoder(Protocol):
     dim: int
 
     def encode(self, inputs: Sequence[str]) -> np.ndarray: ...
-
-
-class Index(Protocol):
-    def upsert(self, items: Sequence[IndexedItem]) -> None: ...
-    def get(self, item_ids: Sequence[str], use_cache: bool = True) -> dict[str, IndexedItem]: ...
-    def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None: ...
-    def search(
-        self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
-    ) -> list[list[Hit]]: ...
 
 
 def dead_letter(source_topic: str, raw: bytes | None, error: RejectedEvent) -> DeadLetter:

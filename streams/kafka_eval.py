@@ -192,7 +192,7 @@ def evaluate_through_kafka(
 
 def indexed_vectors(settings: Settings, item_ids: list[str], batch: int = 1_000) -> np.ndarray:
     """The vectors the worker stored in Milvus, in ``item_ids`` order."""
-    from ranking.index import open_milvus
+    from storage.milvus import open_milvus
 
     client = open_milvus(settings.resolved_milvus_uri(), settings.milvus_token, settings.milvus_timeout_s)
     try:

@@ -15,9 +15,9 @@ import pytest
 from encoders.live import LiveSegment, LiveWindows, refreshed_vector
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.modalities import InMemoryModalityStore
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, params_from_settings
+from storage.modalities import InMemoryModalityStore
 from streams.handlers import Handlers, modality_scores
 from streams.schemas import (
     ContentEvent,
