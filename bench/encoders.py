@@ -179,11 +179,12 @@ def bench_pipeline(
     from encoders.video import decode_media
     from ranking.index import IndexedItem
     from storage.milvus import MilvusIndex
+    from streams.params import encoder_params_from_settings
     from streams.schemas import Feed
     from streams.settings import Settings
 
     settings = Settings(media_roots=[videos[0].parent], device=device, encoder_batch_size=max(batches))
-    pipeline = MediaPipeline(settings)
+    pipeline = MediaPipeline(encoder_params_from_settings(settings))
     text = MiniLMTextEncoder(None, device, max(batches))
     out: dict[str, Any] = {"keyframes_per_item": settings.keyframes, "audio_max_s": settings.audio_max_seconds}
     with tempfile.TemporaryDirectory(prefix="livelens-enc-") as tmp:

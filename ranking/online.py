@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -20,8 +19,8 @@ from ranking.index import Hit, Index, IndexedItem
 from ranking.neighbours import SequenceNeighbours
 from ranking.next_item import ContextScores, NextItemLearner, NextItemModel
 from ranking.recommender import RankingParams, Signals, cold_start, rank, top_co_engaged
-from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
-from ranking.user_state import UserModel, UserState, params_from_settings
+from ranking.trending import LiveVelocity, Trending
+from ranking.user_state import UserModel, UserState
 
 
 def as_hit(item: IndexedItem, query: np.ndarray | None) -> Hit:
@@ -196,21 +195,3 @@ class OnlineModels:
 def positives(state: UserState) -> list[str]:
     """The user's recent items with positive weight, oldest first: the next-item model's context."""
     return [r.item_id for r in state.recent if r.weight > 0]
-
-
-def online_models_from_settings(settings: Any) -> OnlineModels:
-    """The worker's models, configured from the one Settings object (``LIVELENS_*``)."""
-    s = settings
-    next_item: NextItemLearner
-    if s.next_item_model == "transformer":
-        from ranking.next_item_transformer import TransformerNextItem
-
-        next_item = TransformerNextItem()
-    else:
-        next_item = NextItemModel()
-    return OnlineModels(
-        user_model=UserModel(params_from_settings(s)),
-        next_item=next_item,
-        trending=Trending(TrendingParams(half_life_s=s.trending_half_life_s, window_s=s.trending_window_s)),
-        live=LiveVelocity(LiveVelocityParams(window_s=s.live_window_s)),
-    )

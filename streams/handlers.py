@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from encoders.fusion import to_common
+from encoders.fusion import DEFAULT_WEIGHTS, to_common
 from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
@@ -167,7 +167,7 @@ class Handlers:
         self.media = media
         self.modalities: ModalityStore = modalities if modalities is not None else InMemoryModalityStore()
         self.live_windows = live_windows if live_windows is not None else LiveWindows()
-        self.fusion_weights = dict(fusion_weights or {"text": 1.0, "image": 0.35, "audio": 0.15})
+        self.fusion_weights = dict(fusion_weights or DEFAULT_WEIGHTS)
         self.live_refresh_alpha = live_refresh_alpha
         # Co-engagement, trending, live velocity and new items are learned from this worker's
         # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
@@ -224,7 +224,7 @@ class Handlers:
         reason instead of a decode error later.
         """
         if self.media is not None:
-            roots = self.media.settings.media_roots
+            roots = self.media.params.media_roots
             for path in [*event.keyframe_paths, event.video_path, event.audio_path]:
                 if path is None:
                     continue

@@ -39,11 +39,9 @@ from ranking.evaluation import (
     interaction,
     summarize,
 )
-from ranking.online import online_models_from_settings
-from ranking.recommender import ranking_params_from_settings
-from ranking.user_state import params_from_settings
 from streams.consumer import TopicReader, as_recommendation
 from streams.local import LocalStack
+from streams.params import online_models_from_settings, ranking_params_from_settings, user_model_params_from_settings
 from streams.replay import _produce, make_producer
 from streams.schemas import ContentEvent, InteractionEvent, InteractionType
 from streams.settings import Settings
@@ -172,7 +170,7 @@ def evaluate_through_kafka(
     ranks_in = evaluate_livelens(
         splits,
         index,
-        params_from_settings(s),
+        user_model_params_from_settings(s),
         protocol.ks,
         ranking=eval_ranking(ranking_params_from_settings(s), max(protocol.ks)),
         models=online_models_from_settings(s),

@@ -21,8 +21,7 @@ from ranking.evaluation import (
 )
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.user_state import UserModelParams
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModelParams
 
 
 def test_metrics_against_hand_computed_values() -> None:

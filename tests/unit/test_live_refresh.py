@@ -16,9 +16,10 @@ from encoders.live import LiveSegment, LiveWindows, refreshed_vector
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.recommender import RankingParams
-from ranking.user_state import UserModel, params_from_settings
+from ranking.user_state import UserModel
 from storage.modalities import InMemoryModalityStore
 from streams.handlers import Handlers, modality_scores
+from streams.params import user_model_params_from_settings
 from streams.schemas import (
     ContentEvent,
     Feed,
@@ -60,7 +61,7 @@ def handlers(media: object = None) -> Handlers:
     return Handlers(
         index=InMemoryIndex(len(TOPICS)),
         encoder=TopicEncoder(),
-        user_model=UserModel(params_from_settings(Settings())),
+        user_model=UserModel(user_model_params_from_settings(Settings())),
         ranking=RankingParams(top_k=5),
         candidates=10,
         topics={"interactions": "i", "content": "c"},
@@ -174,7 +175,7 @@ def test_comments_on_live_streams_are_forwarded_and_others_are_not() -> None:
 
 
 def test_segment_media_outside_the_roots_is_rejected(tmp_path: object) -> None:
-    media = SimpleNamespace(settings=SimpleNamespace(media_roots=[str(tmp_path)]))
+    media = SimpleNamespace(params=SimpleNamespace(media_roots=[str(tmp_path)]))
     h = handlers(media=media)
     with pytest.raises(RejectedEvent) as err:
         h.add_live_segment(segment("l1", keyframe_paths=["/etc/passwd"]))

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from ranking.next_item_transformer import TransformerNextItem, TransformerParams
-from ranking.online import online_models_from_settings
+from streams.params import online_models_from_settings
 from streams.settings import Settings
 
 

@@ -8,8 +8,7 @@ from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
-from ranking.user_state import UserModel, UserModelParams, UserState
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState
 
 VECS = {
     "v1": [1, 0, 0],

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from ranking.domain import Interaction, InteractionType
-from ranking.user_state import UserModel, UserModelParams, UserState, state_differences
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState, state_differences
 
 MODEL = UserModel(UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}))
 VECTORS = {f"i{n}": np.random.default_rng(n).normal(size=8) for n in range(4)}

@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from ranking.domain import Interaction, InteractionType
-from ranking.user_state import UserModel, UserModelParams, UserState, event_weight
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState, event_weight
 
 WEIGHTS = {InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}
 A = np.array([1.0, 0.0, 0.0])
