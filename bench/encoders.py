@@ -177,16 +177,18 @@ def bench_pipeline(
     from encoders.pipeline import MediaPipeline
     from encoders.text import MiniLMTextEncoder
     from encoders.video import decode_media
-    from ranking.index import IndexedItem, ItemIndex
+    from ranking.index import IndexedItem
+    from storage.milvus import MilvusIndex
+    from streams.params import encoder_params_from_settings
     from streams.schemas import Feed
     from streams.settings import Settings
 
     settings = Settings(media_roots=[videos[0].parent], device=device, encoder_batch_size=max(batches))
-    pipeline = MediaPipeline(settings)
+    pipeline = MediaPipeline(encoder_params_from_settings(settings))
     text = MiniLMTextEncoder(None, device, max(batches))
     out: dict[str, Any] = {"keyframes_per_item": settings.keyframes, "audio_max_s": settings.audio_max_seconds}
     with tempfile.TemporaryDirectory(prefix="livelens-enc-") as tmp:
-        index = ItemIndex(str(Path(tmp) / "milvus.db"), "bench_items", text.dim)
+        index = MilvusIndex(str(Path(tmp) / "milvus.db"), "bench_items", text.dim)
         counter = iter(range(10**9))
         try:
             for b in batches:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from ranking.datasets import Dataset, load_dataset
-from ranking.index import IndexedItem, ItemIndex
+from ranking.index import IndexedItem
+from storage.milvus import MilvusIndex
 from streams.local import LocalStack, WorkerProcess
 from streams.replay import interleaved
 from streams.schemas import Feed, feed_of
@@ -86,7 +87,7 @@ def synthetic_items(start: int, n: int, dim: int, seed: int, now: float) -> list
     ]
 
 
-_writers: dict[str, ItemIndex] = {}
+_writers: dict[str, MilvusIndex] = {}
 
 
 def upsert(settings: Settings, items: list[IndexedItem]) -> float:
@@ -99,7 +100,7 @@ def upsert(settings: Settings, items: list[IndexedItem]) -> float:
     uri = settings.resolved_milvus_uri()
     index = _writers.get(uri)
     if index is None:
-        index = _writers[uri] = ItemIndex(uri, settings.milvus_collection, 384, cache_size=1)
+        index = _writers[uri] = MilvusIndex(uri, settings.milvus_collection, 384, cache_size=1)
     for i in range(0, len(items), UPSERT_BATCH):
         index.upsert(items[i : i + UPSERT_BATCH])
     return time.perf_counter() - started

@@ -14,14 +14,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from encoders.base import l2_normalize, resolve_device
-
-if TYPE_CHECKING:
-    from streams.settings import Settings
+from encoders.params import EncoderParams
 
 __all__ = ["AudioFeatureEncoder", "Wav2Vec2AudioEncoder", "build_audio_encoder"]
 
@@ -298,13 +296,13 @@ class Wav2Vec2AudioEncoder:
         return pooled.cpu().numpy()
 
 
-def build_audio_encoder(settings: Settings) -> AudioFeatureEncoder | Wav2Vec2AudioEncoder | None:
+def build_audio_encoder(params: EncoderParams) -> AudioFeatureEncoder | Wav2Vec2AudioEncoder | None:
     """The configured audio encoder (``LIVELENS_AUDIO_ENCODER``), or None when audio is not encoded."""
-    kind = settings.audio_encoder
+    kind = params.audio_encoder
     if kind == "none":
         return None
     if kind == "features":
-        return AudioFeatureEncoder(settings.audio_sample_rate)
+        return AudioFeatureEncoder(params.audio_sample_rate)
     if kind == "wav2vec2":
-        return Wav2Vec2AudioEncoder(settings.audio_model_path, settings.device, torch_threads=settings.torch_threads)
+        return Wav2Vec2AudioEncoder(params.audio_model_path, params.device, torch_threads=params.torch_threads)
     raise ValueError(f"unknown audio encoder: {kind!r}")

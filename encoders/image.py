@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from encoders.base import check_texts, l2_normalize, resolve_device
+from encoders.params import EncoderParams
 
 if TYPE_CHECKING:
     from PIL import Image
-
-    from streams.settings import Settings
 
 
 __all__ = ["ClipImageEncoder", "EfficientNetImageEncoder", "build_image_encoder", "shipped_efficientnet_weights"]
@@ -286,21 +285,21 @@ class ClipImageEncoder(_TorchImageEncoder):
         return l2_normalize(out)
 
 
-def build_image_encoder(settings: Settings) -> EfficientNetImageEncoder | ClipImageEncoder | None:
+def build_image_encoder(params: EncoderParams) -> EfficientNetImageEncoder | ClipImageEncoder | None:
     """The configured frame encoder (``LIVELENS_IMAGE_ENCODER``), or None when frames are not encoded."""
-    kind = settings.image_encoder
+    kind = params.image_encoder
     if kind == "none":
         return None
     if kind == "efficientnet":
         return EfficientNetImageEncoder(
-            settings.image_model_path, settings.device, settings.encoder_batch_size, settings.torch_threads
+            params.image_model_path, params.device, params.encoder_batch_size, params.torch_threads
         )
     if kind == "clip":
         return ClipImageEncoder(
-            settings.clip_model,
-            settings.clip_checkpoint,
-            device=settings.device,
-            batch_size=settings.encoder_batch_size,
-            torch_threads=settings.torch_threads,
+            params.clip_model,
+            params.clip_checkpoint,
+            device=params.device,
+            batch_size=params.encoder_batch_size,
+            torch_threads=params.torch_threads,
         )
     raise ValueError(f"unknown image encoder: {kind!r}")

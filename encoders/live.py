@@ -21,9 +21,33 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from encoders.fusion import blend, fuse
-from streams.schemas import LiveSegmentEvent
 
-__all__ = ["LiveWindow", "LiveWindows", "refreshed_vector"]
+__all__ = ["LiveSegment", "LiveWindow", "LiveWindows", "refreshed_vector"]
+
+
+@dataclass(frozen=True)
+class LiveSegment:
+    """What a stream showed, said or heard lately: new keyframes or audio from a producer, or recent comments.
+
+    The shell converts its wire event (``streams.schemas.LiveSegmentEvent.to_core``) into this.
+    """
+
+    item_id: str
+    ts: float
+    comments: tuple[str, ...] = ()
+    transcript: str = ""
+    keyframe_paths: tuple[str, ...] = ()
+    video_path: str | None = None
+    audio_path: str | None = None
+
+    def has_content(self) -> bool:
+        return bool(
+            any(c.strip() for c in self.comments)
+            or self.transcript.strip()
+            or self.keyframe_paths
+            or self.video_path
+            or self.audio_path
+        )
 
 
 @dataclass
@@ -74,7 +98,7 @@ class LiveWindows:
     def __len__(self) -> int:
         return len(self._windows)
 
-    def add(self, event: LiveSegmentEvent) -> bool:
+    def add(self, event: LiveSegment) -> bool:
         """Fold a segment into its stream's window; False when it carries nothing to refresh from."""
         if not event.has_content():
             return False

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from encoders.fusion import fuse, to_common
+from encoders.params import EncoderParams
 from encoders.video import MediaInputs, MediaSource, decode_media
 
 
@@ -34,8 +35,8 @@ def has_media(source: MediaSource) -> bool:
 
 
 class MediaPipeline:
-    def __init__(self, settings: Any) -> None:
-        self.settings = settings
+    def __init__(self, params: EncoderParams) -> None:
+        self.params = params
         self._image: Any = None
         self._audio: Any = None
         self._loaded = False
@@ -46,8 +47,8 @@ class MediaPipeline:
         from encoders.audio import build_audio_encoder
         from encoders.image import build_image_encoder
 
-        self._image = build_image_encoder(self.settings)
-        self._audio = build_audio_encoder(self.settings)
+        self._image = build_image_encoder(self.params)
+        self._audio = build_audio_encoder(self.params)
         self._loaded = True
 
     def item_vector(self, source: MediaSource, text_vector: np.ndarray) -> ItemVectors:
@@ -71,19 +72,19 @@ class MediaPipeline:
                 vectors["image"] = image_vecs[i]
             if i in audio_vecs:
                 vectors["audio"] = audio_vecs[i]
-            fused = fuse(vectors, self.settings.fusion_weights, len(text_vector))
+            fused = fuse(vectors, self.params.fusion_weights, len(text_vector))
             out.append(ItemVectors(fused.vector, sorted(fused.modalities), dict(media.errors), dict(fused.modalities)))
         return out
 
     def _decode(self, source: MediaSource) -> MediaInputs:
         self._load()
-        s = self.settings
+        p = self.params
         return decode_media(
             source,
-            roots=s.media_roots,
-            max_frames=s.keyframes,
-            sample_rate=s.audio_sample_rate,
-            max_audio_s=s.audio_max_seconds,
+            roots=p.media_roots,
+            max_frames=p.keyframes,
+            sample_rate=p.audio_sample_rate,
+            max_audio_s=p.audio_max_seconds,
             want_frames=self._image is not None,
             want_audio=self._audio is not None,
         )

@@ -17,14 +17,12 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from encoders.base import Encoder, check_texts, l2_normalize, resolve_device
-
-if TYPE_CHECKING:
-    from streams.settings import Settings
+from encoders.params import EncoderParams
 
 __all__ = [
     "Encoder",
@@ -189,12 +187,12 @@ class HashTextEncoder:
         return l2_normalize(out)
 
 
-def build_text_encoder(settings: Settings) -> Encoder:
+def build_text_encoder(params: EncoderParams) -> Encoder:
     """The configured text encoder; the only place that maps ``LIVELENS_TEXT_ENCODER`` to a class."""
-    kind = settings.text_encoder
+    kind = params.text_encoder
     if kind == "minilm":
         return MiniLMTextEncoder(
-            settings.text_model_path, settings.device, settings.encoder_batch_size, torch_threads=settings.torch_threads
+            params.text_model_path, params.device, params.encoder_batch_size, torch_threads=params.torch_threads
         )
     if kind == "use-m3":
         return MultilingualTextEncoder()

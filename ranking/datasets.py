@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streams.schemas import ContentKind, InteractionType
+from ranking.domain import ContentKind, InteractionType
 
 DATASETS = ("microlens-50k", "movielens-latest-small")
 

@@ -27,12 +27,12 @@ import numpy as np
 
 from ranking.coengagement import CoEngagementParams
 from ranking.datasets import Dataset
+from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionEvent, InteractionType
 
 KS = (10, 20)
 WARM_START_SEED = 11
@@ -274,9 +274,9 @@ def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
     return replace(ranking or RankingParams(), top_k=top, freshness_weight=0.0, explore_slots=0)
 
 
-def interaction(user: str, n: int, item_id: str, event_type: InteractionType) -> InteractionEvent:
+def interaction(user: str, n: int, item_id: str, event_type: InteractionType) -> Interaction:
     """The n-th event of a user's sequence, as the evaluation and the replay through Kafka both send it."""
-    return InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=float(n))
+    return Interaction(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=float(n))
 
 
 def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Container
 from dataclasses import dataclass, field
 
-from streams.schemas import Feed
+from ranking.domain import Feed
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""An exact in-memory item index with the same interface as the Milvus-backed ``ItemIndex``.
+"""An exact in-memory item index (``ranking.index.Index``), like the Milvus-backed ``storage.milvus.MilvusIndex``.
 
 Offline evaluation ranks every user against the full catalogue: doing that through the same
 interface keeps it on the code path the live agents use, without a server round trip per query.
@@ -10,8 +10,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from ranking.domain import Feed
 from ranking.index import Hit, IndexedItem
-from streams.schemas import Feed
 
 
 class InMemoryIndex:
@@ -26,7 +26,7 @@ class InMemoryIndex:
         self._matrix = None
 
     def get(self, item_ids: Iterable[str], use_cache: bool = True) -> dict[str, IndexedItem]:
-        """``use_cache`` is accepted for interface parity with ``ItemIndex``: this index is its own truth."""
+        """``use_cache`` is accepted for interface parity with ``MilvusIndex``: this index is its own truth."""
         return {i: self._items[i] for i in item_ids if i in self._items}
 
     def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None:

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 import numpy as np
 
 from ranking.coengagement import CoEngagementParams
+from ranking.domain import Feed, Interaction, RecommendedItem
 from ranking.index import IndexedItem
-from ranking.next_item import NextItemLearner, NextItemModel
+from ranking.next_item import NextItemLearner
 from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
 from ranking.recommender import RankingParams, cold_start, mmr
 from ranking.signal import Candidates, Catalogue, Observation, RankRequest, Signal, SignalView, UserContext
@@ -41,8 +41,7 @@ from ranking.signals import (
 )
 from ranking.training import ScheduleParams, TrainingScheduler
 from ranking.trending import LiveVelocityParams, TrendingParams
-from ranking.user_state import UserModel, UserState, params_from_settings
-from streams.schemas import Feed, InteractionEvent, RecommendedItem
+from ranking.user_state import UserModel, UserState
 
 # signals whose candidates the exploration slot draws from, and which only explain "new"
 EXPLORE_SOURCE = "new_items"
@@ -166,7 +165,7 @@ class OnlineModels:
     def learn_batch(
         self,
         users: Mapping[str, UserState],
-        events: Sequence[tuple[InteractionEvent, IndexedItem]],
+        events: Sequence[tuple[Interaction, IndexedItem]],
         catalogue: Catalogue,
         shared: bool = True,
     ) -> list[bool]:
@@ -203,18 +202,18 @@ class OnlineModels:
             self.schedule.add(examples, len(observations))
         return applied
 
-    def learn_one(self, state: UserState, event: InteractionEvent, item: IndexedItem, shared: bool = True) -> bool:
+    def learn_one(self, state: UserState, event: Interaction, item: IndexedItem, shared: bool = True) -> bool:
         """``learn_batch`` of one event for one user (no catalogue: nothing is labelled)."""
         return self.learn_batch({event.user_id: state}, [(event, item)], EmptyCatalogue(), shared=shared)[0]
 
     def _label(
         self,
         users: Mapping[str, UserState],
-        events: Sequence[tuple[InteractionEvent, IndexedItem]],
+        events: Sequence[tuple[Interaction, IndexedItem]],
         catalogue: Catalogue,
     ) -> list[Example]:
         assert self.schedule is not None
-        chosen: dict[Feed, list[tuple[InteractionEvent, str]]] = {}
+        chosen: dict[Feed, list[tuple[Interaction, str]]] = {}
         taken: set[str] = set()
         for ev, item in events:
             if ev.user_id in taken:
@@ -439,37 +438,3 @@ class EmptyCatalogue:
 
     def search(self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False) -> list:
         return [[] for _ in queries]
-
-
-def online_models_from_settings(settings: Any, ranking: RankingParams | None = None) -> OnlineModels:
-    """The worker's models, configured from the one Settings object (``LIVELENS_*``)."""
-    from ranking.recommender import ranking_params_from_settings
-
-    s = settings
-    if s.torch_threads is None:
-        # The online models' matrices are tiny: on a 2-core host one torch thread measured 20x faster
-        # than two (thread hand-off dominates). Process-wide; LIVELENS_TORCH_THREADS overrides.
-        import torch
-
-        torch.set_num_threads(1)
-    params = ranking or ranking_params_from_settings(s)
-    next_item: NextItemLearner
-    if s.next_item_model == "transformer":
-        from ranking.next_item_transformer import TransformerNextItem
-
-        next_item = TransformerNextItem()
-    else:
-        next_item = NextItemModel()
-    signals = default_signals(
-        params,
-        next_item,
-        TrendingParams(half_life_s=s.trending_half_life_s, window_s=s.trending_window_s),
-        LiveVelocityParams(window_s=s.live_window_s),
-    )
-    return OnlineModels(
-        user_model=UserModel(params_from_settings(s)),
-        params=params,
-        signals=signals,
-        ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate, prior={}),
-        schedule_params=ScheduleParams(label_one_in=s.label_one_in),
-    )

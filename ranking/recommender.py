@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from streams.schemas import Feed, RecommendedItem
+from ranking.domain import Feed, RecommendedItem
 
 REASON_TITLE_CHARS = 60
 
@@ -47,23 +46,6 @@ class RankingParams:
     seq_candidates: int = 100
     seq_warmup_events: int = 5_000
     content_candidates: int = 100  # taste search (and half as many from the last item's neighbours)
-
-
-def ranking_params_from_settings(settings: Any) -> RankingParams:
-    """RankingParams from the one Settings object (``LIVELENS_*``)."""
-    return RankingParams(
-        top_k=settings.top_k,
-        freshness_weight=settings.freshness_weight,
-        trending_weight=settings.trending_weight,
-        live_boost_weight=settings.live_boost_weight,
-        mmr_lambda=settings.mmr_lambda,
-        explore_slots=settings.explore_slots,
-        knn_weight=settings.knn_weight,
-        seq_weight=settings.seq_weight,
-        seq_candidates=settings.seq_candidates,
-        co_weight=settings.co_weight,
-        content_candidates=settings.candidates,
-    )
 
 
 def shorten(title: str, limit: int = REASON_TITLE_CHARS) -> str:

@@ -21,8 +21,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ranking.domain import Feed, InteractionType
 from ranking.index import IndexedItem
-from streams.schemas import Feed, InteractionType
 
 SNAPSHOT_FORMAT = 1
 

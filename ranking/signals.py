@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ranking.coengagement import CoEngagement, CoEngagementParams
+from ranking.domain import Feed, InteractionType
 from ranking.fresh import NewItems
 from ranking.index import IndexedItem
 from ranking.neighbours import NeighbourParams, SequenceNeighbours
@@ -34,7 +35,6 @@ from ranking.signal import (
 )
 from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
 from ranking.user_state import POSITIVE_VERBS
-from streams.schemas import Feed, InteractionType
 
 DEDUPE_WINDOW = 20_000
 RECENT_FOR_CONTENT = 5

@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
 
-from streams.schemas import Feed, InteractionType
+from ranking.domain import Feed, InteractionType
 
 
 @dataclass(frozen=True)

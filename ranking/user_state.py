@@ -19,7 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from streams.schemas import InteractionEvent, InteractionType
+from ranking.domain import Interaction, InteractionType
+
+DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
+    # Stronger commitment -> larger pull of the user's taste toward the item (skip pushes away).
+    "gift": 3.0,
+    "comment": 2.0,
+    "share": 1.8,
+    "follow": 1.5,
+    "like": 1.2,
+    "view": 0.5,
+    "skip": -0.6,
+}
+# How fast the session vector follows new items: each event keeps ``1 - rate`` of it (``session_decay``).
+DEFAULT_LEARNING_RATE = 0.3
 
 POSITIVE_VERBS: dict[InteractionType, str] = {
     InteractionType.gift: "gifted",
@@ -90,13 +103,13 @@ class UserState:
 class UserModelParams:
     event_weights: Mapping[InteractionType, float]
     half_life_s: float = 3 * 24 * 3600.0
-    session_decay: float = 0.7
+    session_decay: float = 1.0 - DEFAULT_LEARNING_RATE
     watch_seconds_full: float = 30.0
     recent_items: int = 50
     dedupe_window: int = 512
 
 
-def event_weight(event: InteractionEvent, params: UserModelParams) -> float:
+def event_weight(event: Interaction, params: UserModelParams) -> float:
     """How hard this event pulls the taste toward (positive) or away from (negative) its item."""
     base = params.event_weights.get(event.type, 0.0)
     if event.type is InteractionType.view and event.value > 0:
@@ -120,7 +133,7 @@ class UserModel:
         self.params = params
         self.long_weight = long_weight
 
-    def learn_one(self, state: UserState, event: InteractionEvent, item_vector: Sequence[float] | None) -> bool:
+    def learn_one(self, state: UserState, event: Interaction, item_vector: Sequence[float] | None) -> bool:
         """Apply one interaction in place; returns False (and changes nothing) for a replayed event."""
         if state.has_applied(event.event_id):
             return False
@@ -152,17 +165,6 @@ class UserModel:
         short_term = normalized(np.asarray(state.short_term, dtype=np.float32))
         q = normalized(self.long_weight * long_term + (1.0 - self.long_weight) * short_term)
         return q if float(np.linalg.norm(q)) > 0 else None
-
-
-def params_from_settings(settings: Any) -> UserModelParams:
-    return UserModelParams(
-        event_weights=dict(settings.event_weights),
-        half_life_s=settings.taste_half_life_s,
-        session_decay=1.0 - settings.learning_rate,
-        watch_seconds_full=settings.watch_seconds_full,
-        recent_items=settings.recent_items,
-        dedupe_window=settings.dedupe_window,
-    )
 
 
 def state_differences(

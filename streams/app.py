@@ -21,11 +21,15 @@ import faust
 from faust.streams import _current_event  # the context var Faust's tables read the partition from
 from faust.types import EventT
 
-from ranking.online import online_models_from_settings
-from ranking.recommender import ranking_params_from_settings
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
 from streams.kafka import cap_faust_fetch_wait, faust_broker_options
+from streams.params import (
+    encoder_params_from_settings,
+    live_windows_from_settings,
+    online_models_from_settings,
+    ranking_params_from_settings,
+)
 from streams.schemas import (
     ContentEvent,
     DeadLetter,
@@ -89,19 +93,19 @@ class Services:
         return self._handlers
 
     def _build(self) -> Handlers:
-        from encoders.live import LiveWindows
         from encoders.pipeline import MediaPipeline
         from encoders.text import build_text_encoder
-        from ranking.index import ItemIndex
-        from ranking.modalities import MilvusModalityStore
+        from storage.milvus import MilvusIndex
+        from storage.modalities import MilvusModalityStore
 
         s = self.settings
+        encoder_params = encoder_params_from_settings(s)
         if s.blas_threads is not None:
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=s.blas_threads, user_api="blas")  # process-wide; torch has its own pool
-        encoder = metrics.TimedEncoder(build_text_encoder(s), modality="text")
-        milvus: Any = ItemIndex(
+        encoder = metrics.TimedEncoder(build_text_encoder(encoder_params), modality="text")
+        milvus: Any = MilvusIndex(
             s.resolved_milvus_uri(),
             s.milvus_collection,
             encoder.dim,
@@ -112,7 +116,8 @@ class Services:
             search_params=s.milvus_search_params,
         )
         if s.local_search:
-            from ranking.local_tier import LocalSearchTier, MilvusCatalog
+            from ranking.local_tier import LocalSearchTier
+            from storage.catalog import MilvusCatalog
 
             catalog = MilvusCatalog(
                 s.resolved_milvus_uri(), s.milvus_collection, token=s.milvus_token, timeout=s.milvus_timeout_s
@@ -135,7 +140,7 @@ class Services:
             ranking=ranking_params_from_settings(s),
             candidates=s.candidates,
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
-            media=MediaPipeline(s),
+            media=MediaPipeline(encoder_params),
             modalities=MilvusModalityStore(
                 s.resolved_milvus_uri(),
                 f"{s.milvus_collection}_modalities",
@@ -143,7 +148,7 @@ class Services:
                 token=s.milvus_token,
                 timeout=s.milvus_timeout_s,
             ),
-            live_windows=LiveWindows(s.live_comment_window, s.live_streams_tracked, s.live_refresh_interval_s),
+            live_windows=live_windows_from_settings(s),
             fusion_weights=s.fusion_weights,
             live_refresh_alpha=s.live_refresh_alpha,
             models=models,

@@ -236,10 +236,12 @@ def evaluate(
 
     from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
     from ranking.evaluation import KS, Protocol, eval_ranking, run_evaluation, write_outputs
-    from ranking.online import online_models_from_settings
-    from ranking.recommender import ranking_params_from_settings
-    from ranking.user_state import params_from_settings
     from streams.demo import progress_bar
+    from streams.params import (
+        online_models_from_settings,
+        ranking_params_from_settings,
+        user_model_params_from_settings,
+    )
 
     s = _settings()
     if variant not in ("strict", "streaming") or target not in ("test", "valid"):
@@ -273,7 +275,7 @@ def evaluate(
         result = run_evaluation(
             data,
             encoder,
-            params_from_settings(s),
+            user_model_params_from_settings(s),
             Protocol(variant=variant, target=target),
             s.text_encoder,
             tick,
@@ -341,6 +343,7 @@ def _cached_encoder(s: Settings, dataset_name: str) -> Any:
     import numpy as np
 
     from encoders.text import build_text_encoder
+    from streams.params import encoder_params_from_settings
 
     cache_dir = s.data_dir / "cache"
 
@@ -350,7 +353,7 @@ def _cached_encoder(s: Settings, dataset_name: str) -> Any:
         if path.is_file():
             return np.load(path)
         with console.status(f"encoding {len(texts)} item titles with {s.text_encoder} (cached afterwards)…"):
-            vectors = build_text_encoder(s).encode(texts)
+            vectors = build_text_encoder(encoder_params_from_settings(s)).encode(texts)
         cache_dir.mkdir(parents=True, exist_ok=True)
         np.save(path, vectors)
         return vectors

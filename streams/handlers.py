@@ -16,25 +16,26 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from encoders.fusion import to_common
+from encoders.fusion import DEFAULT_WEIGHTS, to_common
 from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
-from ranking.index import Hit, IndexedItem
-from ranking.modalities import InMemoryModalityStore, ModalityStore
+from ranking.domain import Feed
+from ranking.index import Index, IndexedItem
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
+from storage.modalities import InMemoryModalityStore, ModalityStore
 from streams.schemas import (
     ContentEvent,
     DeadLetter,
     Event,
-    Feed,
     InteractionEvent,
     LiveSegmentEvent,
     LiveState,
     LiveStatusEvent,
     Recommendation,
+    RecommendedItem,
     RejectedEvent,
     parse_event,
 )
@@ -50,15 +51,6 @@ class TextEncoder(Protocol):
     dim: int
 
     def encode(self, inputs: Sequence[str]) -> np.ndarray: ...
-
-
-class Index(Protocol):
-    def upsert(self, items: Sequence[IndexedItem]) -> None: ...
-    def get(self, item_ids: Sequence[str], use_cache: bool = True) -> dict[str, IndexedItem]: ...
-    def set_live(self, item_id: str, is_live: bool) -> IndexedItem | None: ...
-    def search(
-        self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False
-    ) -> list[list[Hit]]: ...
 
 
 def dead_letter(source_topic: str, raw: bytes | None, error: RejectedEvent) -> DeadLetter:
@@ -174,7 +166,7 @@ class Handlers:
         self.media = media
         self.modalities: ModalityStore = modalities if modalities is not None else InMemoryModalityStore()
         self.live_windows = live_windows if live_windows is not None else LiveWindows()
-        self.fusion_weights = dict(fusion_weights or {"text": 1.0, "image": 0.35, "audio": 0.15})
+        self.fusion_weights = dict(fusion_weights or DEFAULT_WEIGHTS)
         self.live_refresh_alpha = live_refresh_alpha
         # Co-engagement, trending, live velocity and new items are learned from this worker's
         # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
@@ -227,7 +219,7 @@ class Handlers:
         reason instead of a decode error later.
         """
         if self.media is not None:
-            roots = self.media.settings.media_roots
+            roots = self.media.params.media_roots
             for path in [*event.keyframe_paths, event.video_path, event.audio_path]:
                 if path is None:
                     continue
@@ -238,7 +230,7 @@ class Handlers:
                         "media_path_outside_roots" if exc.reason == "path_outside_roots" else "bad_media_path",
                         f"stream {event.item_id!r}: {exc}",
                     ) from exc
-        return self.live_windows.add(event)
+        return self.live_windows.add(event.to_core())
 
     def refresh_live(self, windows: Sequence[LiveWindow]) -> LiveRefresh:
         """Re-encode due live streams from their windows and upsert the blended vectors.
@@ -353,7 +345,7 @@ class Handlers:
             users.setdefault(ev.user_id, UserState())
             known.append((ev, item))
             last_trigger[(ev.user_id, item.feed)] = ev
-        applied = self.models.learn_batch(users, known, self.index)
+        applied = self.models.learn_batch(users, [(ev.to_core(), item) for ev, item in known], self.index)
         for (ev, item), ok in zip(known, applied, strict=True):
             if ok and ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
                 comments.setdefault(ev.item_id, []).append(ev.comment.strip())
@@ -402,7 +394,7 @@ class Handlers:
                     Recommendation(
                         user_id=user,
                         feed=feed,
-                        items=ranked,
+                        items=[RecommendedItem.from_core(r) for r in ranked],
                         generated_at=time.time(),
                         trigger_event_id=ev.event_id if ev else None,
                         trigger_ts=ev.ts if ev else None,

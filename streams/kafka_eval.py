@@ -40,13 +40,11 @@ from ranking.evaluation import (
     stream_order,
     summarize,
 )
-from ranking.online import online_models_from_settings
-from ranking.recommender import ranking_params_from_settings
-from ranking.user_state import params_from_settings
 from streams.consumer import TopicReader, as_recommendation
 from streams.local import LocalStack
+from streams.params import online_models_from_settings, ranking_params_from_settings, user_model_params_from_settings
 from streams.replay import _produce, make_producer
-from streams.schemas import ContentEvent, InteractionType
+from streams.schemas import ContentEvent, InteractionEvent, InteractionType
 from streams.settings import Settings
 
 
@@ -142,14 +140,14 @@ def evaluate_through_kafka(
             last_event = {u: f"{u}:{len(sp.history) - 1}" for u, sp in splits.items()}
             say(f"publishing {sum(len(sp.history) for sp in splits.values())} interactions of {len(splits)} users…")
             for user, n, item_id in stream_order(splits, "history"):
-                ev = interaction(user, n, item_id, InteractionType.comment)
+                ev = InteractionEvent.from_core(interaction(user, n, item_id, InteractionType.comment))
                 _produce(producer, s.topic_interactions, user, ev.model_dump_json())
             producer.flush(60)
             lists = wait_lists(reader, last_event, 1, timeout_s)
             say("every history processed; replaying each user's last event to read the final lists…")
             for user, sp in splits.items():
                 n = len(sp.history) - 1
-                ev = interaction(user, n, sp.history[n], InteractionType.comment)
+                ev = InteractionEvent.from_core(interaction(user, n, sp.history[n], InteractionType.comment))
                 _produce(producer, s.topic_interactions, user, ev.model_dump_json())
             producer.flush(60)
             lists = wait_lists(reader, last_event, 2, timeout_s, lists)
@@ -171,7 +169,7 @@ def evaluate_through_kafka(
     ranks_in = evaluate_livelens(
         splits,
         index,
-        params_from_settings(s),
+        user_model_params_from_settings(s),
         protocol.ks,
         models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(protocol.ks))),
     )
@@ -190,7 +188,7 @@ def evaluate_through_kafka(
 
 def indexed_vectors(settings: Settings, item_ids: list[str], batch: int = 1_000) -> np.ndarray:
     """The vectors the worker stored in Milvus, in ``item_ids`` order."""
-    from ranking.index import open_milvus
+    from storage.milvus import open_milvus
 
     client = open_milvus(settings.resolved_milvus_uri(), settings.milvus_token, settings.milvus_timeout_s)
     try:

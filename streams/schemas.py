@@ -14,30 +14,14 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from encoders.live import LiveSegment
+from ranking import domain
+from ranking.domain import ContentKind, Feed, InteractionType, feed_of
+
 Id = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:@-]+$")]
 ShortText = Annotated[str, Field(max_length=4_000)]
 Timestamp = Annotated[float, Field(ge=0, allow_inf_nan=False, description="Unix time, seconds")]
 MediaPath = Annotated[str, Field(min_length=1, max_length=1_024)]
-
-
-class ContentKind(StrEnum):
-    short_video = "short_video"
-    live_stream = "live_stream"
-
-
-class Feed(StrEnum):
-    short_video = "short_video"
-    live = "live"
-
-
-class InteractionType(StrEnum):
-    view = "view"
-    like = "like"
-    comment = "comment"
-    share = "share"
-    gift = "gift"
-    skip = "skip"
-    follow = "follow"
 
 
 class LiveState(StrEnum):
@@ -100,13 +84,16 @@ class LiveSegmentEvent(Event):
     video_path: MediaPath | None = None
     audio_path: MediaPath | None = None
 
-    def has_content(self) -> bool:
-        return bool(
-            any(c.strip() for c in self.comments)
-            or self.transcript.strip()
-            or self.keyframe_paths
-            or self.video_path
-            or self.audio_path
+    def to_core(self) -> LiveSegment:
+        """The segment as the live-window code (``encoders.live``) takes it."""
+        return LiveSegment(
+            item_id=self.item_id,
+            ts=self.ts,
+            comments=tuple(self.comments),
+            transcript=self.transcript,
+            keyframe_paths=tuple(self.keyframe_paths),
+            video_path=self.video_path,
+            audio_path=self.audio_path,
         )
 
 
@@ -121,11 +108,39 @@ class InteractionEvent(Event):
     comment: ShortText | None = None
     ts: Timestamp = Field(default_factory=time.time)
 
+    def to_core(self) -> domain.Interaction:
+        """The event as the core learns from it (``ranking.domain.Interaction``); ``comment`` stays here."""
+        return domain.Interaction(
+            event_id=self.event_id,
+            user_id=self.user_id,
+            item_id=self.item_id,
+            type=self.type,
+            ts=self.ts,
+            value=self.value,
+        )
+
+    @classmethod
+    def from_core(cls, interaction: domain.Interaction) -> InteractionEvent:
+        """The wire event for a core interaction (validated: ids must fit the schema)."""
+        return cls(
+            event_id=interaction.event_id,
+            user_id=interaction.user_id,
+            item_id=interaction.item_id,
+            type=interaction.type,
+            value=interaction.value,
+            ts=interaction.ts,
+        )
+
 
 class RecommendedItem(Event):
     item_id: Id
     score: float
     reason: str
+
+    @classmethod
+    def from_core(cls, item: domain.RecommendedItem) -> RecommendedItem:
+        """The wire form of one place in a ranked list (``ranking.domain.RecommendedItem``)."""
+        return cls(item_id=item.item_id, score=item.score, reason=item.reason)
 
 
 class Recommendation(Event):
@@ -155,10 +170,6 @@ class DeadLetter(Event):
     @classmethod
     def _bounded(cls, v: str) -> str:
         return v[:2_000]
-
-
-def feed_of(kind: ContentKind) -> Feed:
-    return Feed.live if kind is ContentKind.live_stream else Feed.short_video
 
 
 class RejectedEvent(ValueError):

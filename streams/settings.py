@@ -1,7 +1,9 @@
 """The one typed settings object: every knob of LiveLens, read from ``LIVELENS_*`` env vars.
 
 Everything that differs between a laptop demo and a production cluster is a URL or a number here,
-so the same code runs on the embedded broker and Milvus Lite file or on real clusters.
+so the same code runs on the embedded broker and Milvus Lite file or on real clusters. The core never
+sees this object: ``streams.params`` turns it into the core's parameter dataclasses, and a knob those
+dataclasses also carry takes its default from them (each default is written once).
 """
 
 from __future__ import annotations
@@ -13,24 +15,20 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.schemas import InteractionType
+from encoders.fusion import DEFAULT_WEIGHTS as DEFAULT_FUSION_WEIGHTS
+from encoders.params import AudioEncoderKind, Device, EncoderParams, ImageEncoderKind, TextEncoderKind
+from ranking.domain import InteractionType
+from ranking.ranker import RankerParams
+from ranking.recommender import RankingParams
+from ranking.training import ScheduleParams
+from ranking.trending import LiveVelocityParams, TrendingParams
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, DEFAULT_LEARNING_RATE, UserModelParams
 
 # Build / search parameters each Milvus index type understands (milvus-lite 3.2.2 names; Milvus uses the same).
 INDEX_PARAM_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "FLAT": (frozenset(), frozenset()),
     "IVF_FLAT": (frozenset({"nlist"}), frozenset({"nprobe"})),
     "HNSW": (frozenset({"M", "efConstruction"}), frozenset({"ef"})),
-}
-
-DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
-    # Stronger commitment -> larger pull of the user's taste toward the item (skip pushes away).
-    "gift": 3.0,
-    "comment": 2.0,
-    "share": 1.8,
-    "follow": 1.5,
-    "like": 1.2,
-    "view": 0.5,
-    "skip": -0.6,
 }
 
 
@@ -149,42 +147,55 @@ class Settings(BaseSettings):
     )
 
     # --- Encoders -------------------------------------------------------------------------------
-    text_encoder: Literal["minilm", "use-m3", "hash"] = Field(
-        default="minilm",
+    text_encoder: TextEncoderKind = Field(
+        default=EncoderParams.text_encoder,
         description="minilm: shipped all-MiniLM-L6-v2 (English); use-m3: shipped multilingual USE (incl. Chinese); "
         "hash: deterministic, no model",
     )
     torch_threads: int | None = Field(
-        default=None, ge=1, description="torch intra-op threads; 1 avoids oversubscription on busy small hosts"
+        default=EncoderParams.torch_threads,
+        ge=1,
+        description="torch intra-op threads; 1 avoids oversubscription on busy small hosts",
     )
-    text_model_path: Path | None = Field(default=None, description="Local BERT checkpoint; default: shipped MiniLM")
-    encoder_batch_size: int = Field(default=32, ge=1)
+    text_model_path: Path | None = Field(
+        default=EncoderParams.text_model_path, description="Local BERT checkpoint; default: shipped MiniLM"
+    )
+    encoder_batch_size: int = Field(default=EncoderParams.encoder_batch_size, ge=1)
     encoder_batch_wait_s: float = Field(default=0.05, ge=0.0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    image_encoder: Literal["efficientnet", "clip", "none"] = Field(
-        default="efficientnet",
+    device: Device = EncoderParams.device
+    image_encoder: ImageEncoderKind = Field(
+        default=EncoderParams.image_encoder,
         description="efficientnet: shipped ImageNet EfficientNet-Lite0 (1280-d, visual only); clip: open_clip from "
         "clip_checkpoint (text-aligned); none: frames not encoded",
     )
-    image_model_path: Path | None = Field(default=None, description="EfficientNet-Lite0 .pth; default: shipped")
-    clip_model: str = Field(default="ViT-B-32", description="open_clip model name")
-    clip_checkpoint: str | None = Field(
-        default=None, description="Local CLIP weights file, or a pretrained tag already in the local cache"
+    image_model_path: Path | None = Field(
+        default=EncoderParams.image_model_path, description="EfficientNet-Lite0 .pth; default: shipped"
     )
-    audio_encoder: Literal["features", "wav2vec2", "none"] = Field(
-        default="features",
+    clip_model: str = Field(default=EncoderParams.clip_model, description="open_clip model name")
+    clip_checkpoint: str | None = Field(
+        default=EncoderParams.clip_checkpoint,
+        description="Local CLIP weights file, or a pretrained tag already in the local cache",
+    )
+    audio_encoder: AudioEncoderKind = Field(
+        default=EncoderParams.audio_encoder,
         description="features: log-mel statistics + descriptors (no weights); wav2vec2: audio_model_path; none",
     )
-    audio_model_path: Path | None = Field(default=None, description="Local wav2vec2-style checkpoint directory")
-    audio_sample_rate: int = Field(default=16_000, ge=8_000, le=48_000)
-    audio_max_seconds: float = Field(default=120.0, gt=0, description="Audio decoded per item, at most.")
-    keyframes: int = Field(default=4, ge=1, le=64, description="Frames per item: cover/keyframes/video keyframes.")
+    audio_model_path: Path | None = Field(
+        default=EncoderParams.audio_model_path, description="Local wav2vec2-style checkpoint directory"
+    )
+    audio_sample_rate: int = Field(default=EncoderParams.audio_sample_rate, ge=8_000, le=48_000)
+    audio_max_seconds: float = Field(
+        default=EncoderParams.audio_max_seconds, gt=0, description="Audio decoded per item, at most."
+    )
+    keyframes: int = Field(
+        default=EncoderParams.keyframes, ge=1, le=64, description="Frames per item: cover/keyframes/video keyframes."
+    )
     media_roots: list[Path] = Field(
         default_factory=lambda: [default_datasets_dir()],
         description="Media paths in content events must resolve inside one of these (JSON list); empty: none allowed",
     )
     fusion_weights: dict[str, float] = Field(
-        default_factory=lambda: {"text": 1.0, "image": 0.35, "audio": 0.15},
+        default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS),
         description="Relative modality weights, renormalised over the modalities an item has.",
     )
     live_refresh_alpha: float = Field(
@@ -204,48 +215,89 @@ class Settings(BaseSettings):
     event_weights: dict[InteractionType, float] = Field(
         default_factory=lambda: {InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}
     )
-    watch_seconds_full: float = Field(default=30.0, gt=0, description="A view this long counts fully.")
-    taste_half_life_s: float = Field(default=3 * 24 * 3600.0, gt=0, description="Old taste halves after this.")
-    learning_rate: float = Field(default=0.3, gt=0, le=1)
-    recent_items: int = Field(default=50, ge=1, description="Items remembered per user (seen filter, reasons).")
-    dedupe_window: int = Field(default=512, ge=1, description="Event ids remembered per user for idempotence.")
-    top_k: int = Field(default=10, ge=1)
+    watch_seconds_full: float = Field(
+        default=UserModelParams.watch_seconds_full, gt=0, description="A view this long counts fully."
+    )
+    taste_half_life_s: float = Field(
+        default=UserModelParams.half_life_s, gt=0, description="Old taste halves after this."
+    )
+    learning_rate: float = Field(
+        default=DEFAULT_LEARNING_RATE, gt=0, le=1, description="The session vector keeps 1 - this per event."
+    )
+    recent_items: int = Field(
+        default=UserModelParams.recent_items, ge=1, description="Items remembered per user (seen filter, reasons)."
+    )
+    dedupe_window: int = Field(
+        default=UserModelParams.dedupe_window, ge=1, description="Event ids remembered per user for idempotence."
+    )
+    top_k: int = Field(default=RankingParams.top_k, ge=1)
     candidates: int = Field(
-        default=100, ge=1, description="Candidates from the taste search (half as many from the last item's)."
+        default=RankingParams.content_candidates,
+        ge=1,
+        description="Candidates from the taste search (half as many from the last item's).",
     )
-    freshness_weight: float = Field(default=0.05, ge=0, description="Score bonus for a just-uploaded item.")
-    trending_weight: float = Field(default=0.05, ge=0, description="Score bonus x trending in the feed (0-1).")
-    trending_half_life_s: float = Field(default=3600.0, gt=0, description="Trending engagement halves after this.")
-    trending_window_s: float = Field(default=6 * 3600.0, gt=0, description="Idle this long: no longer trending.")
+    freshness_weight: float = Field(
+        default=RankingParams.freshness_weight, ge=0, description="Score bonus for a just-uploaded item."
+    )
+    trending_weight: float = Field(
+        default=RankingParams.trending_weight, ge=0, description="Score bonus x trending in the feed (0-1)."
+    )
+    trending_half_life_s: float = Field(
+        default=TrendingParams.half_life_s, gt=0, description="Trending engagement halves after this."
+    )
+    trending_window_s: float = Field(
+        default=TrendingParams.window_s, gt=0, description="Idle this long: no longer trending."
+    )
     live_boost_weight: float = Field(
-        default=0.3, ge=0, description="Live feed: score bonus x log1p(gifts x 3 + comments in the window)."
+        default=RankingParams.live_boost_weight,
+        ge=0,
+        description="Live feed: score bonus x log1p(gifts x 3 + comments in the window).",
     )
-    live_window_s: float = Field(default=60.0, gt=0, description="Window of the live gift/comment velocity.")
+    live_window_s: float = Field(
+        default=LiveVelocityParams.window_s, gt=0, description="Window of the live gift/comment velocity."
+    )
     mmr_lambda: float = Field(
-        default=0.9, ge=0, le=1, description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse."
+        default=RankingParams.mmr_lambda,
+        ge=0,
+        le=1,
+        description="MMR diversity re-ranking: 1 = relevance only, lower = more diverse.",
     )
-    explore_slots: int = Field(default=1, ge=0, description="Last places given to the newest unseen items.")
+    explore_slots: int = Field(
+        default=RankingParams.explore_slots, ge=0, description="Last places given to the newest unseen items."
+    )
     next_item_model: Literal["embedding", "transformer"] = Field(
         default="transformer",
         description="Online next-item model: item-embedding average (ranking/next_item.py) or a small "
         "self-attentive encoder (ranking/next_item_transformer.py).",
     )
-    seq_weight: float = Field(default=0.4, ge=0, description="Score bonus x the next-item model's z-score; 0 = off.")
-    seq_candidates: int = Field(default=100, ge=0, description="Candidates taken from the next-item model's top items.")
+    seq_weight: float = Field(
+        default=RankingParams.seq_weight, ge=0, description="Score bonus x the next-item model's z-score; 0 = off."
+    )
+    seq_candidates: int = Field(
+        default=RankingParams.seq_candidates, ge=0, description="Candidates taken from the next-item model's top items."
+    )
     co_weight: float = Field(
-        default=10.0, ge=0, description="Score bonus x co-engagement with the user's recent items (tuned on validation)"
+        default=RankingParams.co_weight,
+        ge=0,
+        description="Score bonus x co-engagement with the user's recent items (tuned on validation)",
     )
     knn_weight: float = Field(
-        default=0.0, ge=0, description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off."
+        default=RankingParams.knn_weight,
+        ge=0,
+        description="Score bonus x sequence-neighbour (session-kNN) score in [0, 1]; 0 = off.",
     )
     ranker_hidden: int = Field(
-        default=64, ge=0, description="Learned ranker: width of its MLP's two hidden layers; 0 = linear only."
+        default=RankerParams.hidden, ge=0, description="Learned ranker: width of its MLP's hidden layers; 0 = linear."
     )
     ranker_learning_rate: float = Field(
-        default=1e-3, ge=0, description="Learned ranker's Adam step; 0 = serve the hand blend it starts from."
+        default=RankerParams.learning_rate,
+        ge=0,
+        description="Learned ranker's Adam step; 0 = serve the hand blend it starts from.",
     )
     label_one_in: int = Field(
-        default=2, ge=1, description="One in N interactions (by event-id hash) labels ranker training examples."
+        default=ScheduleParams.label_one_in,
+        ge=1,
+        description="One in N interactions (by event-id hash) labels ranker training examples.",
     )
 
     # --- Data -----------------------------------------------------------------------------------

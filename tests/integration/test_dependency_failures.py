@@ -25,7 +25,8 @@ from pymilvus import MilvusClient
 from pymilvus.exceptions import MilvusException
 
 from encoders.text import HashTextEncoder
-from ranking.index import IndexedItem, ItemIndex
+from ranking.index import IndexedItem
+from storage.milvus import MilvusIndex
 from streams.broker import EmbeddedBroker
 from streams.consumer import TopicReader
 from streams.embedded_milvus import EmbeddedMilvus
@@ -412,9 +413,9 @@ def test_broker_restart_with_lost_topics_worker_survives_and_processes_new_event
     print(f"\nbroker down {back_at - down_at:.1f}s; new events applied {time.monotonic() - back_at:.1f}s after restart")
 
 
-def _open_index(s: Settings, dim: int) -> ItemIndex | None:
+def _open_index(s: Settings, dim: int) -> MilvusIndex | None:
     try:
-        return ItemIndex(s.resolved_milvus_uri(), s.milvus_collection, dim)
+        return MilvusIndex(s.resolved_milvus_uri(), s.milvus_collection, dim)
     except MilvusException:
         return None
 

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ranking.index import IndexedItem, ItemIndex, ensure_collection, open_milvus
-from ranking.local_tier import LocalSearchTier, MilvusCatalog
+from ranking.index import IndexedItem
+from ranking.local_tier import LocalSearchTier
+from storage.catalog import MilvusCatalog
+from storage.milvus import MilvusIndex, ensure_collection, open_milvus
 from streams.schemas import Feed
 
 DIM = 4
@@ -22,13 +24,13 @@ def items(prefix: str, n: int, feed: Feed = Feed.short_video, created: float = 0
 
 def test_bulk_writes_with_one_timestamp_and_flips_reach_the_tier_without_a_scan(tmp_path: Path) -> None:
     milvus_file = str(tmp_path / "milvus.db")
-    writer = ItemIndex(milvus_file, "items", DIM)
+    writer = MilvusIndex(milvus_file, "items", DIM)
     writer.upsert(items("seed", 3) + items("live", 2, Feed.live, created=50.0))
     catalog = MilvusCatalog(milvus_file, "items")
     assert writer.stamps_writes and catalog.tracks_writes
     tier = LocalSearchTier(writer, catalog, DIM, start=False)
     assert tier.count() == 5
-    other = ItemIndex(milvus_file, "items", DIM)  # another worker
+    other = MilvusIndex(milvus_file, "items", DIM)  # another worker
     other.upsert(items("bulk", 300, created=0.0))  # older than anything seen: only the stamp finds them
     other.set_live("live0", False)
     stats = tier.refresh()
@@ -54,14 +56,14 @@ def test_a_collection_without_write_stamps_still_syncs(tmp_path: Path) -> None:
 
     client = open_milvus(milvus_file, None, None)
     ensure_collection(client, "old", DIM, old_fields)
-    writer = ItemIndex(milvus_file, "old", DIM)
+    writer = MilvusIndex(milvus_file, "old", DIM)
     assert not writer.stamps_writes
     writer.upsert(items("a", 2, created=100.0) + items("live", 1, Feed.live, created=100.0))
     catalog = MilvusCatalog(milvus_file, "old")
     assert not catalog.tracks_writes
     tier = LocalSearchTier(writer, catalog, DIM, start=False)
-    ItemIndex(milvus_file, "old", DIM).upsert(items("late", 10, created=0.0))
-    ItemIndex(milvus_file, "old", DIM).set_live("live0", False)
+    MilvusIndex(milvus_file, "old", DIM).upsert(items("late", 10, created=0.0))
+    MilvusIndex(milvus_file, "old", DIM).set_live("live0", False)
     assert tier.refresh()["live_flips"] == 1
     assert tier.count() == 13  # the late items by the quiet poll's count check
     assert set(catalog.changed_since(99.0)) == {"a0", "a1", "live0"}  # by created_at

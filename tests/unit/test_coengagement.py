@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 
 from ranking.coengagement import CoEngagement, CoEngagementParams
+from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionEvent, InteractionType
 
 
 def test_links_follow_the_sequence_and_decay_with_distance() -> None:
@@ -79,7 +79,7 @@ def test_co_engaged_items_join_the_candidates_and_carry_their_reason() -> None:
         co.learn_sequence(["seen", "watched_next"])
         co.learn_sequence(["seen", "live_next"])
     state = UserState()
-    ev = InteractionEvent(event_id="e1", user_id="u", item_id="seen", type="like", ts=0.0)
+    ev = Interaction(event_id="e1", user_id="u", item_id="seen", type=InteractionType("like"), ts=0.0)
     models.learn_one(state, ev, index.get(["seen"])["seen"], shared=False)
     recs = models.recommend([state], Feed.short_video, index, 0.0)[0]
     assert [r.item_id for r in recs] == ["watched_next", "similar"]  # live_next is not a short video

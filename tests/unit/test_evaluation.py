@@ -5,25 +5,24 @@ import numpy as np
 import pytest
 
 from ranking.datasets import load_csv_dataset
+from ranking.domain import Feed, InteractionType
 from ranking.evaluation import (
     Catalogue,
     Protocol,
     evaluate_cooccurrence,
     evaluate_livelens,
-    stream_order,
     evaluate_popularity,
     hit_rate,
     ndcg,
     rank_of_target,
     run_evaluation,
     split_users,
+    stream_order,
     summarize,
 )
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.user_state import UserModelParams
-from streams.schemas import Feed, InteractionType
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModelParams
 
 
 def test_metrics_against_hand_computed_values() -> None:

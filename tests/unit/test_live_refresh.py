@@ -12,13 +12,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from encoders.live import LiveWindows, refreshed_vector
+from encoders.live import LiveSegment, LiveWindows, refreshed_vector
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
-from ranking.modalities import InMemoryModalityStore
 from ranking.recommender import RankingParams
-from ranking.user_state import UserModel, params_from_settings
+from ranking.user_state import UserModel
+from storage.modalities import InMemoryModalityStore
 from streams.handlers import Handlers, modality_scores
+from streams.params import user_model_params_from_settings
 from streams.schemas import (
     ContentEvent,
     Feed,
@@ -60,7 +61,7 @@ def handlers(media: object = None) -> Handlers:
     return Handlers(
         index=InMemoryIndex(len(TOPICS)),
         encoder=TopicEncoder(),
-        user_model=UserModel(params_from_settings(Settings())),
+        user_model=UserModel(user_model_params_from_settings(Settings())),
         ranking=RankingParams(top_k=5),
         candidates=10,
         topics={"interactions": "i", "content": "c"},
@@ -76,13 +77,18 @@ def segment(item: str, *comments: str, ts: float = 1.0, **kw: object) -> LiveSeg
     return LiveSegmentEvent(item_id=item, comments=list(comments), ts=ts, **kw)  # type: ignore[arg-type]
 
 
+def window_segment(item: str, *comments: str, ts: float = 1.0, **kw: object) -> LiveSegment:
+    """A segment as the windows take it: the wire event converted at the edge, as the handlers do."""
+    return segment(item, *comments, ts=ts, **kw).to_core()
+
+
 def test_a_stream_refreshes_at_most_once_per_interval_and_only_with_something_new() -> None:
     w = LiveWindows(comment_window=3, max_streams=10, min_interval_s=5.0)
-    assert not w.add(segment("l1"))  # nothing in it
+    assert not w.add(window_segment("l1"))  # nothing in it
     assert w.due(now=100.0) == []
-    assert w.add(segment("l1", "hello"))
+    assert w.add(window_segment("l1", "hello"))
     assert [x.item_id for x in w.due(now=100.0)] == ["l1"]
-    w.add(segment("l1", "again"))
+    w.add(window_segment("l1", "again"))
     assert w.due(now=102.0) == []  # pending, but refreshed 2 s ago
     due = w.due(now=105.0)
     assert [x.item_id for x in due] == ["l1"]
@@ -92,13 +98,13 @@ def test_a_stream_refreshes_at_most_once_per_interval_and_only_with_something_ne
 
 def test_windows_are_bounded_in_comments_and_streams() -> None:
     w = LiveWindows(comment_window=2, max_streams=2, min_interval_s=1.0)
-    w.add(segment("l1", "a", "b", "c"))
-    w.add(segment("l2", "x"))
-    w.add(segment("l3", "y"))  # l1 is the least recently active: dropped
+    w.add(window_segment("l1", "a", "b", "c"))
+    w.add(window_segment("l2", "x"))
+    w.add(window_segment("l3", "y"))  # l1 is the least recently active: dropped
     assert len(w) == 2
     snaps = {x.item_id: x for x in w.due(now=10.0)}
     assert set(snaps) == {"l2", "l3"}
-    w.add(segment("l2", "p", "q", "r"))
+    w.add(window_segment("l2", "p", "q", "r"))
     assert list(w.due(now=20.0)[0].comments) == ["q", "r"]
     w.forget("l2")
     assert len(w) == 1
@@ -106,8 +112,8 @@ def test_windows_are_bounded_in_comments_and_streams() -> None:
 
 def test_new_frames_replace_old_ones_and_text_joins_transcript_and_comments() -> None:
     w = LiveWindows(min_interval_s=1.0)
-    w.add(segment("l1", keyframe_paths=["a.jpg"], transcript="now playing"))
-    w.add(segment("l1", "nice", video_path="b.mp4"))
+    w.add(window_segment("l1", keyframe_paths=["a.jpg"], transcript="now playing"))
+    w.add(window_segment("l1", "nice", video_path="b.mp4"))
     snap = w.due(now=5.0)[0]
     assert snap.keyframe_paths == [] and snap.video_path == "b.mp4"
     assert snap.text() == "now playing nice"
@@ -169,7 +175,7 @@ def test_comments_on_live_streams_are_forwarded_and_others_are_not() -> None:
 
 
 def test_segment_media_outside_the_roots_is_rejected(tmp_path: object) -> None:
-    media = SimpleNamespace(settings=SimpleNamespace(media_roots=[str(tmp_path)]))
+    media = SimpleNamespace(params=SimpleNamespace(media_roots=[str(tmp_path)]))
     h = handlers(media=media)
     with pytest.raises(RejectedEvent) as err:
         h.add_live_segment(segment("l1", keyframe_paths=["/etc/passwd"]))

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 import ranking.local_tier as local_tier
+from ranking.domain import Feed
 from ranking.index import IndexedItem
 from ranking.local_tier import FeedMatrix, LocalSearchTier
 from ranking.memory_index import InMemoryIndex
-from streams.schemas import Feed
+from storage.catalog import refuses_unbounded
 
 
 def item(item_id: str, feed: Feed, vec: list[float], live: bool = True, created: float = 1.0) -> IndexedItem:
@@ -194,4 +195,4 @@ def test_catching_up_keeps_each_fetched_chunk_even_when_a_later_one_fails(monkey
     ],
 )
 def test_only_a_too_large_result_switches_the_catalog_to_paging(message: str, refused: bool) -> None:
-    assert local_tier.refuses_unbounded(message) is refused
+    assert refuses_unbounded(message) is refused

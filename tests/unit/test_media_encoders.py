@@ -397,10 +397,11 @@ def test_pipeline_batch_equals_per_item(media: Path) -> None:
     """One batched call (frames of all items in one image forward, clips in one audio call) must give each
     item exactly what it gets alone: same modalities, same errors, same fused vector."""
     from encoders.pipeline import MediaPipeline
+    from streams.params import encoder_params_from_settings
     from streams.settings import Settings
 
     settings = Settings(media_roots=[media], keyframes=2, device="cpu", encoder_batch_size=8)
-    pipeline = MediaPipeline(settings)
+    pipeline = MediaPipeline(encoder_params_from_settings(settings))
 
     def src(cover: str | None = None, video: str | None = None) -> SimpleNamespace:
         return SimpleNamespace(

@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("torch")
 
 from ranking.next_item_transformer import TransformerNextItem, TransformerParams
-from ranking.online import online_models_from_settings
+from streams.params import online_models_from_settings
 from streams.settings import Settings
 
 
@@ -86,9 +86,9 @@ def test_content_seeds_new_items() -> None:
 
 
 def test_settings_pick_the_model() -> None:
-    models = online_models_from_settings(Settings(next_item_model="transformer"))  # type: ignore[call-arg]
-    assert isinstance(models.next_item, TransformerNextItem)
-    assert type(online_models_from_settings(Settings()).next_item).__name__ == "NextItemModel"  # type: ignore[call-arg]
+    assert isinstance(online_models_from_settings(Settings()).next_item, TransformerNextItem)  # the default
+    models = online_models_from_settings(Settings(next_item_model="embedding"))  # type: ignore[call-arg]
+    assert type(models.next_item).__name__ == "NextItemModel"
 
 
 def test_rows_grow_without_losing_what_was_learned() -> None:

@@ -3,13 +3,12 @@
 import numpy as np
 import pytest
 
+from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
-from ranking.user_state import UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionEvent, InteractionType
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState
 
 VECS = {
     "v1": [1, 0, 0],
@@ -47,7 +46,7 @@ def models(params: RankingParams = PARAMS) -> OnlineModels:
 
 
 def learn(m: OnlineModels, index: InMemoryIndex, state: UserState, eid: str, item: str, kind: str, ts: float) -> bool:
-    ev = InteractionEvent(event_id=eid, user_id=f"user-{id(state)}", item_id=item, type=kind, ts=ts, value=1.0)
+    ev = Interaction(eid, f"user-{id(state)}", item, InteractionType(kind), ts, value=1.0)
     return m.learn_one(state, ev, index.get([item])[item])
 
 

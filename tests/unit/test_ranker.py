@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
@@ -13,7 +14,6 @@ from ranking.recommender import RankingParams
 from ranking.signal import decode_snapshot
 from ranking.training import ScheduleParams, TrainingScheduler
 from ranking.user_state import UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionEvent, InteractionType
 
 COLUMNS = ("good.score", "noise.a", "noise.b", "noise.c")
 GROUPS = {"good": [0], "noise": [1, 2, 3]}
@@ -137,7 +137,7 @@ def test_the_reason_follows_the_ranker_weights(prior: dict[str, float], first: s
     for _ in range(3):
         co.learn_sequence(["a", "b"])
     state = UserState()
-    ev = InteractionEvent(event_id="e1", user_id="u", item_id="a", type="comment", ts=0.0)
+    ev = Interaction(event_id="e1", user_id="u", item_id="a", type=InteractionType("comment"), ts=0.0)
     m.learn_one(state, ev, index.get(["a"])["a"], shared=False)
     recs = m.recommend([state], Feed.short_video, index, 0.0)[0]
     assert recs[0].item_id == first and recs[0].reason == reason
@@ -151,9 +151,9 @@ def test_each_labelled_event_teaches_the_ranker_its_candidates() -> None:
         schedule_params=ScheduleParams(label_one_in=1, ranker_batch=1),
     )
     states = {"u": UserState()}
-    first = InteractionEvent(event_id="u:0", user_id="u", item_id="a", type="comment", ts=0.0)
+    first = Interaction(event_id="u:0", user_id="u", item_id="a", type=InteractionType("comment"), ts=0.0)
     m.learn_batch(states, [(first, index.get(["a"])["a"])], index)  # no taste yet: nothing to label
     assert m.ranker is not None and m.ranker.examples == 0
-    second = InteractionEvent(event_id="u:1", user_id="u", item_id="c", type="comment", ts=1.0)
+    second = Interaction(event_id="u:1", user_id="u", item_id="c", type=InteractionType("comment"), ts=1.0)
     m.learn_batch(states, [(second, index.get(["c"])["c"])], index)
     assert m.ranker.examples == 1 and m.ranker.steps == 1  # "c" was among the candidates before it

@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
+from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams, cold_start, mmr
 from ranking.signal import Observation
 from ranking.user_state import UserModel, UserModelParams, UserState
-from streams.schemas import Feed, InteractionEvent, InteractionType
 
 COOK = np.array([1.0, 0.0, 0.0], dtype=np.float32)
 BALL = np.array([0.0, 1.0, 0.0], dtype=np.float32)
@@ -37,7 +37,7 @@ def models(**params: object) -> OnlineModels:
 def user(m: OnlineModels, index: InMemoryIndex, *events: tuple[str, str]) -> UserState:
     state = UserState()
     for n, (item, kind) in enumerate(events):
-        ev = InteractionEvent(event_id=f"u:{n}", user_id="u", item_id=item, type=kind, ts=float(n))
+        ev = Interaction(event_id=f"u:{n}", user_id="u", item_id=item, type=InteractionType(kind), ts=float(n))
         m.learn_one(state, ev, index.get([item])[item], shared=False)
     return state
 

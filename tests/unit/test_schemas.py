@@ -6,6 +6,7 @@ from streams.schemas import (
     JSONSCHEMA_DIR,
     MAX_EVENT_BYTES,
     ContentEvent,
+    ContentKind,
     Feed,
     InteractionEvent,
     InteractionType,
@@ -64,3 +65,24 @@ def test_committed_json_schemas_are_current() -> None:
         path = JSONSCHEMA_DIR / f"{name}.schema.json"
         assert path.is_file(), f"missing {path}; run `livelens schemas`"
         assert json.loads(path.read_text()) == schema, f"{path} is stale; run `livelens schemas`"
+
+
+def test_the_wire_reuses_the_core_enums_and_converts_at_the_edge() -> None:
+    """One definition of each value (ranking.domain), and lossless conversions both ways."""
+    from encoders.live import LiveSegment
+    from ranking import domain
+    from streams.schemas import LiveSegmentEvent, RecommendedItem
+
+    assert Feed is domain.Feed and InteractionType is domain.InteractionType and ContentKind is domain.ContentKind
+    ev = parse_event(InteractionEvent, json.dumps(good_interaction(type="view", value=12.5, comment="hi")).encode())
+    core = ev.to_core()
+    assert core == domain.Interaction("e1", "u1", "i1", domain.InteractionType.view, ts=1.0, value=12.5)
+    back = InteractionEvent.from_core(core)
+    assert back == ev.model_copy(update={"comment": None})  # the comment is the shell's business
+    wire = RecommendedItem.from_core(domain.RecommendedItem("i1", 0.5, "new"))
+    assert wire.model_dump() == {"item_id": "i1", "score": 0.5, "reason": "new"}
+    with pytest.raises(ValueError):
+        InteractionEvent.from_core(domain.Interaction("e 1", "u1", "i1", domain.InteractionType.like, ts=1.0))
+    seg = LiveSegmentEvent(item_id="l1", ts=2.0, comments=["wow"], keyframe_paths=["a.jpg"]).to_core()
+    assert seg == LiveSegment("l1", 2.0, comments=("wow",), keyframe_paths=("a.jpg",))
+    assert seg.has_content() and not LiveSegmentEvent(item_id="l1", comments=[" "]).to_core().has_content()

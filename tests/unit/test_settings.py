@@ -2,8 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from ranking.recommender import ranking_params_from_settings
+from ranking.recommender import RankingParams
 from streams.kafka import faust_broker_options
+from streams.params import ranking_params_from_settings
 from streams.schemas import InteractionType
 from streams.settings import Settings
 
@@ -75,3 +76,27 @@ def test_the_user_table_bounds_rocksdb_memory(tmp_path: Path) -> None:
     opts.as_options()  # the DB opens with these: building them must not fail
     memory = build_app(Settings(kafka_broker="k:9092", data_dir=tmp_path, table_store="memory://"))
     assert type(memory.tables["user_state"].data).__module__ == "faust.stores.memory"  # no RocksDB options there
+
+
+def test_settings_defaults_are_the_core_defaults() -> None:
+    """Each default is written once, in the core's parameter dataclasses; Settings reads it from there."""
+    from encoders.params import EncoderParams
+    from ranking.ranker import RankerParams
+    from ranking.training import ScheduleParams
+    from ranking.trending import LiveVelocityParams, TrendingParams
+    from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModelParams
+    from streams.params import (
+        encoder_params_from_settings,
+        online_models_from_settings,
+        user_model_params_from_settings,
+    )
+
+    s = Settings()
+    assert ranking_params_from_settings(s) == RankingParams()
+    weights = {InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}
+    assert user_model_params_from_settings(s) == UserModelParams(event_weights=weights)
+    models = online_models_from_settings(s)
+    assert models.signal("trending").model.params == TrendingParams()  # type: ignore[attr-defined]
+    assert models.signal("live").model.params == LiveVelocityParams()  # type: ignore[attr-defined]
+    assert models.ranker_params == RankerParams(prior={}) and models.schedule_params == ScheduleParams()
+    assert encoder_params_from_settings(s) == EncoderParams(media_roots=tuple(s.media_roots))

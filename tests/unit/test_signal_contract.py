@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ranking.coengagement import CoEngagementParams
+from ranking.domain import Feed, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.next_item import NextItemModel, NextItemParams
@@ -30,7 +31,6 @@ from ranking.signals import (
     TasteSignal,
     TrendingSignal,
 )
-from streams.schemas import Feed, InteractionType
 
 DIM = 8
 UNKNOWN = "never-seen"

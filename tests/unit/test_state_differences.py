@@ -7,23 +7,22 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ranking.user_state import UserModel, UserModelParams, UserState, state_differences
-from streams.schemas import InteractionEvent, InteractionType
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.domain import Interaction, InteractionType
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState, state_differences
 
 MODEL = UserModel(UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}))
 VECTORS = {f"i{n}": np.random.default_rng(n).normal(size=8) for n in range(4)}
 
 
-def events(user: str) -> list[InteractionEvent]:
+def events(user: str) -> list[Interaction]:
     kinds = ("like", "comment", "view", "skip", "like")
     return [
-        InteractionEvent(event_id=f"{user}:{n}", user_id=user, item_id=f"i{n % 4}", type=k, value=12.0, ts=1e6 + n)
+        Interaction(f"{user}:{n}", user, f"i{n % 4}", InteractionType(k), ts=1e6 + n, value=12.0)
         for n, k in enumerate(kinds)
     ]
 
 
-def replay(evs: list[InteractionEvent]) -> dict[str, Any]:
+def replay(evs: list[Interaction]) -> dict[str, Any]:
     state = UserState()
     for ev in evs:
         MODEL.learn_one(state, ev, VECTORS[ev.item_id])

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from encoders.base import Encoder, l2_normalize, resolve_device
+from encoders.params import EncoderParams
 from encoders.text import HashTextEncoder, MiniLMTextEncoder, MultilingualTextEncoder, build_text_encoder
-from streams.settings import Settings
 
 TOPICS: dict[str, list[str]] = {
     "cooking": [
@@ -71,7 +71,7 @@ def assert_unit_rows(v: np.ndarray, n: int, dim: int) -> None:
 @pytest.fixture(scope="module")
 def minilm() -> MiniLMTextEncoder:
     # Built through the factory so the settings path is exercised with the real, shipped weights.
-    enc = build_text_encoder(Settings(text_encoder="minilm", device="cpu", encoder_batch_size=4))
+    enc = build_text_encoder(EncoderParams(media_roots=(), text_encoder="minilm", device="cpu", encoder_batch_size=4))
     assert isinstance(enc, MiniLMTextEncoder)
     return enc
 
@@ -131,7 +131,7 @@ def test_minilm_missing_path(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def use_m3() -> MultilingualTextEncoder:
-    enc = build_text_encoder(Settings(text_encoder="use-m3"))
+    enc = build_text_encoder(EncoderParams(media_roots=(), text_encoder="use-m3"))
     assert isinstance(enc, MultilingualTextEncoder)
     return enc
 
@@ -163,7 +163,7 @@ def test_use_m3_cross_lingual(use_m3: MultilingualTextEncoder) -> None:
 
 
 def test_hash_contract_and_overlap() -> None:
-    enc = build_text_encoder(Settings(text_encoder="hash"))
+    enc = build_text_encoder(EncoderParams(media_roots=(), text_encoder="hash"))
     assert isinstance(enc, HashTextEncoder)
     assert isinstance(enc, Encoder)
     assert (enc.dim, enc.device) == (384, "cpu")

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
+from ranking.domain import Feed, InteractionType
 from ranking.trending import LiveVelocity, LiveVelocityParams, Trending, TrendingParams
-from streams.schemas import Feed, InteractionType
 
 
 def test_trending_decays_with_event_time_and_ranks_hottest_first() -> None:

@@ -1,9 +1,8 @@
 import numpy as np
 import pytest
 
-from ranking.user_state import UserModel, UserModelParams, UserState, event_weight
-from streams.schemas import InteractionEvent, InteractionType
-from streams.settings import DEFAULT_EVENT_WEIGHTS
+from ranking.domain import Interaction, InteractionType
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState, event_weight
 
 WEIGHTS = {InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}
 A = np.array([1.0, 0.0, 0.0])
@@ -11,8 +10,8 @@ B = np.array([0.0, 1.0, 0.0])
 C = np.array([0.0, 0.0, 1.0])
 
 
-def ev(i: int, item: str = "a", kind: str = "like", ts: float = 1000.0, value: float = 0.0) -> InteractionEvent:
-    return InteractionEvent(event_id=f"e{i}", user_id="u", item_id=item, type=kind, ts=ts, value=value)
+def ev(i: int, item: str = "a", kind: str = "like", ts: float = 1000.0, value: float = 0.0) -> Interaction:
+    return Interaction(event_id=f"e{i}", user_id="u", item_id=item, type=InteractionType(kind), ts=ts, value=value)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ranking.index import ensure_collection, open_milvus, with_loaded_collection
+from storage.milvus import ensure_collection, open_milvus, with_loaded_collection
 
 MODALITY_MAX_CHARS = 16
 

@@ -1,0 +1,62 @@
+"""The plain vocabulary the core speaks: feeds, interaction and content kinds, an interaction, a ranked item.
+
+Why here: ``ranking`` and ``encoders`` are pure code (plain types, numpy/torch) that the shell drives.
+The wire formats (``streams.schemas``: pydantic models, JSON schemas) reuse these enums, so there is one
+definition of each value, and convert their events into these types at the edge
+(``InteractionEvent.to_core``, ``RecommendedItem.from_core``) before calling the core.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ContentKind(StrEnum):
+    short_video = "short_video"
+    live_stream = "live_stream"
+
+
+class Feed(StrEnum):
+    short_video = "short_video"
+    live = "live"
+
+
+class InteractionType(StrEnum):
+    view = "view"
+    like = "like"
+    comment = "comment"
+    share = "share"
+    gift = "gift"
+    skip = "skip"
+    follow = "follow"
+
+
+def feed_of(kind: ContentKind) -> Feed:
+    """The feed an item of this kind is served in."""
+    return Feed.live if kind is ContentKind.live_stream else Feed.short_video
+
+
+@dataclass(frozen=True, slots=True)
+class Interaction:
+    """One user action on one item; ``value`` is watch seconds for views, amount for gifts (0 otherwise).
+
+    ``event_id`` makes applying it idempotent (``ranking.user_state.UserModel.learn_one``); ``ts`` is the
+    event time in Unix seconds, which decays taste and trending.
+    """
+
+    event_id: str
+    user_id: str
+    item_id: str
+    type: InteractionType
+    ts: float
+    value: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RecommendedItem:
+    """One place in a ranked list: the item, its score and the reason shown to the user."""
+
+    item_id: str
+    score: float
+    reason: str
