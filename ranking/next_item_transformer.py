@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from ranking.next_item import ContentPrior, ContextScores, ItemRows, batch_scores, load_rows, rows_state
+from ranking.torch_state import adam_state, load_adam_state
 
 PAD = 0  # row 0 is padding; items use rows 1..max_items
 INITIAL_ROWS = 1024  # item rows double as needed: a step costs what the known items cost, not max_items
@@ -219,13 +220,8 @@ class TransformerNextItem:
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """Weights, Adam's moments, the item rows and what is buffered: enough to continue identically."""
-        arrays = {f"net.{k}": v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        steps = {}
-        for n, st in opt["state"].items():
-            arrays[f"adam.{n}.m"] = st["exp_avg"].numpy().copy()
-            arrays[f"adam.{n}.v"] = st["exp_avg_sq"].numpy().copy()
-            steps[str(n)] = float(st["step"])
+        steps, arrays = adam_state(self.optimizer)
+        arrays |= {f"net.{k}": v.detach().numpy().copy() for k, v in self.net.state_dict().items()}
         buffered = [[*rows, -1, t] for rows, t, _ in self._buffer]
         meta = {
             "learned": self.learned,
@@ -242,15 +238,7 @@ class TransformerNextItem:
         self.net = _network(self.params, int(meta["rows_allocated"]))
         self.net.load_state_dict({k[4:]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("net.")})
         self.optimizer = torch.optim.Adam(self.net.parameters(), lr=self.params.learning_rate)
-        opt = self.optimizer.state_dict()
-        for n_str, step in meta["steps"].items():
-            n = int(n_str)
-            opt["state"][n] = {
-                "step": torch.tensor(step),
-                "exp_avg": torch.from_numpy(arrays[f"adam.{n}.m"].copy()),
-                "exp_avg_sq": torch.from_numpy(arrays[f"adam.{n}.v"].copy()),
-            }
-        self.optimizer.load_state_dict(opt)
+        load_adam_state(self.optimizer, meta["steps"], arrays)
         load_rows(self.row, arrays, int(meta["next_row"]))
         self.learned = int(meta["learned"])
         self._buffer = []

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from ranking.signal import decode_snapshot, encode_snapshot
+from ranking.torch_state import adam_state, load_adam_state
 
 # The hand blend LiveLens served before the ranker was learned: the starting point of the linear part.
 HAND_BLEND: Mapping[str, float] = {
@@ -176,12 +177,8 @@ class Ranker:
     def snapshot(self) -> bytes:
         arrays = {f"linear.{k}": v.numpy().copy() for k, v in self.linear.state_dict().items()}
         arrays |= {f"mlp.{k}": v.numpy().copy() for k, v in self.mlp.state_dict().items()}
-        opt = self.optimizer.state_dict()
-        steps = {}
-        for n, st in opt["state"].items():
-            arrays[f"adam.{n}.m"] = st["exp_avg"].numpy().copy()
-            arrays[f"adam.{n}.v"] = st["exp_avg_sq"].numpy().copy()
-            steps[str(n)] = float(st["step"])
+        steps, moments = adam_state(self.optimizer)
+        arrays |= moments
         meta = {
             "columns": list(self.columns),
             "steps": self.steps,
@@ -198,16 +195,7 @@ class Ranker:
             raise ValueError(f"the snapshot ranks columns {meta['columns']}, this ranker {list(self.columns)}")
         self.linear.load_state_dict({k[7:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("linear.")})
         self.mlp.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("mlp.")})
-        opt = self.optimizer.state_dict()
-        opt["state"] = {
-            int(n): {
-                "step": torch.tensor(step),
-                "exp_avg": torch.from_numpy(arrays[f"adam.{n}.m"]),
-                "exp_avg_sq": torch.from_numpy(arrays[f"adam.{n}.v"]),
-            }
-            for n, step in meta["adam_steps"].items()
-        }
-        self.optimizer.load_state_dict(opt)
+        load_adam_state(self.optimizer, meta["adam_steps"], arrays)
         self.mean, self.var = arrays["mean"], arrays["var"]
         self.steps, self.examples, self.seen_rows = int(meta["steps"]), int(meta["examples"]), float(meta["seen_rows"])
 

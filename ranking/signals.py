@@ -103,20 +103,26 @@ class BaseSignal:
 
 
 # --- content ---------------------------------------------------------------------------------------
+def search_unseen(request: RankRequest, queries: dict[int, np.ndarray], limit: int) -> list[list[str]]:
+    """One batched catalogue search for the users that have a query: up to ``limit`` unseen items each."""
+    out: list[list[str]] = [[] for _ in request.users]
+    if queries and limit > 0:
+        longest = max(len(request.users[n].seen) for n in queries)
+        hits = request.catalogue.search(list(queries.values()), request.feed, limit=limit + longest)
+        for n, user_hits in zip(queries, hits, strict=True):
+            seen = request.users[n].seen
+            out[n] = [h.item_id for h in user_hits if h.item_id not in seen][:limit]
+    return out
+
+
 class TasteView(NoView):
     def __init__(self, request: RankRequest) -> None:
         super().__init__(request)
         self.order: list[list[str]] = [[] for _ in request.users]
 
     def candidates(self, limit: int) -> list[list[str]]:
-        warm = [n for n, u in enumerate(self.request.users) if u.query is not None]
-        if warm and limit > 0:
-            queries = [self.request.users[n].query for n in warm]
-            longest = max(len(self.request.users[n].seen) for n in warm)
-            hits = self.request.catalogue.search(queries, self.request.feed, limit=limit + longest)
-            for n, user_hits in zip(warm, hits, strict=True):
-                seen = self.request.users[n].seen
-                self.order[n] = [h.item_id for h in user_hits if h.item_id not in seen][:limit]
+        queries = {n: u.query for n, u in enumerate(self.request.users) if u.query is not None}
+        self.order = search_unseen(self.request, queries, limit)
         return self.order
 
     def features(self, cands: Candidates) -> np.ndarray:
@@ -177,16 +183,8 @@ def explain_similar(request: RankRequest, n: int, item_id: str) -> str:
 
 class ContentView(NoView):
     def candidates(self, limit: int) -> list[list[str]]:
-        out: list[list[str]] = [[] for _ in self.request.users]
-        lasts = [(n, recent_vectors(self.request, n, 1)[1]) for n in range(len(self.request.users))]
-        lasts = [(n, v[0]) for n, v in lasts if v is not None]
-        if lasts and limit > 0:
-            longest = max(len(self.request.users[n].seen) for n, _ in lasts)
-            hits = self.request.catalogue.search([v for _, v in lasts], self.request.feed, limit=limit + longest)
-            for (n, _), user_hits in zip(lasts, hits, strict=True):
-                seen = self.request.users[n].seen
-                out[n] = [h.item_id for h in user_hits if h.item_id not in seen][:limit]
-        return out
+        lasts = {n: recent_vectors(self.request, n, 1)[1] for n in range(len(self.request.users))}
+        return search_unseen(self.request, {n: v[0] for n, v in lasts.items() if v is not None}, limit)
 
     def features(self, cands: Candidates) -> np.ndarray:
         out = np.zeros((len(cands), 2), np.float32)
