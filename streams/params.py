@@ -83,7 +83,7 @@ def online_models_from_settings(s: Settings, ranking: RankingParams | None = Non
         params=params,
         signals=signals,
         ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate, prior={}),
-        schedule_params=ScheduleParams(label_one_in=s.label_one_in),
+        schedule_params=ScheduleParams(label_one_in=s.label_one_in, rehearse_ratio=s.rehearse_ratio),
     )
 
 

@@ -299,6 +299,11 @@ class Settings(BaseSettings):
         ge=1,
         description="One in N interactions (by event-id hash) labels ranker training examples.",
     )
+    rehearse_ratio: float = Field(
+        default=ScheduleParams.rehearse_ratio,
+        ge=0,
+        description="Next-item examples rehearsed from its bounded buffer per applied event (in bursts).",
+    )
 
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)
