@@ -35,6 +35,7 @@ from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
 
 KS = (10, 20)
+RANK_CHUNK = 256  # users ranked per call in the evaluation (their lists do not depend on it)
 WARM_START_SEED = 11
 
 
@@ -200,7 +201,8 @@ def evaluate_livelens(
     ks: Sequence[int],
     event_type: InteractionType = InteractionType.comment,
     progress: Callable[[str, int, int], None] | None = None,
-    batch: int = 256,
+    *,
+    stream_batch: int,
     ranking: RankingParams | None = None,
     models: OnlineModels | None = None,
     run: LiveLensRun | None = None,
@@ -209,7 +211,9 @@ def evaluate_livelens(
     the agent's code and the agent's training schedule.
 
     Pass 1 feeds the training parts, as one interleaved stream (``stream_order``) in micro-batches of
-    ``batch`` events, to the shared models exactly as the interaction agent would: the ranker learns
+    ``stream_batch`` events (the worker's ``LIVELENS_INTERACTION_BATCH_SIZE``: what the ranker is
+    taught depends on how the stream is cut), to the shared models exactly as the interaction agent
+    would: the ranker learns
     from the labelled events on the schedule the worker runs. Pass 2 rebuilds each user's state from
     the whole history with ``shared=False``, so a validation event reaches only its own user (strict),
     and ranks. ``run`` collects candidate recall and each signal's own ranking of the same candidates.
@@ -218,8 +222,8 @@ def evaluate_livelens(
     run = run if run is not None else LiveLensRun()
     stream = stream_order(splits, "train")
     states: dict[str, UserState] = {}
-    for start in range(0, len(stream), batch):
-        chunk = stream[start : start + batch]
+    for start in range(0, len(stream), stream_batch):
+        chunk = stream[start : start + stream_batch]
         known = index.get([i for _, _, i in chunk])
         events = [(interaction(u, n, i, event_type), known[i]) for u, n, i in chunk if i in known]
         for ev, _ in events:
@@ -231,8 +235,8 @@ def evaluate_livelens(
     del states
     users = list(splits.items())
     cols = models.columns
-    for start in range(0, len(users), batch):
-        chunk = users[start : start + batch]
+    for start in range(0, len(users), RANK_CHUNK):
+        chunk = users[start : start + RANK_CHUNK]
         states = {user: UserState() for user, _ in chunk}
         for n in range(max(len(sp.history) for _, sp in chunk)):
             wanted = [(user, sp.history[n]) for user, sp in chunk if n < len(sp.history)]
@@ -320,8 +324,10 @@ def run_evaluation(
     progress: Callable[[str, int, int], None] | None = None,
     ranking: RankingParams | None = None,
     models: OnlineModels | None = None,
+    *,
+    stream_batch: int,
 ) -> EvalResult:
-    """All methods on one split, in one run."""
+    """All methods on one split, in one run; ``stream_batch``: the worker's interaction micro-batch."""
     splits = dataset_splits(dataset, protocol)
     cat = Catalogue(sorted(dataset.items))
     seconds: dict[str, float] = {}
@@ -342,7 +348,9 @@ def run_evaluation(
     t = time.perf_counter()
     used = models or OnlineModels(UserModel(params), params=eval_ranking(ranking, max(protocol.ks)))
     run = LiveLensRun()
-    evaluate_livelens(splits, index, params, protocol.ks, progress=progress, models=used, run=run)
+    evaluate_livelens(
+        splits, index, params, protocol.ks, progress=progress, models=used, run=run, stream_batch=stream_batch
+    )
     methods["livelens"] = summarize(run.ranks, protocol.ks)
     for source, ranks in run.signal_ranks.items():
         methods[f"signal:{source}"] = summarize(ranks, protocol.ks)
@@ -360,6 +368,7 @@ def run_evaluation(
             "schedule": asdict(used.schedule_params),
             "ranker": {"columns": list(used.columns), "labelled_examples": run.labelled},
             "signals_alone": "each signal's primary column ranks the same candidate set the ranker sees",
+            "stream_batch": stream_batch,
         },
         candidates=run.candidates_report(),
         not_exercised={f"signal:{k}" if k != "exploration" else k: v for k, v in NOT_EXERCISED.items()},

@@ -72,7 +72,7 @@ def default_signals(
         TasteSignal(),
         ContentSignal(),
         CoEngagementSignal(CoEngagementParams(), recency_decay=params.co_recency_decay, max_bytes=1 << 30),
-        NextItemSignal(next_item, max_bytes=256 << 20),
+        NextItemSignal(next_item, warmup=params.seq_warmup_events, max_bytes=256 << 20),
         TrendingSignal(trending),
         LiveSignal(live),
         FreshnessSignal(params.freshness_half_life_s),

@@ -351,8 +351,9 @@ class CoEngagementSignal(BaseSignal):
 
 # --- next item -------------------------------------------------------------------------------------
 class NextItemView(NoView):
-    def __init__(self, request: RankRequest, model: NextItemLearner) -> None:
+    def __init__(self, request: RankRequest, model: NextItemLearner, warmup: int) -> None:
         super().__init__(request)
+        self.confidence = model.confidence(warmup)
         self.scores = model.context_scores_many([u.positives for u in request.users])
         self.sorted: list[np.ndarray | None] = [None] * len(request.users)
         self.lse: list[float] = [0.0] * len(request.users)
@@ -366,8 +367,9 @@ class NextItemView(NoView):
         return [s.top(limit) if s is not None else [] for s in self.scores]
 
     def features(self, cands: Candidates) -> np.ndarray:
-        """logit, log-softmax over the known items, z-score, and 1/(1+rank) among the known items;
-        an item the model does not know gets the lowest value of the user's logits."""
+        """logit, log-softmax over the known items, z-score x the model's confidence (0 before it has
+        learned anything, 1 after ``warmup`` examples: early on its scores are initialisation noise),
+        and 1/(1+rank) among the known items; an item the model does not know gets the lowest logit."""
         out = np.zeros((len(cands), 4), np.float32)
         for n, s in enumerate(self.scores):
             rows = cands.rows_of(n)
@@ -379,7 +381,7 @@ class NextItemView(NoView):
             above = len(srt) - np.searchsorted(srt, logits, side="right")
             out[rows.start : rows.stop, 0] = logits
             out[rows.start : rows.stop, 1] = logits - self.lse[n]
-            out[rows.start : rows.stop, 2] = (logits - s.mean) / s.std
+            out[rows.start : rows.stop, 2] = self.confidence * (logits - s.mean) / s.std
             out[rows.start : rows.stop, 3] = 1.0 / (1.0 + above)
         return out
 
@@ -400,8 +402,11 @@ class NextItemSignal(BaseSignal):
     name = "next_item"
     columns = ("logit", "log_softmax", "z", "rank")
 
-    def __init__(self, model: NextItemLearner | None = None, buffer: int = 200_000, **kw: Any) -> None:
+    def __init__(
+        self, model: NextItemLearner | None = None, buffer: int = 200_000, warmup: int = 5_000, **kw: Any
+    ) -> None:
         super().__init__(**kw)
+        self.warmup = warmup
         self.model: NextItemLearner = model if model is not None else NextItemModel()
         # the rehearsal buffer takes at most a third of the budget (about 200 bytes an example); the
         # model itself is bounded by its own ``max_items``
@@ -450,7 +455,7 @@ class NextItemSignal(BaseSignal):
     def read(self, request: RankRequest) -> NoView:
         if request.feed is not Feed.short_video:
             return EmptyView(request, len(self.columns))
-        return NextItemView(request, self.model)
+        return NextItemView(request, self.model, self.warmup)
 
     def _state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta, arrays = self.model.state()

@@ -280,6 +280,7 @@ def evaluate(
             s.text_encoder,
             tick,
             models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(KS))),
+            stream_batch=s.interaction_batch_size,
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")

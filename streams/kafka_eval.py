@@ -172,6 +172,7 @@ def evaluate_through_kafka(
         user_model_params_from_settings(s),
         protocol.ks,
         models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(protocol.ks))),
+        stream_batch=s.interaction_batch_size,
     )
     seconds["in_process"] = time.perf_counter() - t
     return KafkaEvalResult(

@@ -69,7 +69,7 @@ def test_livelens_replays_history_and_ranks_the_nearest_item_first() -> None:
     index.upsert([IndexedItem(i, Feed.short_video, False, 0.0, i, np.asarray(v, np.float32)) for i, v in vecs.items()])
     splits = split_users({"u": ["b", "a", "a2"]}, Protocol(min_interactions=3))
     params = UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()})
-    ranks = evaluate_livelens(splits, index, params, [10])
+    ranks = evaluate_livelens(splits, index, params, [10], stream_batch=64)
     assert ranks == [0]  # a2 is nearest to the last taste (a), b is seen and masked
 
 
@@ -85,7 +85,7 @@ def test_generic_csv_input(tmp_path: Path) -> None:
         return np.eye(3, dtype=np.float32)[: len(texts)]
 
     params = UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()})
-    result = run_evaluation(data, encode, params, Protocol(), "test")
+    result = run_evaluation(data, encode, params, Protocol(), "test", stream_batch=64)
     signals = {f"signal:{s}" for s in ("taste", "content", "co", "next_item", "trending")}
     assert set(result.methods) == {"livelens", "popularity", "cooccurrence"} | signals
     assert all(set(m) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"} for m in result.methods.values())
