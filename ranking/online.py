@@ -401,8 +401,6 @@ class OnlineModels:
         feed: Feed,
         index: Catalogue,
         now: float,
-        params: RankingParams | None = None,
-        candidates: int | None = None,
         user_ids: Sequence[str] | None = None,
     ) -> list[list[RecommendedItem]]:
         """One list per user for one feed. A user without a taste vector yet (unknown, or only skips)

@@ -1,16 +1,9 @@
-"""Turn retrieved candidates into a ranked, diverse, explained recommendation list (pure logic, no I/O).
+"""What shapes a ranked list around the learned ranker's scores (pure logic, no I/O).
 
-Score = content similarity to the user's query vector + ``co_weight`` x co-engagement with the
-user's recent items (``ranking.coengagement``) + ``trending_weight`` x how hot the item is in its
-feed (``ranking.trending``) + in the live feed a boost from the stream's gift and comment velocity +
-a small freshness bonus. Co-engagement dominates when it exists (it carries most of the signal on
-MicroLens: see README "Quality"); content decides among items nobody has engaged with yet.
-
-The best-scored pool is then re-ranked with maximal marginal relevance (MMR, ``mmr_lambda``) so the
-list does not repeat one topic, and ``explore_slots`` last places go to the newest items the user has
-not seen. Items the user has interacted with are always dropped. Each item carries the reason that
-weighed most: the co-engaged recent item, the live velocity, trending, the most similar recent
-interaction ("because you gifted <title>", "similar to <title>") or "new".
+``RankingParams``: list length, candidates per source, the hand blend the ranker starts from, MMR and
+the exploration slot. ``mmr``: maximal marginal relevance, so a list does not repeat one topic.
+``cold_start``: a user without taste yet gets what is trending in the feed, then the newest items.
+Scoring itself is ``ranking.ranker``; the path from states to lists is ``ranking.online``.
 """
 
 from __future__ import annotations
@@ -51,10 +44,6 @@ class RankingParams:
 def shorten(title: str, limit: int = REASON_TITLE_CHARS) -> str:
     title = " ".join(title.split())
     return title if len(title) <= limit else title[: limit - 1].rstrip() + "…"
-
-
-def freshness(created_at: float, now: float, half_life_s: float) -> float:
-    return 0.5 ** (max(0.0, now - created_at) / half_life_s)
 
 
 def trending_reason(feed: Feed) -> str:

@@ -22,7 +22,7 @@ from ranking.fresh import NewItems
 from ranking.index import IndexedItem
 from ranking.neighbours import NeighbourParams, SequenceNeighbours
 from ranking.next_item import NextItemLearner, NextItemModel
-from ranking.recommender import shorten
+from ranking.recommender import shorten, trending_reason
 from ranking.signal import (
     Candidates,
     EventWindow,
@@ -591,7 +591,7 @@ class TrendingView(NoView):
         return out
 
     def reason(self, n: int, item_id: str) -> str | None:
-        return "trending live now" if self.request.feed is Feed.live else "trending now"
+        return trending_reason(self.request.feed)
 
 
 class TrendingSignal(BaseSignal):
