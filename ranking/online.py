@@ -43,7 +43,7 @@ from ranking.training import ScheduleParams, TrainingScheduler
 from ranking.trending import LiveVelocityParams, TrendingParams
 from ranking.user_state import UserModel, UserState
 
-# signals whose candidates the exploration slot draws from, and which only explain "new"
+# the signal whose candidates fill the exploration slot
 EXPLORE_SOURCE = "new_items"
 
 
@@ -109,6 +109,8 @@ class OnlineModels:
         if not self.signals:
             self.signals = default_signals(self.params)
         if self.ranker is None:
+            # the linear part starts at the hand blend whose weights live in RankingParams, unless the
+            # ranker's parameters name a prior of their own
             prior = dict(self.ranker_params.prior) if self.ranker_params else {}
             p = self.params
             prior = prior or {

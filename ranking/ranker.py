@@ -23,16 +23,6 @@ import numpy as np
 from ranking.signal import decode_snapshot, encode_snapshot
 from ranking.torch_state import adam_state, load_adam_state
 
-# The hand blend LiveLens served before the ranker was learned: the starting point of the linear part.
-HAND_BLEND: Mapping[str, float] = {
-    "taste.sim": 1.0,
-    "co.score": 10.0,
-    "next_item.z": 0.4,
-    "trending.scaled": 0.05,
-    "live.velocity": 0.3,
-    "freshness.fresh": 0.05,
-}
-
 
 @dataclass(frozen=True)
 class RankerParams:
@@ -40,7 +30,9 @@ class RankerParams:
     layers: int = 2
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
-    prior: Mapping[str, float] = field(default_factory=lambda: dict(HAND_BLEND))
+    # initial weights of the linear part by column name (``OnlineModels`` passes the hand blend of
+    # ``RankingParams``); columns not named start at 0
+    prior: Mapping[str, float] = field(default_factory=dict)
     seed: int = 17
 
 

@@ -82,7 +82,7 @@ def online_models_from_settings(s: Settings, ranking: RankingParams | None = Non
         user_model=UserModel(user_model_params_from_settings(s)),
         params=params,
         signals=signals,
-        ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate, prior={}),
+        ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate),
         schedule_params=ScheduleParams(label_one_in=s.label_one_in, rehearse_ratio=s.rehearse_ratio),
     )
 

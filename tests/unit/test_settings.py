@@ -98,5 +98,5 @@ def test_settings_defaults_are_the_core_defaults() -> None:
     models = online_models_from_settings(s)
     assert models.signal("trending").model.params == TrendingParams()  # type: ignore[attr-defined]
     assert models.signal("live").model.params == LiveVelocityParams()  # type: ignore[attr-defined]
-    assert models.ranker_params == RankerParams(prior={}) and models.schedule_params == ScheduleParams()
+    assert models.ranker_params == RankerParams() and models.schedule_params == ScheduleParams()
     assert encoder_params_from_settings(s) == EncoderParams(media_roots=tuple(s.media_roots))
