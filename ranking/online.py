@@ -22,11 +22,11 @@ import numpy as np
 
 from ranking.coengagement import CoEngagementParams
 from ranking.domain import Feed, Interaction, RecommendedItem
-from ranking.index import IndexedItem
+from ranking.index import Index, IndexedItem
 from ranking.next_item import NextItemLearner
 from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
 from ranking.recommender import RankingParams, cold_start, mmr
-from ranking.signal import Candidates, Catalogue, Observation, RankRequest, Signal, SignalView, UserContext
+from ranking.signal import Candidates, Observation, RankRequest, Signal, SignalView, UserContext
 from ranking.signals import (
     CoEngagementSignal,
     ContentSignal,
@@ -168,7 +168,7 @@ class OnlineModels:
         self,
         users: Mapping[str, UserState],
         events: Sequence[tuple[Interaction, IndexedItem]],
-        catalogue: Catalogue,
+        catalogue: Index | None,
         shared: bool = True,
     ) -> list[bool]:
         """Apply a micro-batch of interactions in order; returns, per event, whether it was applied
@@ -180,7 +180,7 @@ class OnlineModels:
         updates only the users (the strict evaluation keeps validation events out of the models).
         """
         examples: list[Example] = []
-        if shared and not isinstance(catalogue, EmptyCatalogue):
+        if shared and catalogue is not None:
             examples = self._label(users, events, catalogue)
         observations: list[Observation] = []
         applied: list[bool] = []
@@ -205,14 +205,14 @@ class OnlineModels:
         return applied
 
     def learn_one(self, state: UserState, event: Interaction, item: IndexedItem, shared: bool = True) -> bool:
-        """``learn_batch`` of one event for one user (no catalogue: nothing is labelled)."""
-        return self.learn_batch({event.user_id: state}, [(event, item)], EmptyCatalogue(), shared=shared)[0]
+        """``learn_batch`` of one event for one user, without a catalogue: nothing is labelled."""
+        return self.learn_batch({event.user_id: state}, [(event, item)], None, shared=shared)[0]
 
     def _label(
         self,
         users: Mapping[str, UserState],
         events: Sequence[tuple[Interaction, IndexedItem]],
-        catalogue: Catalogue,
+        catalogue: Index,
     ) -> list[Example]:
         assert self.schedule is not None
         chosen: dict[Feed, list[tuple[Interaction, str]]] = {}
@@ -308,7 +308,7 @@ class OnlineModels:
         user_ids: Sequence[str],
         states: Sequence[UserState],
         feed: Feed,
-        catalogue: Catalogue,
+        catalogue: Index,
         now: float,
         explain: bool = True,
     ) -> Ranked:
@@ -401,7 +401,7 @@ class OnlineModels:
         self,
         users: Sequence[UserState],
         feed: Feed,
-        index: Catalogue,
+        index: Index,
         now: float,
         user_ids: Sequence[str] | None = None,
     ) -> list[list[RecommendedItem]]:
@@ -428,13 +428,3 @@ class OnlineModels:
             for n in cold:
                 out[n] = cold_start(feed, top, new_ids, users[n].seen_items, p.top_k)
         return out
-
-
-class EmptyCatalogue:
-    """A catalogue with nothing in it (``learn_one`` without labelling)."""
-
-    def get(self, item_ids: Sequence[str]) -> dict[str, IndexedItem]:
-        return {}
-
-    def search(self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False) -> list:
-        return [[] for _ in queries]

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ranking.domain import Feed, InteractionType
-from ranking.index import IndexedItem
+from ranking.index import Index, IndexedItem
 
 SNAPSHOT_FORMAT = 1
 
@@ -53,14 +53,6 @@ class UserContext:
     recent: tuple[tuple[str, InteractionType, float], ...] = ()  # (item, type, weight), oldest first
 
 
-class Catalogue(Protocol):
-    """The item index as ranking sees it (Milvus behind the search tier in the worker, in memory offline)."""
-
-    def get(self, item_ids: Sequence[str]) -> Mapping[str, IndexedItem]: ...
-
-    def search(self, queries: Sequence[np.ndarray], feed: Feed, limit: int, with_vectors: bool = False) -> list: ...
-
-
 @dataclass
 class RankRequest:
     """One feed's ranking for a batch of users at one moment."""
@@ -68,7 +60,7 @@ class RankRequest:
     feed: Feed
     users: list[UserContext]
     now: float
-    catalogue: Catalogue
+    catalogue: Index
     _items: dict[str, IndexedItem] = field(default_factory=dict)
 
     def items(self, ids: Iterable[str]) -> dict[str, IndexedItem]:
