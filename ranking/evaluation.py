@@ -163,6 +163,7 @@ class LiveLensRun:
 
     ranks: list[int | None] = field(default_factory=list)
     signal_ranks: dict[str, list[int | None]] = field(default_factory=dict)
+    unshaped_ranks: list[int | None] = field(default_factory=list)  # the ranker's own order: no MMR
     in_candidates: int = 0
     candidate_count: int = 0
     by_source_hits: dict[str, int] = field(default_factory=dict)
@@ -252,6 +253,7 @@ def evaluate_livelens(
             run.candidate_count += len(items)
             hit = items.index(sp.target) if sp.target in items else None
             run.in_candidates += hit is not None
+            run.unshaped_ranks.append(None if hit is None else rank_in(ranked.scores[rows.start : rows.stop], hit))
             for s_n, source in enumerate(ranked.sources):
                 proposed = ranked.cands.sources[rows.start : rows.stop, s_n]
                 run.by_source_count[source] = run.by_source_count.get(source, 0) + int(proposed.sum())
@@ -264,12 +266,17 @@ def evaluate_livelens(
                 if hit is None:
                     run.signal_ranks.setdefault(source, []).append(None)
                     continue
-                col = ranked.features[rows.start : rows.stop, cols.index(name)].astype(np.float64)
-                rank = int((col > col[hit]).sum() + ((col == col[hit]).sum() - 1))  # ties count against it
-                run.signal_ranks.setdefault(source, []).append(rank)
+                col = ranked.features[rows.start : rows.stop, cols.index(name)]
+                run.signal_ranks.setdefault(source, []).append(rank_in(col, hit))
         if progress:
             progress("rank", len(chunk), len(users))
     return run.ranks
+
+
+def rank_in(scores: np.ndarray, hit: int) -> int:
+    """0-based rank of row ``hit`` when ``scores`` are sorted descending; ties count against it."""
+    col = np.asarray(scores, np.float64)
+    return int((col > col[hit]).sum() + ((col == col[hit]).sum() - 1))
 
 
 def eval_ranking(ranking: RankingParams | None, top: int) -> RankingParams:
@@ -352,6 +359,7 @@ def run_evaluation(
         splits, index, params, protocol.ks, progress=progress, models=used, run=run, stream_batch=stream_batch
     )
     methods["livelens"] = summarize(run.ranks, protocol.ks)
+    methods["livelens:no_mmr"] = summarize(run.unshaped_ranks, protocol.ks)
     for source, ranks in run.signal_ranks.items():
         methods[f"signal:{source}"] = summarize(ranks, protocol.ks)
     seconds["livelens"] = time.perf_counter() - t

@@ -8,6 +8,7 @@ from ranking.datasets import load_csv_dataset
 from ranking.domain import Feed, InteractionType
 from ranking.evaluation import (
     Catalogue,
+    LiveLensRun,
     Protocol,
     evaluate_cooccurrence,
     evaluate_livelens,
@@ -22,6 +23,7 @@ from ranking.evaluation import (
 )
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
+from ranking.recommender import RankingParams
 from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModelParams
 
 
@@ -87,13 +89,36 @@ def test_generic_csv_input(tmp_path: Path) -> None:
     params = UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()})
     result = run_evaluation(data, encode, params, Protocol(), "test", stream_batch=64)
     signals = {f"signal:{s}" for s in ("taste", "content", "co", "next_item", "trending")}
-    assert set(result.methods) == {"livelens", "popularity", "cooccurrence"} | signals
+    assert set(result.methods) == {"livelens", "livelens:no_mmr", "popularity", "cooccurrence"} | signals
     assert all(set(m) == {"HR@10", "NDCG@10", "HR@20", "NDCG@20"} for m in result.methods.values())
     assert set(result.not_exercised) == {"signal:live", "signal:freshness", "signal:new_items", "exploration"}
     assert result.dataset["users"] == 1
     c = result.candidates
     assert 0 <= c["target_in_candidates"] <= 1 and c["mean_candidates"] >= 1
     assert set(c["by_source"]) >= {"taste", "co", "next_item"}
+
+
+def test_without_mmr_the_served_lists_are_the_rankers_own_order() -> None:
+    """``livelens:no_mmr`` ranks the same candidates by the ranker's score alone: with MMR switched off
+    (lambda 1) it must equal the served lists, and with strong diversification it may differ."""
+    rng = np.random.default_rng(3)
+    items = [f"i{n}" for n in range(40)]
+    index = InMemoryIndex(8)
+    index.upsert(
+        [IndexedItem(i, Feed.short_video, False, 0.0, i, rng.normal(size=8).astype(np.float32)) for i in items]
+    )
+    seqs = {f"u{n}": list(rng.choice(items, size=8, replace=False)) for n in range(30)}
+    splits = split_users(seqs, Protocol(min_interactions=3))
+    params = UserModelParams(event_weights={InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()})
+    for lam, same in ((1.0, True), (0.0, False)):
+        run = LiveLensRun()
+        ranking = RankingParams(mmr_lambda=lam)
+        evaluate_livelens(splits, index, params, [10, 20], stream_batch=64, ranking=ranking, run=run)
+        hits = [r for r in run.unshaped_ranks if r is not None and r < 20]
+        assert hits, "no target ranked: the comparison would mean nothing"
+        served = [r if r is not None and r < 20 else None for r in run.ranks]
+        unshaped = [r if r is not None and r < 20 else None for r in run.unshaped_ranks]
+        assert (served == unshaped) is same
 
 
 def test_the_stream_interleaves_users_and_keeps_each_users_order() -> None:
