@@ -56,7 +56,11 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop(signal.SIGKILL)  # a worker that never got ready is still ours to end
+            raise
         return self
 
     def get_text(self, path: str, timeout: float = 5.0) -> str:
@@ -152,10 +156,21 @@ class LocalStack:
         updates["web_port"] = free_port()
         self.settings = self.base.model_copy(update=updates)
         ensure_topics(self.settings)
+        # Stops whichever worker is current at exit: a test may have restarted it (``restart_worker``).
+        self._stack.callback(self.stop_worker)
         if self.start_worker:
             self.worker = WorkerProcess(self.settings, self.work_dir / "worker.log").start()
-            self._stack.callback(self.worker.stop)
         return self
+
+    def restart_worker(self, sig: int = signal.SIGTERM, log_name: str = "worker.log") -> WorkerProcess:
+        """Stop the current worker with ``sig`` and start a new one; the stack still owns (and stops) it."""
+        self.stop_worker(sig)
+        self.worker = WorkerProcess(self.settings, self.work_dir / log_name).start()
+        return self.worker
+
+    def stop_worker(self, sig: int = signal.SIGTERM) -> None:
+        if self.worker is not None:
+            self.worker.stop(sig)
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self._stack.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,3 +44,54 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     root = tmp_path_factory.mktemp("stack")
     with LocalStack(base_settings(root), root) as local:
         yield local
+
+
+def _descendants(root: int) -> dict[int, str]:
+    """Live (not zombie) processes below ``root``, pid -> command line, read from /proc (Linux)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = dict(line.split(":\t", 1) for line in (entry / "status").read_text().splitlines() if ":\t" in line)
+            if fields.get("State", "").startswith("Z"):
+                continue
+            parent[int(entry.name)] = int(fields["PPid"])
+        except (OSError, KeyError, ValueError):
+            continue  # exited while we looked
+    found: dict[int, str] = {}
+    frontier = [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, ppid in parent.items():
+            if ppid == pid and child not in found:
+                try:
+                    cmd = (Path("/proc") / str(child) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                except OSError:
+                    cmd = "?"
+                found[child] = cmd.strip()
+                frontier.append(child)
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No process a test started may outlive the session (workers, brokers, Milvus servers): fail the run
+    and end them, so a leak is seen in CI instead of piling up on the machine."""
+    if not Path("/proc/self/status").exists():
+        return
+    import signal
+    import time
+
+    deadline = time.monotonic() + 10.0  # a stop in flight may still be exiting
+    left = _descendants(os.getpid())
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _descendants(os.getpid())
+    if not left:
+        return
+    for pid in left:
+        with contextlib.suppress(OSError):  # already gone
+            os.kill(pid, signal.SIGKILL)
+    listing = "\n".join(f"  {pid}: {cmd}" for pid, cmd in left.items())
+    print(f"\nprocesses started by the tests were still running at the end (now killed):\n{listing}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -141,11 +141,10 @@ def wait_states(worker: WorkerProcess, expected: int, timeout: float = 120.0) ->
 
 def restart(stack: Any, sig: int, wipe_local_store: bool, n: int) -> WorkerProcess:
     assert stack.worker is not None
-    stack.worker.stop(sig)
+    stack.stop_worker(sig)
     if wipe_local_store:  # force recovery from the changelog topic alone
         shutil.rmtree(stack.settings.data_dir / "faust", ignore_errors=True)
-    stack.worker = WorkerProcess(stack.settings, stack.work_dir / f"worker-{n}.log").start()
-    return stack.worker
+    return stack.restart_worker(log_name=f"worker-{n}.log")  # the stack stops it at teardown
 
 
 def test_worker_restarts_recover_exact_user_state(stack: Any) -> None:

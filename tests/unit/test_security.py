@@ -24,7 +24,7 @@ CLIENT_CLASSES = {"Producer", "Consumer", "AdminClient", "AIOKafkaProducer", "AI
 
 def secure_settings(tmp_path: Path, protocol: str = "SASL_SSL") -> Settings:
     return Settings(
-        kafka_broker="kafka-1.internal:9093,kafka-2.internal:9093",
+        kafka_broker="127.0.0.1:1,127.0.0.1:2",
         kafka_security_protocol=protocol,  # type: ignore[arg-type]
         kafka_sasl_mechanism="SCRAM-SHA-512",
         kafka_sasl_username="livelens-svc",
@@ -36,7 +36,7 @@ def secure_settings(tmp_path: Path, protocol: str = "SASL_SSL") -> Settings:
 
 
 EXPECTED_CONF = {
-    "bootstrap.servers": "kafka-1.internal:9093,kafka-2.internal:9093",
+    "bootstrap.servers": "127.0.0.1:1,127.0.0.1:2",
     "security.protocol": "sasl_ssl",
     "sasl.mechanism": "SCRAM-SHA-512",
     "sasl.username": "livelens-svc",
@@ -97,8 +97,8 @@ def test_every_confluent_client_gets_the_security_settings(tmp_path: Path, recor
 
 
 def test_plaintext_sends_no_credentials(tmp_path: Path) -> None:
-    conf = Settings(kafka_broker="k:9092", data_dir=tmp_path).confluent_config()
-    assert conf == {"bootstrap.servers": "k:9092", "security.protocol": "plaintext"}
+    conf = Settings(kafka_broker="127.0.0.1:1", data_dir=tmp_path).confluent_config()
+    assert conf == {"bootstrap.servers": "127.0.0.1:1", "security.protocol": "plaintext"}
 
 
 @pytest.mark.parametrize("protocol", ["SASL_SSL", "SASL_PLAINTEXT", "SSL"])
@@ -109,7 +109,7 @@ def test_the_faust_app_gets_the_security_settings(tmp_path: Path, protocol: str)
 
     app = build_app(secure_settings(tmp_path, protocol))
     creds = app.conf.broker_credentials
-    assert [f"{u.host}:{u.port}" for u in app.conf.broker] == ["kafka-1.internal:9093", "kafka-2.internal:9093"]
+    assert [f"{u.host}:{u.port}" for u in app.conf.broker] == ["127.0.0.1:1", "127.0.0.1:2"]
     if protocol == "SSL":
         assert isinstance(creds, faust.SSLCredentials) and creds.context is not None
         return
@@ -122,7 +122,7 @@ def test_faust_serializers_are_raw_or_json(tmp_path: Path) -> None:
     """Faust ships a pickle codec; no topic, agent or table of ours may resolve to it."""
     from streams.app import build_app
 
-    app = build_app(Settings(kafka_broker="k:9092", data_dir=tmp_path))
+    app = build_app(Settings(kafka_broker="127.0.0.1:1", data_dir=tmp_path))
     assert (app.conf.key_serializer, app.conf.value_serializer) == ("raw", "raw")
     assert (app.serializers.key_serializer, app.serializers.value_serializer) == ("raw", "raw")
     assert len(app.agents) == 4  # content, live segments, live status, interactions

@@ -10,7 +10,7 @@ from streams.settings import Settings
 
 
 def test_env_vars_configure_everything(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIVELENS_KAFKA_BROKER", "k1:9092,k2:9092")
+    monkeypatch.setenv("LIVELENS_KAFKA_BROKER", "127.0.0.1:1,127.0.0.1:2")
     monkeypatch.setenv("LIVELENS_PARTITIONS", "8")
     monkeypatch.setenv("LIVELENS_EVENT_WEIGHTS", '{"gift": 5.0, "skip": -1.0}')
     monkeypatch.setenv("LIVELENS_TOP_K", "20")
@@ -19,19 +19,19 @@ def test_env_vars_configure_everything(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.partitions == 8 and s.top_k == 20
     assert s.event_weights[InteractionType.gift] == 5.0
-    assert faust_broker_options(s)["broker"] == "kafka://k1:9092;kafka://k2:9092"
+    assert faust_broker_options(s)["broker"] == "kafka://127.0.0.1:1;kafka://127.0.0.1:2"
     ranking = ranking_params_from_settings(s)
     assert (ranking.top_k, ranking.co_weight, ranking.seq_candidates) == (20, 3.5, 200)
 
 
 def test_single_record_batches_by_default() -> None:
     """The embedded broker's end offsets are only exact for one-record batches (README: Embedded broker)."""
-    assert faust_broker_options(Settings(kafka_broker="x:1"))["producer_max_batch_size"] == 1
+    assert faust_broker_options(Settings(kafka_broker="127.0.0.1:1"))["producer_max_batch_size"] == 1
 
 
 def test_sasl_settings_reach_every_client() -> None:
     s = Settings(
-        kafka_broker="k:9093",
+        kafka_broker="127.0.0.1:1",
         kafka_security_protocol="SASL_SSL",
         kafka_sasl_mechanism="SCRAM-SHA-512",
         kafka_sasl_username="svc",
@@ -67,14 +67,14 @@ def test_the_user_table_bounds_rocksdb_memory(tmp_path: Path) -> None:
     from streams.app import build_app
 
     settings = Settings(
-        kafka_broker="k:9092", data_dir=tmp_path, rocksdb_block_cache_mib=32, rocksdb_write_buffer_mib=8
+        kafka_broker="127.0.0.1:1", data_dir=tmp_path, rocksdb_block_cache_mib=32, rocksdb_write_buffer_mib=8
     )
     store = build_app(settings).tables["user_state"].data
     assert type(store).__module__ == "faust.stores.rocksdb"
     opts = store.rocksdb_options  # type: ignore[attr-defined]
     assert (opts.block_cache_size, opts.write_buffer_size, opts.max_write_buffer_number) == (32 * 2**20, 8 * 2**20, 2)
     opts.as_options()  # the DB opens with these: building them must not fail
-    memory = build_app(Settings(kafka_broker="k:9092", data_dir=tmp_path, table_store="memory://"))
+    memory = build_app(Settings(kafka_broker="127.0.0.1:1", data_dir=tmp_path, table_store="memory://"))
     assert type(memory.tables["user_state"].data).__module__ == "faust.stores.memory"  # no RocksDB options there
 
 
