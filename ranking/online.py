@@ -11,15 +11,24 @@ ranker scores every row in one call; each user's best rows are found by partial 
 diversity (MMR) and the exploration slot; only the kept items become objects, with reasons.
 Learning a batch labels the candidates each labelled event's user was ranked just before it (the
 event's item is the positive) and hands them to the training schedule (``ranking.training``).
+
+Versions: each ``OnlineModels`` names what ranked a list as ``"<arm>:<config-id>:<events>"``: the A/B arm,
+8 hex digits hashing every parameter of the configuration (``ranking.ab.config_id``), and the number of
+applied events its shared models have learned. The shared models change with every learned event, so that
+count is the version; it depends only on the event sequence (not on how it is cut into micro-batches), so
+the same stream gives the same versions in every run. Models live in worker memory: a restart starts
+again from 0, as the models themselves do.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
+from ranking.ab import config_id
 from ranking.coengagement import CoEngagementParams
 from ranking.domain import Feed, Interaction, RecommendedItem
 from ranking.index import Index, IndexedItem
@@ -104,6 +113,9 @@ class OnlineModels:
     schedule: TrainingScheduler | None = None
     schedule_params: ScheduleParams = field(default_factory=ScheduleParams)
     ranker_params: RankerParams | None = None
+    arm: str = "a"
+    # what else the configuration depends on (encoder names, ...): part of the config id, never read
+    describes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.signals:
@@ -126,6 +138,27 @@ class OnlineModels:
         if self.schedule is None:
             rehearsed = [s for s in self.signals if hasattr(s, "rehearse")]
             self.schedule = TrainingScheduler(self.ranker, rehearsed, self.schedule_params)  # type: ignore[arg-type]
+        self.config_id = config_id(
+            self.params,
+            self.ranker.params,
+            self.schedule.params,
+            self.user_model.params,
+            [type(s).__name__ for s in self.signals],
+            type(getattr(self.signal("next_item"), "model", None)).__name__ if "next_item" in self.sources else "",
+            dict(self.describes),
+        )
+
+    # --- version ---------------------------------------------------------------------------------
+    @property
+    def trained_events(self) -> int:
+        """Applied events the shared models have learned: the counter in ``version``."""
+        assert self.schedule is not None
+        return self.schedule.events
+
+    @property
+    def version(self) -> str:
+        """``<arm>:<config-id>:<events learned>`` (module docstring): what a list ranked now was ranked with."""
+        return f"{self.arm}:{self.config_id}:{self.trained_events}"
 
     # --- the signals' columns --------------------------------------------------------------------
     @property
@@ -170,6 +203,7 @@ class OnlineModels:
         events: Sequence[tuple[Interaction, IndexedItem]],
         catalogue: Index | None,
         shared: bool = True,
+        peers: Sequence[OnlineModels] = (),
     ) -> list[bool]:
         """Apply a micro-batch of interactions in order; returns, per event, whether it was applied
         (False: a replay of an applied event id, which changes nothing).
@@ -178,10 +212,12 @@ class OnlineModels:
         applied, the first labelled event of each user is labelled: the candidates that user was
         ranked from their state before the batch, the event's item as the positive. ``shared=False``
         updates only the users (the strict evaluation keeps validation events out of the models).
+        ``peers``: other configurations (A/B arms) whose shared models learn the same events. Each labels
+        with its own ranking from the same states before the batch; the user states are updated once, by
+        this object's user model (one state per user, whichever arm ranks them).
         """
-        examples: list[Example] = []
-        if shared and catalogue is not None:
-            examples = self._label(users, events, catalogue)
+        learners = [self, *peers] if shared else []
+        examples = [m._label(users, events, catalogue) if catalogue is not None else [] for m in learners]
         observations: list[Observation] = []
         applied: list[bool] = []
         for ev, item in events:
@@ -196,13 +232,17 @@ class OnlineModels:
                         ev.event_id, ev.user_id, ev.item_id, ev.type, ev.ts, weight, item.feed, before, item.vector
                     )
                 )
+        for m, labelled in zip(learners, examples, strict=True):
+            m._learn_shared(observations, labelled)
+        return applied
+
+    def _learn_shared(self, observations: Sequence[Observation], examples: Sequence[Example]) -> None:
+        """The shared models learn a batch's applied events and labelled examples (on schedule)."""
         if observations:
             for s in self.signals:
                 s.learn(observations)
-        if shared:
-            assert self.schedule is not None
-            self.schedule.add(examples, len(observations))
-        return applied
+        assert self.schedule is not None
+        self.schedule.add(examples, len(observations))
 
     def learn_one(self, state: UserState, event: Interaction, item: IndexedItem, shared: bool = True) -> bool:
         """``learn_batch`` of one event for one user, without a catalogue: nothing is labelled."""
