@@ -25,9 +25,10 @@ from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
 from streams.kafka import cap_faust_fetch_wait, faust_broker_options
 from streams.params import (
+    arm_split_from_settings,
     encoder_params_from_settings,
     live_windows_from_settings,
-    online_models_from_settings,
+    online_arms_from_settings,
     ranking_params_from_settings,
 )
 from streams.schemas import (
@@ -131,12 +132,13 @@ class Services:
             )
             self.search_tier = milvus
         index = metrics.TimedIndex(milvus)
-        models = online_models_from_settings(s)
+        arms = online_arms_from_settings(s)
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
+        metrics.record_arms(arms, [feed.value for feed in Feed], describe=True)
         return Handlers(
             index=index,
             encoder=encoder,
-            user_model=models.user_model,
+            user_model=arms["a"].user_model,
             ranking=ranking_params_from_settings(s),
             candidates=s.candidates,
             topics={"interactions": s.topic_interactions, "content": s.topic_content},
@@ -151,7 +153,10 @@ class Services:
             live_windows=live_windows_from_settings(s),
             fusion_weights=s.fusion_weights,
             live_refresh_alpha=s.live_refresh_alpha,
-            models=models,
+            models=arms["a"],
+            variant=arms.get("b"),
+            split=arm_split_from_settings(s),
+            online_lists=s.online_metric_lists,
         )
 
     def dependency_error(self) -> str | None:
@@ -320,6 +325,8 @@ def build_app(settings: Settings) -> faust.App:
             result = await run_in(services.index_pool, handlers.process_interactions, parsed.events, states)
             await send_dead([letter for _, letter in result.dead])
             metrics.DUPLICATES.inc(result.duplicates)
+            metrics.record_online(result.online, result.unscored)
+            metrics.record_arms(handlers.arms)
             last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
             for user, state in result.states.items():
                 set_in_partition_of(last_event_of[user], user_state, user, state)

@@ -20,6 +20,7 @@ from encoders.fusion import DEFAULT_WEIGHTS, to_common
 from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
+from ranking.ab import ArmSplit, LastLists, Tally
 from ranking.domain import Feed
 from ranking.index import Index, IndexedItem
 from ranking.online import OnlineModels
@@ -40,7 +41,6 @@ from streams.schemas import (
     parse_event,
 )
 
-MODEL_VERSION = "livelens-0.1"
 DLQ_PAYLOAD_MAX_BYTES = 256 * 1024
 # A letter must stay well under the producer's 1 MiB request limit once JSON-escaped.
 DLQ_PAYLOAD_MAX_JSON_BYTES = 512 * 1024
@@ -130,6 +130,10 @@ class InteractionResult:
     recommendations: list[Recommendation]
     dead: list[tuple[int, DeadLetter]]
     duplicates: int = 0
+    # the online metric of this batch: per (arm, feed), positive interactions scored against the list
+    # their user last got, and those that had no list to be scored against (first since start, evicted)
+    online: dict[tuple[str, Feed], Tally] = field(default_factory=dict)
+    unscored: dict[tuple[str, Feed], int] = field(default_factory=dict)
     # comments on streams that are live now, to forward to the live-segments topic (keyed by stream)
     live_comments: list[LiveSegmentEvent] = field(default_factory=list)
 
@@ -156,6 +160,9 @@ class Handlers:
         fusion_weights: Mapping[str, float] | None = None,
         live_refresh_alpha: float = 0.3,
         models: OnlineModels | None = None,
+        variant: OnlineModels | None = None,
+        split: ArmSplit | None = None,
+        online_lists: int = 100_000,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -172,6 +179,14 @@ class Handlers:
         # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
         # global table is the next step for multi-worker deployments.
         self.models = models or OnlineModels(user_model, params=ranking)
+        # A/B: arm "b" ranks the users ``split`` sends it; both arms' shared models learn every event.
+        # Without a variant there is one arm and ``arm_of`` is never asked.
+        self.arms: dict[str, OnlineModels] = {"a": self.models, **({"b": variant} if variant is not None else {})}
+        self.split = split if variant is not None and split is not None else ArmSplit(0.0)
+        self.last_lists = LastLists(online_lists)
+
+    def arm_of(self, user_id: str) -> str:
+        return self.split.arm(user_id) if len(self.arms) > 1 else "a"
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
@@ -208,7 +223,8 @@ class Handlers:
                     item_parts = {**item_parts, "origin": item.vector}
                 self.modalities.put(item.item_id, item_parts)
             self.index.upsert(result.items)
-            self.models.learn_content(result.items)
+            for models in self.arms.values():
+                models.learn_content(result.items)
         return result
 
     # --- live streams now ----------------------------------------------------------------------
@@ -322,14 +338,20 @@ class Handlers:
             raise RejectedEvent("not_live_stream", f"item {event.item_id!r} is a short video")
         if event.status is LiveState.ended:
             self.live_windows.forget(event.item_id)
-            self.models.end_live(event.item_id)
+            for models in self.arms.values():
+                models.end_live(event.item_id)
         return item
 
     # --- interactions ------------------------------------------------------------------------
     def process_interactions(
         self, events: Sequence[tuple[int, InteractionEvent]], states: Mapping[str, dict[str, Any] | None]
     ) -> InteractionResult:
-        """Update each user's state in event order, then refresh one list per (user, feed) touched."""
+        """Update each user's state in event order, then refresh one list per (user, feed) touched.
+
+        Each applied positive interaction is first scored against the list its user last got for that feed
+        (``ranking.ab.LastLists``: the online HR@K and NDCG@K of the arm that ranked it); the lists of this
+        batch are recorded after, so an event is never scored against the list it triggered.
+        """
         items = self.index.get([ev.item_id for _, ev in events])
         dead: list[tuple[int, DeadLetter]] = []
         users: dict[str, UserState] = {u: UserState.from_dict(s) for u, s in states.items()}
@@ -345,12 +367,26 @@ class Handlers:
             users.setdefault(ev.user_id, UserState())
             known.append((ev, item))
             last_trigger[(ev.user_id, item.feed)] = ev
-        applied = self.models.learn_batch(users, [(ev.to_core(), item) for ev, item in known], self.index)
+        peers = [m for arm, m in self.arms.items() if arm != "a"]
+        core = [(ev.to_core(), item) for ev, item in known]
+        applied = self.models.learn_batch(users, core, self.index, peers=peers)
+        online: dict[tuple[str, Feed], Tally] = {}
+        unscored: dict[tuple[str, Feed], int] = {}
+        weights = self.models.user_model.params.event_weights
         for (ev, item), ok in zip(known, applied, strict=True):
             if ok and ev.comment and ev.comment.strip() and item.feed is Feed.live and item.is_live:
                 comments.setdefault(ev.item_id, []).append(ev.comment.strip())
+            if ok and weights.get(ev.type, 0.0) > 0:  # a skip of a recommended item is no success
+                outcome = self.last_lists.score(ev.user_id, item.feed, ev.item_id)
+                if outcome is None:
+                    key = (self.arm_of(ev.user_id), item.feed)
+                    unscored[key] = unscored.get(key, 0) + 1
+                else:
+                    online.setdefault((outcome.arm, outcome.feed), Tally()).add(outcome)
         duplicates = applied.count(False)
         recs = self.recommend(users, last_trigger)
+        for rec in recs:
+            self.last_lists.record(rec.user_id, rec.feed, self.arm_of(rec.user_id), [i.item_id for i in rec.items])
         touched = {user for user, _ in last_trigger}
         forwarded = [
             LiveSegmentEvent(item_id=item_id, comments=texts[-100:], ts=time.time())
@@ -361,6 +397,8 @@ class Handlers:
             recommendations=recs,
             dead=dead,
             duplicates=duplicates,
+            online=online,
+            unscored=unscored,
             live_comments=forwarded,
         )
 
@@ -369,24 +407,23 @@ class Handlers:
         unknown user (``state`` None) gets the cold-start list: what is trending in that feed."""
         return self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})[0]
 
-    @property
-    def model_version(self) -> str:
-        return f"{MODEL_VERSION}+{self.encoder.name}"
-
     def recommend(
         self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent | None]
     ) -> list[Recommendation]:
         """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness.
 
-        Ranking is ``OnlineModels.recommend``, the code the offline evaluation runs; a user without a
-        taste yet (e.g. unknown to ``GET /recommendations``) gets the feed's trending items.
+        Ranking is ``OnlineModels.recommend`` of the user's arm, the code the offline evaluation runs; a
+        user without a taste yet (e.g. unknown to ``GET /recommendations``) gets the feed's trending items.
+        Each list carries the version of the models that ranked it (``OnlineModels.version``).
         """
-        by_feed: dict[Feed, list[tuple[str, InteractionEvent | None]]] = {}
+        by_arm_feed: dict[tuple[str, Feed], list[tuple[str, InteractionEvent | None]]] = {}
         for (user, feed), ev in triggers.items():
-            by_feed.setdefault(feed, []).append((user, ev))
+            by_arm_feed.setdefault((self.arm_of(user), feed), []).append((user, ev))
         out: list[Recommendation] = []
-        for feed, wanted in by_feed.items():
-            lists = self.models.recommend(
+        for (arm, feed), wanted in by_arm_feed.items():
+            models = self.arms[arm]
+            version = models.version
+            lists = models.recommend(
                 [users[u] for u, _ in wanted], feed, self.index, time.time(), user_ids=[u for u, _ in wanted]
             )
             for (user, ev), ranked in zip(wanted, lists, strict=True):
@@ -398,7 +435,7 @@ class Handlers:
                         generated_at=time.time(),
                         trigger_event_id=ev.event_id if ev else None,
                         trigger_ts=ev.ts if ev else None,
-                        model_version=self.model_version,
+                        model_version=version,
                     )
                 )
         return out

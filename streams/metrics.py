@@ -9,6 +9,7 @@ Besides the metric objects, this module holds the small pieces the Faust app wir
 - ``TimedEncoder`` / ``TimedIndex``: proxies around the encoder and the Milvus index that time ``encode`` and
   ``search`` (the calls happen inside ``streams.handlers``, which stays free of metrics code);
 - ``update_consumer_lag`` / ``update_table_keys``: what the app's periodic timer records;
+- ``record_online`` / ``record_arms``: the online metric per A/B arm and each arm's model version;
 - ``readiness``: the checks behind ``/ready``.
 """
 
@@ -113,6 +114,49 @@ TABLE_KEYS = Gauge(
 )
 MODEL_INFO = Info("livelens_model", "Encoder and ranking model versions.", registry=REGISTRY)
 
+# The online metric (ranking.ab): each applied positive interaction scored against the last list its user got
+# for that feed, by the arm that ranked that list. HR@K = hits / interactions; NDCG@K mean = ndcg / interactions.
+ONLINE_INTERACTIONS = Counter(
+    "livelens_online_interactions_total",
+    "Positive interactions scored against the last list emitted to their user for that feed.",
+    ["arm", "feed"],
+    registry=REGISTRY,
+)
+ONLINE_HITS = Counter(
+    "livelens_online_hits_total",
+    "Scored interactions whose item was in that list (online HR@K, K = the list's length).",
+    ["arm", "feed"],
+    registry=REGISTRY,
+)
+ONLINE_NDCG = Counter(
+    "livelens_online_ndcg_total",
+    "Sum of the NDCG@K of scored interactions (0 for a miss); divided by interactions: the mean.",
+    ["arm", "feed"],
+    registry=REGISTRY,
+)
+ONLINE_NDCG_SQUARES = Counter(
+    "livelens_online_ndcg_squares_total",
+    "Sum of the squared NDCG@K of scored interactions: the variance behind its confidence interval.",
+    ["arm", "feed"],
+    registry=REGISTRY,
+)
+ONLINE_UNSCORED = Counter(
+    "livelens_online_unscored_total",
+    "Positive interactions with no earlier list to score against (first since start, or evicted).",
+    ["arm", "feed"],
+    registry=REGISTRY,
+)
+MODEL_VERSION = Gauge(
+    "livelens_model_version",
+    "Events the arm's shared models have learned: the counter at the end of each list's model_version.",
+    ["arm"],
+    registry=REGISTRY,
+)
+RANKER_STEPS = Gauge("livelens_ranker_steps", "Steps the arm's learned ranker has taken.", ["arm"], registry=REGISTRY)
+ARM_INFO = Info(
+    "livelens_arm", "Each A/B arm's configuration id (the middle of model_version).", ["arm"], registry=REGISTRY
+)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)
@@ -164,6 +208,34 @@ class TimedIndex:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
+
+
+# --- A/B and the online metric -------------------------------------------------------------------------
+
+
+def record_arms(arms: Mapping[str, Any], feeds: Sequence[str] = (), describe: bool = False) -> None:
+    """Each arm's model version and ranker steps; ``describe`` (at start): its config id, and every online
+    series at 0, so rates and ``livelens ab report`` see both arms before their first scored interaction."""
+    for arm, models in arms.items():
+        MODEL_VERSION.labels(arm).set(models.trained_events)
+        RANKER_STEPS.labels(arm).set(models.ranker.steps)
+        if describe:
+            ARM_INFO.labels(arm).info({"config": models.config_id})
+            for feed in feeds:
+                for counter in (ONLINE_INTERACTIONS, ONLINE_HITS, ONLINE_NDCG, ONLINE_NDCG_SQUARES, ONLINE_UNSCORED):
+                    counter.labels(arm, feed)
+
+
+def record_online(online: Mapping[tuple[str, Any], Any], unscored: Mapping[tuple[str, Any], int]) -> None:
+    """One batch's online metric (``streams.handlers.InteractionResult``) into the counters."""
+    for (arm, feed), tally in online.items():
+        name = getattr(feed, "value", str(feed))
+        ONLINE_INTERACTIONS.labels(arm, name).inc(tally.interactions)
+        ONLINE_HITS.labels(arm, name).inc(tally.hits)
+        ONLINE_NDCG.labels(arm, name).inc(tally.ndcg)
+        ONLINE_NDCG_SQUARES.labels(arm, name).inc(tally.ndcg_squares)
+    for (arm, feed), count in unscored.items():
+        ONLINE_UNSCORED.labels(arm, getattr(feed, "value", str(feed))).inc(count)
 
 
 # --- periodic gauges ----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from encoders.live import LiveWindows
 from encoders.params import EncoderParams
+from ranking.ab import ArmSplit
 from ranking.next_item import NextItemLearner, NextItemModel
 from ranking.online import OnlineModels, default_signals
 from ranking.ranker import RankerParams
@@ -19,8 +20,10 @@ from ranking.user_state import UserModel, UserModelParams
 from streams.settings import Settings
 
 __all__ = [
+    "arm_split_from_settings",
     "encoder_params_from_settings",
     "live_windows_from_settings",
+    "online_arms_from_settings",
     "online_models_from_settings",
     "ranking_params_from_settings",
     "user_model_params_from_settings",
@@ -54,10 +57,10 @@ def ranking_params_from_settings(s: Settings) -> RankingParams:
     )
 
 
-def online_models_from_settings(s: Settings, ranking: RankingParams | None = None) -> OnlineModels:
+def online_models_from_settings(s: Settings, ranking: RankingParams | None = None, arm: str = "a") -> OnlineModels:
     """The worker's models: the user model, every signal (with the configured next-item model), the
     learned ranker and its training schedule. ``ranking`` overrides the ranking parameters (the
-    evaluation's top K without freshness and exploration)."""
+    evaluation's top K without freshness and exploration); ``arm`` names them in their version."""
     if s.torch_threads is None:
         # The online models' matrices are tiny: on a 2-core host one torch thread measured 20x faster
         # than two (thread hand-off dominates). Process-wide; LIVELENS_TORCH_THREADS overrides.
@@ -84,7 +87,30 @@ def online_models_from_settings(s: Settings, ranking: RankingParams | None = Non
         signals=signals,
         ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate),
         schedule_params=ScheduleParams(label_one_in=s.label_one_in, rehearse_ratio=s.rehearse_ratio),
+        arm=arm,
+        # the vectors every signal works on come from these: part of what a version names
+        describes={
+            "text_encoder": s.text_encoder,
+            "text_model_path": s.text_model_path,
+            "image_encoder": s.image_encoder,
+            "audio_encoder": s.audio_encoder,
+            "fusion_weights": dict(s.fusion_weights),
+        },
     )
+
+
+def online_arms_from_settings(s: Settings) -> dict[str, OnlineModels]:
+    """One ``OnlineModels`` per A/B arm: "a" from the settings, and with ``ab_variant`` set, "b" from the
+    settings with those overrides. Without a variant there is one arm and nothing else is built."""
+    arms = {"a": online_models_from_settings(s, arm="a")}
+    if s.ab_variant:
+        arms["b"] = online_models_from_settings(s.variant(), arm="b")
+    return arms
+
+
+def arm_split_from_settings(s: Settings) -> ArmSplit:
+    """Which users arm b ranks: ``ab_share`` of them by crc32 of the user id; nobody without a variant."""
+    return ArmSplit(s.ab_share if s.ab_variant else 0.0)
 
 
 def encoder_params_from_settings(s: Settings) -> EncoderParams:

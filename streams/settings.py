@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoders.fusion import DEFAULT_WEIGHTS as DEFAULT_FUSION_WEIGHTS
@@ -30,6 +30,33 @@ INDEX_PARAM_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
     "IVF_FLAT": (frozenset({"nlist"}), frozenset({"nprobe"})),
     "HNSW": (frozenset({"M", "efConstruction"}), frozenset({"ef"})),
 }
+
+
+# The settings an A/B variant may override: only what ranks (streams.params maps them onto RankingParams,
+# RankerParams, ScheduleParams and the signals' parameters), never the user model or the infrastructure.
+AB_SETTINGS = frozenset(
+    {
+        "top_k",
+        "candidates",
+        "freshness_weight",
+        "trending_weight",
+        "trending_half_life_s",
+        "trending_window_s",
+        "live_boost_weight",
+        "live_window_s",
+        "mmr_lambda",
+        "explore_slots",
+        "next_item_model",
+        "seq_weight",
+        "seq_candidates",
+        "co_weight",
+        "knn_weight",
+        "ranker_hidden",
+        "ranker_learning_rate",
+        "label_one_in",
+        "rehearse_ratio",
+    }
+)
 
 
 def project_root() -> Path:
@@ -305,8 +332,37 @@ class Settings(BaseSettings):
         description="Next-item examples rehearsed from its bounded buffer per applied event (in bursts).",
     )
 
+    # --- A/B and the online metric ---------------------------------------------------------------
+    ab_variant: dict[str, Any] = Field(
+        default_factory=dict,
+        description='Arm "b": ranking settings that differ from the rest, as a JSON object of setting names '
+        '(e.g. {"mmr_lambda": 1.0}); empty: no A/B, every user in arm "a".',
+    )
+    ab_share: float = Field(
+        default=0.5, ge=0, le=1, description="With ab_variant set: the share of users (by crc32 of user_id) in arm b."
+    )
+    online_metric_lists: int = Field(
+        default=100_000,
+        ge=1,
+        description="Last lists kept (per user and feed, least recently emitted dropped) to score the online hit rate.",
+    )
+
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)
+
+    @model_validator(mode="after")
+    def _ab_variant_names_ranking_settings(self) -> Settings:
+        """Arm b may change only how lists are ranked: user state is one per user, shared by both arms, and
+        the infrastructure is one. Values are checked as if set directly (types and bounds)."""
+        unknown = set(self.ab_variant) - AB_SETTINGS
+        if unknown:
+            raise ValueError(f"ab_variant {sorted(unknown)} cannot differ between arms; allowed: {sorted(AB_SETTINGS)}")
+        self.ab_variant = _validated_overrides(self.ab_variant)
+        return self
+
+    def variant(self) -> Settings:
+        """Arm b's settings: these with ``ab_variant`` applied (values validated like the settings')."""
+        return self.model_copy(update={**_validated_overrides(self.ab_variant), "ab_variant": {}})
 
     @model_validator(mode="after")
     def _index_params_fit_type(self) -> Settings:
@@ -351,6 +407,15 @@ class Settings(BaseSettings):
 
     def feed_topics(self) -> dict[str, str]:
         return {"short_video": self.topic_recs_short_video, "live": self.topic_recs_live}
+
+
+def _validated_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Each override through its setting's own type and bounds (``"1.0"`` becomes 1.0; 3 for mmr_lambda fails)."""
+    out: dict[str, Any] = {}
+    for name, value in overrides.items():
+        info = Settings.model_fields[name]
+        out[name] = TypeAdapter(Annotated[info.annotation, info]).validate_python(value)
+    return out
 
 
 @lru_cache(maxsize=1)
