@@ -24,6 +24,8 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+ab = typer.Typer(help="A/B arms: compare the online metric of the model configurations a worker serves.")
+cli.add_typer(ab, name="ab")
 
 
 def _settings() -> Settings:
@@ -396,6 +398,53 @@ def bench(
     except UnknownBench as exc:
         console.print(f"[red]unknown benchmark {name!r}[/]; choose one of: {', '.join(sorted(BENCHES))}")
         raise typer.Exit(2) from exc
+
+
+@ab.command("report")
+def ab_report(
+    url: Annotated[
+        str | None, typer.Option(help="a worker's metrics page; default: http://WEB_HOST:WEB_PORT/metrics")
+    ] = None,
+    feed: Annotated[str | None, typer.Option(help="only this feed (short_video | live); default: both")] = None,
+) -> None:
+    """Per arm: scored interactions, online HR@K and NDCG@K with 95% intervals, and b - a."""
+    from rich.table import Table
+
+    from streams.ab_report import WorkerUnreachable, differences, fetch_metrics, fmt, parse_arms
+
+    s = _settings()
+    url = url or f"http://{s.web_host}:{s.web_port}/metrics"
+    if feed is not None and feed not in ("short_video", "live"):
+        console.print(f"[red]unknown feed {feed!r}[/]; choose short_video or live")
+        raise typer.Exit(2)
+    try:
+        arms = parse_arms(fetch_metrics(url), feed)
+    except WorkerUnreachable as exc:
+        console.print(f"[red]{exc}[/]; start `livelens worker` or pass --url")
+        raise typer.Exit(2) from exc
+    if not arms:
+        console.print(f"[red]{url} has no online metric[/] (a worker of this version, after its models loaded?)")
+        raise typer.Exit(2)
+    table = Table(title=f"online metric per arm ({feed or 'all feeds'}), 95% intervals; K = each list's length")
+    for column in ("arm", "config", "events learned", "interactions", "HR@K", "NDCG@K (mean)", "unscored"):
+        table.add_column(column, justify="left" if column in ("arm", "config") else "right")
+    for arm in arms.values():
+        learned = "?" if arm.events_learned is None else str(arm.events_learned)
+        table.add_row(
+            arm.arm,
+            arm.config,
+            learned,
+            str(arm.tally.interactions),
+            fmt(arm.hit_rate),
+            fmt(arm.ndcg),
+            str(arm.unscored),
+        )
+    if "a" in arms and "b" in arms:
+        hr, ndcg = differences(arms["a"], arms["b"])
+        table.add_row("b - a", "", "", "", fmt(hr, signed=True), fmt(ndcg, signed=True), "")
+    console.print(table)
+    if len(arms) == 1:
+        console.print("[dim]one arm: A/B is off (set LIVELENS_AB_VARIANT to serve a second configuration)[/]")
 
 
 @cli.command()
