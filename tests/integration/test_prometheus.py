@@ -6,6 +6,8 @@ and evaluates ``infra/prometheus/alerts.yml``. After events flow through the wor
 the dashboard and of the alert rules must return data through ``/api/v1/query``:
 
 - Grafana's ``$__rate_interval`` becomes ``30s`` (at least 4 scrapes of 1 s plus margin);
+- the worker serves two A/B arms (this module's ``stack``), so the per-arm online metric, the version gauges and
+  the dashboard's A/B panels are exercised with both arms;
 - an alert expression is a threshold comparison that returns nothing while the alert does not fire, so the test
   evaluates the operands instead: it splits the expression at top-level ``and``/``or``/``unless`` and comparison
   operators, drops constants (``1000``, ``vector(0)``) and checks that each remaining operand returns data.
@@ -32,6 +34,7 @@ import yaml
 from streams.ports import free_port
 from streams.replay import make_producer
 from streams.schemas import ContentEvent, InteractionEvent, LiveStatusEvent
+from tests.conftest import base_settings
 
 pytestmark = pytest.mark.integration
 
@@ -224,6 +227,17 @@ class Prometheus:
 
 
 @pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """This module's worker serves two arms (b: relevance only, no MMR); the Driver's users pu1 (arm a) and
+    pu2, pu3 (arm b, crc32 below half) give both arms scored interactions."""
+    from streams.local import LocalStack
+
+    root = tmp_path_factory.mktemp("stack")
+    with LocalStack(base_settings(root, ab_variant={"mmr_lambda": 1.0}, ab_share=0.5), root) as local:
+        yield local
+
+
+@pytest.fixture(scope="module")
 def prometheus(stack: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Prometheus]:
     _require_prometheus()
     s = stack.settings
@@ -388,3 +402,18 @@ def test_every_dashboard_and_alert_expression_returns_data(stack: Any, prometheu
     while value("max(livelens_consumer_lag)") != 0:
         assert time.monotonic() < deadline, prometheus.query("livelens_consumer_lag")
         time.sleep(1.0)
+
+    # A/B: both arms scored interactions (round 2 follows the lists of round 1), and both arms' shared
+    # models learned every interaction, so their versions agree with the count of interactions sent.
+    per_arm = lambda expr: {r["metric"]["arm"]: float(r["value"][1]) for r in prometheus.query(expr)}  # noqa: E731
+    assert set(per_arm("sum by (arm) (livelens_online_interactions_total)")) == {"a", "b"}
+    assert all(v > 0 for v in per_arm("sum by (arm) (livelens_online_interactions_total)").values())
+    hr_panel = next(e for title, e in panels if title.startswith("A/B: online HR@K") and "hits" in e)
+    hr = per_arm(hr_panel)  # a series per arm (NaN where an arm had nothing scored in the last 30 s)
+    assert set(hr) == {"a", "b"} and all(math.isnan(v) or 0 <= v <= 1 for v in hr.values()), hr
+    deadline = time.monotonic() + 15
+    while per_arm("max by (arm) (livelens_model_version)") != {"a": drive.interactions, "b": drive.interactions}:
+        assert time.monotonic() < deadline, per_arm("max by (arm) (livelens_model_version)")
+        time.sleep(1.0)
+    configs = {r["metric"]["arm"]: r["metric"]["config"] for r in prometheus.query("livelens_arm_info")}
+    assert set(configs) == {"a", "b"} and configs["a"] != configs["b"]
