@@ -151,7 +151,15 @@ class Recommendation(Event):
     items: list[RecommendedItem]
     generated_at: Timestamp
     trigger_event_id: Id | None = None
-    model_version: str
+    model_version: Annotated[
+        str,
+        Field(
+            pattern=r"^[a-z]+:[0-9a-f]{8}:[0-9]+$",
+            description="What ranked this list: '<arm>:<config-id>:<events learned>', the A/B arm, 8 hex digits "
+            "naming the model configuration, and how many events its shared models had learned (0 after a restart).",
+            examples=["a:3f9c1a2b:1234"],
+        ),
+    ]
     # Interaction ts of the trigger, so consumers can measure event-to-recommendation freshness.
     trigger_ts: Timestamp | None = None
 

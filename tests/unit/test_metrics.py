@@ -45,6 +45,14 @@ def test_exposition_parses_and_declares_every_metric() -> None:
         "livelens_table_keys",
         "livelens_live_streams",
         "livelens_model_info",
+        "livelens_online_interactions",
+        "livelens_online_hits",
+        "livelens_online_ndcg",
+        "livelens_online_ndcg_squares",
+        "livelens_online_unscored",
+        "livelens_model_version",
+        "livelens_ranker_steps",
+        "livelens_arm_info",
     ):
         assert name in parsed, name
 
