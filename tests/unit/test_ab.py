@@ -8,9 +8,10 @@ import statistics
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ from ranking.recommender import RankingParams
 from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState
 from streams.ab_report import differences, parse_arms
 from streams.cli import cli
-from streams.handlers import Handlers
+from streams.handlers import Handlers, InteractionResult
 from streams.params import arm_split_from_settings, online_arms_from_settings
 from streams.schemas import ContentEvent, InteractionEvent
 from streams.settings import Settings
@@ -153,7 +154,9 @@ def events(n: int) -> list[Interaction]:
     ]
 
 
-def run(m: OnlineModels, evs: list[Interaction], batch: int, idx: InMemoryIndex, peers=()) -> list[str]:
+def run(
+    m: OnlineModels, evs: list[Interaction], batch: int, idx: InMemoryIndex, peers: Sequence[OnlineModels] = ()
+) -> list[str]:
     users: dict[str, UserState] = {}
     versions = [m.version]
     for start in range(0, len(evs), batch):
@@ -277,7 +280,7 @@ def test_lists_carry_their_arms_advancing_version_and_the_metric_is_per_arm(tmp_
     user_b = next(u for u in USERS if ArmSplit(0.5).arm(u) == "b")
     seen: dict[str, list[str]] = {user_a: [], user_b: []}
 
-    def batch(tag: str, picks: dict[str, str], kind: str = "like") -> object:
+    def batch(tag: str, picks: dict[str, str], kind: str = "like") -> InteractionResult:
         evs = [
             (n, InteractionEvent(event_id=f"{tag}-{u}", user_id=u, item_id=i, type=kind, value=1))
             for n, (u, i) in enumerate(picks.items())
@@ -289,7 +292,7 @@ def test_lists_carry_their_arms_advancing_version_and_the_metric_is_per_arm(tmp_
             last[rec.user_id] = [i.item_id for i in rec.items]
         return out
 
-    states: dict[str, dict | None] = {}
+    states: dict[str, dict[str, Any] | None] = {}
     last: dict[str, list[str]] = {}
     first = batch("b1", {user_a: "i0", user_b: "i1"})
     assert first.online == {}  # nobody had a list yet
