@@ -179,18 +179,66 @@ class Services:
 USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
 
 
-def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any) -> None:
-    """Write a table key as if inside ``event``'s processing.
+def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any) -> asyncio.Future[Any]:
+    """Write a table key as if inside ``event``'s processing; return its changelog record's future.
 
     A micro-batch mixes partitions, and Faust picks the changelog (and RocksDB) partition of a write
     from the current event: pin it to the event that carried this user's update, so the state lives
     in the same partition as the user's input events and recovers on the worker that owns them.
+
+    The same two steps as ``table[key] = value`` (``Table.on_key_set`` sends the changelog record,
+    then the store is written), but the record's future is kept: it resolves once the broker has
+    acknowledged the record (or fails). ``table[key] = value`` drops it, and nothing else waits for it
+    before the input offsets are committed (see :func:`write_states`).
     """
     token = _current_event.set(weakref.ref(event))
     try:
-        table[key] = value
+        future = table.send_changelog(table.partition_for_key(key), key, value)
+        table.data[key] = value
     finally:
         _current_event.reset(token)
+    return future
+
+
+def write_states(table: faust.Table, writes: dict[str, tuple[EventT, Any]]) -> dict[str, asyncio.Future[Any]]:
+    """Write each ``user -> (event, state)`` now (see :func:`set_in_partition_of`); return their changelog futures."""
+    return {user: set_in_partition_of(event, table, user, state) for user, (event, state) in writes.items()}
+
+
+async def until_written(
+    table: faust.Table,
+    writes: dict[str, tuple[EventT, Any]],
+    futures: dict[str, asyncio.Future[Any]],
+    *,
+    retry_delay_s: float = 0.5,
+) -> None:
+    """Return once the broker holds the changelog record of every write in ``writes``.
+
+    Why: Faust acks a micro-batch's events when the agent's body for it returns (``take_events``), and
+    commits acked offsets every ``broker_commit_interval``. Its only barrier before that commit is
+    ``producer.flush()``, which does not wait for the changelog: ``ProducerBuffer.flush_atmost``
+    gives up as soon as one record takes more than 0.1 s to be handed to the client (each changelog
+    record is its own batch here, one request in flight per broker, so a loaded broker or event loop
+    is enough), and the record being handed over is not counted at all. The commit then covered events
+    whose state had not reached the changelog; after a SIGKILL, state recovered from the changelog
+    alone lacked that micro-batch (README "Known limits", docs/reliability.md).
+
+    A record that fails is written again (the same state, same partition) after a growing delay,
+    like ``run_in``: the batch is not acked meanwhile, so no event is committed without its state.
+    """
+    delay = retry_delay_s
+    while futures:
+        await asyncio.wait(futures.values())
+        failed = [user for user, f in futures.items() if f.cancelled() or f.exception() is not None]
+        if not failed:
+            return
+        first = futures[failed[0]]
+        name = "CancelledError" if first.cancelled() else type(first.exception()).__name__
+        metrics.PROCESSING_ERRORS.labels("changelog", name).inc()
+        log.warning("%d changelog writes failed (%s); writing them again in %.1fs", len(failed), name, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+        futures = write_states(table, {user: writes[user] for user in failed})
 
 
 def build_app(settings: Settings) -> faust.App:
@@ -328,8 +376,8 @@ def build_app(settings: Settings) -> faust.App:
             metrics.record_online(result.online, result.unscored)
             metrics.record_arms(handlers.arms)
             last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
-            for user, state in result.states.items():
-                set_in_partition_of(last_event_of[user], user_state, user, state)
+            writes = {user: (last_event_of[user], state) for user, state in result.states.items()}
+            sent = write_states(user_state, writes)  # awaited at the end: recommendations go out meanwhile
             for segment in result.live_comments:
                 await segments_topic.send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
             if sink is not None:
@@ -347,6 +395,9 @@ def build_app(settings: Settings) -> faust.App:
                 metrics.RECOMMENDATIONS.labels(rec.feed.value).inc()
                 if rec.trigger_ts is not None:
                     metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
+            # Faust acks the batch's events when this body returns, and commits acked offsets: not before
+            # the broker holds every state written for them.
+            await until_written(user_state, writes, sent)
             metrics.BATCH_SIZE.labels("interactions").observe(len(events))
             metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
 
