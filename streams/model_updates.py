@@ -59,8 +59,8 @@ class ModelUpdates:
         self.served: dict[str, int] = {}  # arm -> snapshot version served
         self.delta_version = 0  # newest delta applied
         self.caught_up = threading.Event()
+        self._target: dict[str, int] | None = None  # arm -> newest version on the topic when first read to its end
         self.waited = False
-        self.found_snapshot = False
         self.last_error: str | None = None
         self.restore_s: float | None = None
         self._stop = threading.Event()
@@ -88,9 +88,10 @@ class ModelUpdates:
 
     @property
     def ready(self) -> bool:
-        """Read to the end once, and serving the snapshot found there (if any)."""
-        with self._lock:
-            return self.caught_up.is_set() and (not self.found_snapshot or bool(self.served)) and not self._pending
+        """Read to the end once, and serving (at least) the latest snapshot found there, if any. Later
+        snapshots never make it False: a worker keeps serving while the next one is restored."""
+        target = self._target
+        return target is not None and all(self.served.get(arm, -1) >= v for arm, v in target.items())
 
     # --- the reader thread ---------------------------------------------------------------------
     def _run(self) -> None:
@@ -130,7 +131,8 @@ class ModelUpdates:
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
                         at_end.discard((msg.topic(), msg.partition()))
-                        if not at_end:
+                        if not at_end and self._target is None:
+                            self._target = dict(self.assembler.latest)
                             self.caught_up.set()
                     else:
                         log.warning("model updates: %s", err)
@@ -154,7 +156,6 @@ class ModelUpdates:
         snap = self.assembler.add(chunk)
         if snap is None:
             return
-        self.found_snapshot = True
         started = time.perf_counter()
         fresh = self.build(snap.arm)
         fresh.restore_shared(snap.models, snap.version)
