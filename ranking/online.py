@@ -22,7 +22,7 @@ again from 0, as the models themselves do.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -102,6 +102,16 @@ class Ranked:
     scores: np.ndarray
     lists: list[list[RecommendedItem]]
     sources: tuple[str, ...]
+
+
+@dataclass
+class ObservedBatch:
+    """What a micro-batch changed: per event whether it was applied, the applied events as the shared
+    models learn them, and each arm's labelled examples (stream order)."""
+
+    applied: list[bool]
+    observations: list[Observation]
+    examples: dict[str, list[Example]]
 
 
 @dataclass
@@ -217,7 +227,26 @@ class OnlineModels:
         this object's user model (one state per user, whichever arm ranks them).
         """
         learners = [self, *peers] if shared else []
-        examples = [m._label(users, events, catalogue) if catalogue is not None else [] for m in learners]
+        batch = self.observe_batch(users, events, catalogue, shared=shared, peers=peers)
+        for m in learners:
+            m.learn_shared(batch.observations, batch.examples[m.arm])
+        return batch.applied
+
+    def observe_batch(
+        self,
+        users: Mapping[str, UserState],
+        events: Sequence[tuple[Interaction, IndexedItem]],
+        catalogue: Index | None,
+        shared: bool = True,
+        peers: Sequence[OnlineModels] = (),
+    ) -> ObservedBatch:
+        """``learn_batch`` without training the shared models: users' states are updated, and what the
+        shared models would learn (observations, each arm's labelled examples) is returned. A worker
+        whose shared models come from the trainer logs these for it (``ranking.model_log``)."""
+        learners = [self, *peers] if shared else []
+        if len({m.arm for m in learners}) < len(learners):
+            raise ValueError(f"peers need arms of their own, got {[m.arm for m in learners]}")
+        examples = {m.arm: m._label(users, events, catalogue) if catalogue is not None else [] for m in learners}
         observations: list[Observation] = []
         applied: list[bool] = []
         for ev, item in events:
@@ -232,17 +261,50 @@ class OnlineModels:
                         ev.event_id, ev.user_id, ev.item_id, ev.type, ev.ts, weight, item.feed, before, item.vector
                     )
                 )
-        for m, labelled in zip(learners, examples, strict=True):
-            m._learn_shared(observations, labelled)
-        return applied
+        return ObservedBatch(applied, observations, examples)
 
-    def _learn_shared(self, observations: Sequence[Observation], examples: Sequence[Example]) -> None:
-        """The shared models learn a batch's applied events and labelled examples (on schedule)."""
+    def learn_shared(self, observations: Sequence[Observation], examples: Sequence[Example]) -> None:
+        """The shared models learn a batch's applied events and labelled examples (on schedule): in the
+        worker without a trainer, or in the trainer from the workers' logged records."""
         if observations:
             for s in self.signals:
                 s.learn(observations)
         assert self.schedule is not None
         self.schedule.add(examples, len(observations))
+
+    # --- serving the trainer's models --------------------------------------------------------------
+    def shared_snapshot(self) -> dict[str, bytes]:
+        """Every signal's and the ranker's snapshot by name: what the trainer publishes."""
+        assert self.ranker is not None
+        return {**{s.name: s.snapshot() for s in self.signals}, "ranker": self.ranker.snapshot()}
+
+    def restore_shared(self, models: Mapping[str, bytes], events: int) -> None:
+        """Load a snapshot set into this (fresh, unserved) object; its version counter becomes ``events``."""
+        assert self.ranker is not None and self.schedule is not None
+        missing = {*self.sources, "ranker"} - set(models)
+        if missing:
+            raise ValueError(f"snapshot set lacks {sorted(missing)}")
+        for s in self.signals:
+            s.restore(models[s.name])
+        self.ranker.restore(models["ranker"])
+        self.schedule.events = events
+
+    def adopt(self, other: OnlineModels, keep: Collection[str] = ()) -> None:
+        """Serve ``other``'s shared models (restored from the trainer) from now on, in one step between
+        micro-batches, so a list is always ranked by one version; signals named in ``keep`` stay this
+        object's (fed by this process, e.g. ``new_items`` from the content stream)."""
+        if other.config_id != self.config_id:
+            raise ValueError(f"configuration {other.config_id} cannot replace {self.config_id}")
+        signals = [
+            mine if mine.name in keep else theirs for mine, theirs in zip(self.signals, other.signals, strict=True)
+        ]
+        self.signals, self.ranker, self.schedule = signals, other.ranker, other.schedule
+
+    def learn_counts(self, observations: Sequence[Observation], names: Collection[str]) -> None:
+        """A trainer's delta: only the named (count) signals learn; the version and the ranker stay."""
+        for s in self.signals:
+            if s.name in names:
+                s.learn(observations)
 
     def learn_one(self, state: UserState, event: Interaction, item: IndexedItem, shared: bool = True) -> bool:
         """``learn_batch`` of one event for one user, without a catalogue: nothing is labelled."""

@@ -8,6 +8,7 @@ table, and send recommendations and dead letters. Agent concurrency stays 1 (see
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import re
@@ -29,6 +30,7 @@ from streams.params import (
     encoder_params_from_settings,
     live_windows_from_settings,
     online_arms_from_settings,
+    online_models_from_settings,
     ranking_params_from_settings,
 )
 from streams.schemas import (
@@ -45,6 +47,8 @@ from streams.settings import Settings
 
 if TYPE_CHECKING:
     from ranking.local_tier import LocalSearchTier
+    from ranking.online import OnlineModels
+    from streams.model_updates import ModelUpdates
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +161,7 @@ class Services:
             variant=arms.get("b"),
             split=arm_split_from_settings(s),
             online_lists=s.online_metric_lists,
+            log_training=s.trainer,
         )
 
     def dependency_error(self) -> str | None:
@@ -241,6 +246,25 @@ async def until_written(
         futures = write_states(table, {user: writes[user] for user in failed})
 
 
+async def until_sent(
+    topic: faust.TopicT, records: list[tuple[bytes, bytes]], futures: list[Any], *, retry_delay_s: float = 0.5
+) -> None:
+    """Return once the broker holds every record (``futures``: their first sends); failed ones are sent
+    again with a growing delay, as in :func:`until_written`, so the batch is never acked without them."""
+    delay = retry_delay_s
+    while futures:
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        records = [r for r, res in zip(records, results, strict=True) if isinstance(res, BaseException)]
+        if not records:
+            return
+        name = type(next(res for res in results if isinstance(res, BaseException))).__name__
+        metrics.PROCESSING_ERRORS.labels("training_log", name).inc()
+        log.warning("%d training records failed (%s); sending them again in %.1fs", len(records), name, delay)
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 30.0)
+        futures = [await topic.send(key=k, value=v) for k, v in records]
+
+
 def build_app(settings: Settings) -> faust.App:
     s = settings
     s.data_dir.mkdir(parents=True, exist_ok=True)
@@ -274,6 +298,9 @@ def build_app(settings: Settings) -> faust.App:
     dlq_topic = topic(s.topic_dead_letter)
     feed_topics = {feed: topic(name) for feed, name in s.feed_topics().items()}
     feed_topic_names = s.feed_topics()
+    training_topic = topic(s.topic_training)
+    updates = model_updates_of(s) if s.trainer and s.worker_role != "encoder" else None
+    app.livelens_model_updates = updates  # type: ignore[attr-defined]
     sink = None
     if s.recs_producer == "confluent" and s.worker_role != "encoder":
         from streams.rec_sink import RecommendationSink
@@ -364,6 +391,8 @@ def build_app(settings: Settings) -> faust.App:
         async for events in stream.take_events(s.interaction_batch_size, within=s.interaction_batch_wait_s):
             started = time.perf_counter()
             handlers = await services.handlers()
+            if updates is not None and not updates.waited:  # cold start: rank with the trainer's latest snapshot
+                await updates.wait_ready(functools.partial(apply_model_updates, handlers), timeout=60.0)
             parsed = parse_batch(InteractionEvent, s.topic_interactions, [e.value for e in events])
             await send_dead(parsed.dead)
             for _, ev in parsed.events:
@@ -378,6 +407,9 @@ def build_app(settings: Settings) -> faust.App:
             last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
             writes = {user: (last_event_of[user], state) for user, state in result.states.items()}
             sent = write_states(user_state, writes)  # awaited at the end: recommendations go out meanwhile
+            # training records, like the state writes, must be with the broker before the offsets commit
+            records = [(user.encode(), record) for user, record in result.training]
+            logged = [await training_topic.send(key=k, value=v) for k, v in records]
             for segment in result.live_comments:
                 await segments_topic.send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
             if sink is not None:
@@ -398,6 +430,7 @@ def build_app(settings: Settings) -> faust.App:
             # Faust acks the batch's events when this body returns, and commits acked offsets: not before
             # the broker holds every state written for them.
             await until_written(user_state, writes, sent)
+            await until_sent(training_topic, records, logged)
             metrics.BATCH_SIZE.labels("interactions").observe(len(events))
             metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
 
@@ -438,10 +471,24 @@ def build_app(settings: Settings) -> faust.App:
         app.agent(live_topic, concurrency=1)(live_status_agent)
         app.agent(interactions_topic, concurrency=1)(interaction_agent)
 
+    async def apply_model_updates(handlers: Handlers) -> None:
+        """Swap in the trainer's latest models in the thread that ranks, between batches (see model_updates)."""
+        if updates is not None:
+            await run_in(services.index_pool, updates.apply, handlers.arms)
+
     @app.task
     async def warm_up() -> None:
         """Load the encoder and connect to Milvus before the first event, so /health can say ready."""
-        await services.handlers()
+        handlers = await services.handlers()
+        if updates is not None:
+            updates.start({arm: m.config_id for arm, m in handlers.arms.items()})
+
+    if updates is not None:
+
+        @app.timer(0.25)
+        async def follow_trainer() -> None:
+            if services.ready:
+                await apply_model_updates(await services.handlers())
 
     input_topics = (s.topic_content, s.topic_live_status, s.topic_interactions)
 
@@ -455,6 +502,10 @@ def build_app(settings: Settings) -> faust.App:
     async def ready_view(web: Any, request: Any) -> Any:
         """Readiness: models loaded, broker reachable with the input topics, Milvus answering; 200 or 503."""
         ready, body = await metrics.readiness(app, services, s, input_topics)
+        if updates is not None:  # with a trainer: its latest snapshot is served (when there is one)
+            body["checks"]["trainer_models"] = updates.status()
+            ready = ready and updates.ready
+            body["status"] = "ready" if ready else "not_ready"
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
@@ -485,6 +536,8 @@ def build_app(settings: Settings) -> faust.App:
         }
         local = services.local_index_items()
         extra = {} if local is None else {"local_index_items": local}
+        if updates is not None:
+            extra["trainer_models"] = updates.status()
         return web.json({"ready": services.ready, "users": len(user_state), **samples, **extra})
 
     async def page_call(pool: ThreadPoolExecutor, method: str, *args: Any) -> tuple[bool, Any]:
@@ -542,3 +595,13 @@ def build_app(settings: Settings) -> faust.App:
         return web.json(json.loads(json.dumps(state)))
 
     return app
+
+
+def model_updates_of(s: Settings) -> ModelUpdates:
+    """The worker's reader of the trainer's snapshots and deltas (started once the handlers exist)."""
+    from streams.model_updates import ModelUpdates
+
+    def build(arm: str) -> OnlineModels:
+        return online_models_from_settings(s if arm == "a" else s.variant(), arm=arm)
+
+    return ModelUpdates(s, build)

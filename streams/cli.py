@@ -61,6 +61,27 @@ def worker(
 
 
 @cli.command()
+def trainer(
+    log_level: Annotated[str | None, typer.Option(help="crit|error|warn|info|debug")] = None,
+) -> None:
+    """Run the trainer: learn the shared models from livelens.training, publish them to livelens.models."""
+    import logging
+
+    from streams.topics import ensure_topics
+    from streams.trainer import run_trainer
+
+    s = _settings()
+    if not s.kafka_broker:
+        console.print("[red]LIVELENS_KAFKA_BROKER is not set.[/] Start one with `livelens broker`.")
+        raise typer.Exit(2)
+    levels = {"crit": "CRITICAL", "error": "ERROR", "warn": "WARNING", "info": "INFO", "debug": "DEBUG"}
+    logging.basicConfig(level=levels[log_level or s.log_level], format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    ensure_topics(s)
+    status = run_trainer(s)
+    console.print(f"trainer stopped at version {status['version']} ({status['snapshots']} snapshots)")
+
+
+@cli.command()
 def broker(
     port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
     create_topics: Annotated[bool, typer.Option(help="create LiveLens topics once up")] = True,

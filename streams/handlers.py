@@ -23,6 +23,7 @@ from encoders.video import MediaError, confine_path
 from ranking.ab import ArmSplit, LastLists, Tally
 from ranking.domain import Feed
 from ranking.index import Index, IndexedItem
+from ranking.model_log import encode_record, records_of
 from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
@@ -136,6 +137,8 @@ class InteractionResult:
     unscored: dict[tuple[str, Feed], int] = field(default_factory=dict)
     # comments on streams that are live now, to forward to the live-segments topic (keyed by stream)
     live_comments: list[LiveSegmentEvent] = field(default_factory=list)
+    # with a trainer: one encoded ``ranking.model_log.TrainingRecord`` per applied event, keyed by user
+    training: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -163,6 +166,7 @@ class Handlers:
         variant: OnlineModels | None = None,
         split: ArmSplit | None = None,
         online_lists: int = 100_000,
+        log_training: bool = False,
     ) -> None:
         self.index = index
         self.encoder = encoder
@@ -175,15 +179,18 @@ class Handlers:
         self.live_windows = live_windows if live_windows is not None else LiveWindows()
         self.fusion_weights = dict(fusion_weights or DEFAULT_WEIGHTS)
         self.live_refresh_alpha = live_refresh_alpha
-        # Co-engagement, trending, live velocity and new items are learned from this worker's
-        # interactions and content (its partitions). Each worker holds its own copy; a changelog-backed
-        # global table is the next step for multi-worker deployments.
+        # Without a trainer, co-engagement, trending, live velocity, the next-item model and the ranker are
+        # learned from this worker's interactions (its partitions), each worker holding its own copy. With
+        # one (``log_training``), they come from the trainer, which learns every worker's events.
         self.models = models or OnlineModels(user_model, params=ranking)
         # A/B: arm "b" ranks the users ``split`` sends it; both arms' shared models learn every event.
         # Without a variant there is one arm and ``arm_of`` is never asked.
         self.arms: dict[str, OnlineModels] = {"a": self.models, **({"b": variant} if variant is not None else {})}
         self.split = split if variant is not None and split is not None else ArmSplit(0.0)
         self.last_lists = LastLists(online_lists)
+        # True with a trainer (``Settings.trainer``): applied events are logged as training records and the
+        # shared models are swapped in from the trainer's snapshots (``streams.model_updates``)
+        self.log_training = log_training
 
     def arm_of(self, user_id: str) -> str:
         return self.split.arm(user_id) if len(self.arms) > 1 else "a"
@@ -369,7 +376,15 @@ class Handlers:
             last_trigger[(ev.user_id, item.feed)] = ev
         peers = [m for arm, m in self.arms.items() if arm != "a"]
         core = [(ev.to_core(), item) for ev, item in known]
-        applied = self.models.learn_batch(users, core, self.index, peers=peers)
+        observed = self.models.observe_batch(users, core, self.index, peers=peers)
+        applied = observed.applied
+        training: list[tuple[str, bytes]] = []
+        if self.log_training:  # the trainer learns these (``streams.trainer``); nothing shared trains here
+            records = records_of(observed.observations, observed.examples)
+            training = [(r.observation.user_id, encode_record(r)) for r in records]
+        else:
+            for arm in [self.models, *peers]:
+                arm.learn_shared(observed.observations, observed.examples[arm.arm])
         online: dict[tuple[str, Feed], Tally] = {}
         unscored: dict[tuple[str, Feed], int] = {}
         weights = self.models.user_model.params.event_weights
@@ -400,6 +415,7 @@ class Handlers:
             online=online,
             unscored=unscored,
             live_comments=forwarded,
+            training=training,
         )
 
     def recommend_now(self, user: str, state: Mapping[str, Any] | None, feed: Feed) -> Recommendation:

@@ -119,8 +119,49 @@ class WorkerProcess:
             return ""
 
 
+class TrainerProcess(WorkerProcess):
+    """``livelens trainer`` as a child process; its status file says its version, offsets and CPU time."""
+
+    @property
+    def status_path(self) -> Path:
+        return self.settings.data_dir / "trainer" / "status.json"
+
+    def start(self, timeout: float = 120.0) -> TrainerProcess:
+        env = {**os.environ, **settings_env(self.settings), "PYTHONUNBUFFERED": "1"}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.status_path.unlink(missing_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "trainer"], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while self.status() is None:  # written once restored and assigned its input
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop(signal.SIGKILL)
+                raise RuntimeError(f"trainer did not start; see {self.log_path}")
+            time.sleep(0.2)
+        return self
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.status_path.read_text())  # type: ignore[no-any-return]
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    def wait_for(self, key: str, at_least: float, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status is not None and status.get(key, 0) >= at_least:
+                return status
+            time.sleep(0.2)
+        raise TimeoutError(f"trainer {key} stayed below {at_least} for {timeout}s (last: {status})")
+
+
 class LocalStack:
-    """Start what is not configured (broker, Milvus), create topics, and run one worker."""
+    """Start what is not configured (broker, Milvus), create topics, and run one worker (and, with
+    ``Settings.trainer``, the trainer)."""
 
     def __init__(self, settings: Settings, work_dir: Path, start_worker: bool = True) -> None:
         self.base = settings
@@ -130,6 +171,7 @@ class LocalStack:
         self.broker: EmbeddedBroker | None = None
         self.milvus: EmbeddedMilvus | None = None
         self.worker: WorkerProcess | None = None
+        self.trainer: TrainerProcess | None = None
         self._stack = ExitStack()
 
     def __enter__(self) -> LocalStack:
@@ -156,6 +198,9 @@ class LocalStack:
         updates["web_port"] = free_port()
         self.settings = self.base.model_copy(update=updates)
         ensure_topics(self.settings)
+        if self.settings.trainer:  # the shared models' one learner; stopped after the workers (callbacks unwind)
+            self._stack.callback(self.stop_trainer)
+            self.trainer = TrainerProcess(self.settings, self.work_dir / "trainer.log").start()
         # Stops whichever worker is current at exit: a test may have restarted it (``restart_worker``).
         self._stack.callback(self.stop_worker)
         if self.start_worker:
@@ -171,6 +216,16 @@ class LocalStack:
     def stop_worker(self, sig: int = signal.SIGTERM) -> None:
         if self.worker is not None:
             self.worker.stop(sig)
+
+    def restart_trainer(self, sig: int = signal.SIGTERM, log_name: str = "trainer.log") -> TrainerProcess:
+        """Stop the trainer with ``sig`` and start a new one on the same data dir (it restores its state)."""
+        self.stop_trainer(sig)
+        self.trainer = TrainerProcess(self.settings, self.work_dir / log_name).start()
+        return self.trainer
+
+    def stop_trainer(self, sig: int = signal.SIGTERM) -> None:
+        if self.trainer is not None:
+            self.trainer.stop(sig)
 
     def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
         self._stack.close()

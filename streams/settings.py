@@ -90,6 +90,15 @@ class Settings(BaseSettings):
     topic_recs_short_video: str = "livelens.recs.short-video"
     topic_recs_live: str = "livelens.recs.live"
     topic_dead_letter: str = "livelens.dead-letter"
+    topic_training: str = Field(
+        default="livelens.training", description="Training records ranking workers log for the trainer."
+    )
+    topic_models: str = Field(
+        default="livelens.models", description="The trainer's versioned model snapshots, chunked (compacted)."
+    )
+    topic_model_deltas: str = Field(
+        default="livelens.model-deltas", description="The trainer's count updates between snapshots (not compacted)."
+    )
     # Single-record producer batches: the embedded broker (tansu 0.6) reports wrong end offsets for
     # multi-record batches and Faust's table recovery reads them. See README "Embedded broker".
     producer_max_batch_bytes: int = Field(default=1, ge=1)
@@ -130,6 +139,23 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 6066
     log_level: Literal["crit", "error", "warn", "info", "debug"] = "warn"
+
+    # --- Trainer ---------------------------------------------------------------------------------
+    trainer: bool = Field(
+        default=False,
+        description="true: a `livelens trainer` process trains the shared models from the workers' training "
+        "records and ranking workers serve its snapshots (train nothing shared); false: each worker trains its own.",
+    )
+    snapshot_interval_s: float = Field(
+        default=30.0, gt=0, description="The trainer publishes a snapshot of every model at least this often."
+    )
+    delta_interval_s: float = Field(
+        default=1.0, gt=0, description="The trainer publishes count deltas (applied observations) this often."
+    )
+    trainer_batch_size: int = Field(default=512, ge=1, description="Training records the trainer learns per step.")
+    trainer_torch_threads: int = Field(
+        default=1, ge=1, description="torch (and BLAS) threads of the trainer: its CPU share is about this many cores."
+    )
 
     # --- Milvus ---------------------------------------------------------------------------------
     milvus_uri: str | None = Field(

@@ -16,7 +16,17 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_recs_short_video,
         settings.topic_recs_live,
         settings.topic_dead_letter,
+        settings.topic_training,
     ]
+
+
+def model_topics(settings: Settings) -> dict[str, dict[str, str]]:
+    """The trainer's output topics and their configs: snapshots compacted (the latest of each chunk key
+    is kept), deltas deleted after an hour (a worker only needs those newer than the latest snapshot)."""
+    return {
+        settings.topic_models: {"cleanup.policy": "compact"},
+        settings.topic_model_deltas: {"cleanup.policy": "delete", "retention.ms": str(3_600_000)},
+    }
 
 
 def changelog_topic(settings: Settings) -> str:
@@ -37,6 +47,12 @@ def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
         for name in topic_names(settings)
         if name not in existing
     ]
+    for name, config in model_topics(settings).items():
+        if name not in existing:
+            # one partition: a snapshot's chunks and the deltas stay in the order the trainer wrote them
+            wanted.append(
+                NewTopic(name, num_partitions=1, replication_factor=settings.replication_factor, config=config)
+            )
     if settings.worker_role != "encoder" and changelog_topic(settings) not in existing:
         wanted.append(
             NewTopic(
