@@ -86,7 +86,9 @@ def online_models_from_settings(s: Settings, ranking: RankingParams | None = Non
         params=params,
         signals=signals,
         ranker_params=RankerParams(hidden=s.ranker_hidden, learning_rate=s.ranker_learning_rate),
-        schedule_params=ScheduleParams(label_one_in=s.label_one_in, rehearse_ratio=s.rehearse_ratio),
+        schedule_params=ScheduleParams(
+            label_one_in=s.label_one_in, rehearse_ratio=s.rehearse_ratio, ranker_rehearse=s.ranker_rehearse
+        ),
         arm=arm,
         # the vectors every signal works on come from these: part of what a version names
         describes={

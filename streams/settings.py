@@ -55,6 +55,7 @@ AB_SETTINGS = frozenset(
         "ranker_learning_rate",
         "label_one_in",
         "rehearse_ratio",
+        "ranker_rehearse",
     }
 )
 
@@ -356,6 +357,11 @@ class Settings(BaseSettings):
         default=ScheduleParams.rehearse_ratio,
         ge=0,
         description="Next-item examples rehearsed from its bounded buffer per applied event (in bursts).",
+    )
+    ranker_rehearse: int = Field(
+        default=ScheduleParams.ranker_rehearse,
+        ge=0,
+        description="Past labelled examples the ranker rehearses (from its bounded buffer) with each step.",
     )
 
     # --- A/B and the online metric ---------------------------------------------------------------
