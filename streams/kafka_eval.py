@@ -187,6 +187,7 @@ def evaluate_through_kafka(
             stream = stream_order(splits, "history")
             say(f"publishing {len(stream)} interactions of {len(splits)} users, {pace} per paced step…")
             base = sum(training_ends(s).values())
+            lists: dict[str, list[list[dict[str, Any]]]] = {u: [] for u in last_event}
             for start in range(0, len(stream), pace):
                 for user, n, item_id in stream[start : start + pace]:
                     ev = InteractionEvent.from_core(interaction(user, n, item_id, InteractionType.comment))
@@ -194,7 +195,8 @@ def evaluate_through_kafka(
                 producer.flush(60)
                 wait_logged(s, base + min(start + pace, len(stream)), timeout_s)
                 stack.wait_models_current(timeout_s, snapshot=True)
-            lists = wait_lists(reader, last_event, 1, timeout_s)
+                collect(reader, last_event, lists)  # keeps the reader polling (else it leaves its group)
+            lists = wait_lists(reader, last_event, 1, timeout_s, lists)
             version = stack.wait_models_current(timeout_s, snapshot=True)
             say(f"every history learned (trainer v{version}); replaying each user's last event for the final lists…")
             for user, sp in splits.items():
@@ -278,6 +280,14 @@ def indexed_vectors(settings: Settings, item_ids: list[str], batch: int = 1_000)
     finally:
         client.close()
     return np.stack([found[i] for i in item_ids])
+
+
+def collect(reader: TopicReader, last_event: dict[str, str], lists: dict[str, list[list[dict[str, Any]]]]) -> None:
+    """Take every list already arrived (no wait) into ``lists``: those triggered by a user's last event."""
+    while (got := reader.poll(0.0)) is not None:
+        rec = as_recommendation(got)
+        if rec.user_id in last_event and rec.trigger_event_id == last_event[rec.user_id]:
+            lists[rec.user_id].append([i.model_dump() for i in rec.items])
 
 
 def wait_lists(
