@@ -213,9 +213,15 @@ def measure(
     deltas.start()
     poller.start()
     before = stack.trainer.status() or {}
+    logged_before = sum(training_ends(s).values())
     try:
         t0, t1 = publish_paced(producer(s), s.topic_interactions, events, rate)
         console.print(f"published {len(events)} interactions in {t1 - t0:.1f} s; waiting for every worker…")
+        # every interaction processed by its worker (one training record each), then learned and served
+        deadline = time.monotonic() + 600
+        while sum(training_ends(s).values()) < logged_before + len(events) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        t_logged = time.time()
         version = stack.wait_models_current(timeout=300)
         after = stack.trainer.status() or {}
         time.sleep(1.0)  # the pollers see the last applied versions
@@ -240,6 +246,7 @@ def measure(
         "trainer_version": version,
         "trainer_records_learned": learned,
         "trainer_absorbed_per_s": round(absorbed, 1),
+        "workers_processed_per_s": round(len(events) / max(t_logged - t0, 1e-9), 1),
     }
     console.print(
         f"{rate:,.0f}/s x {duration:.0f} s, {len(stack.workers)} workers: model freshness p50 "
