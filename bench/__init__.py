@@ -29,6 +29,7 @@ BENCHES: dict[str, str] = {
     "freshness": "bench.freshness",
     "throughput": "bench.throughput",
     "scaling": "bench.scaling",
+    "model-freshness": "bench.model_freshness",
 }
 
 

@@ -23,6 +23,7 @@ from ranking.datasets import Dataset, load_dataset
 from ranking.index import IndexedItem
 from storage.milvus import MilvusIndex
 from streams.local import LocalStack, WorkerProcess
+from streams.ports import free_port
 from streams.replay import interleaved
 from streams.schemas import Feed, feed_of
 from streams.settings import Settings
@@ -53,6 +54,7 @@ def variant(settings: Settings) -> dict[str, Any]:
         "recs_producer": settings.recs_producer,
         "interaction_batch_size": settings.interaction_batch_size,
         "interaction_batch_wait_s": settings.interaction_batch_wait_s,
+        "trainer": settings.trainer,
     }
 
 
@@ -128,22 +130,31 @@ def interaction_events(data: Dataset, n: int, known: set[str], tag: str) -> list
 
 
 @contextmanager
-def running_stack(settings: Settings, items: list[IndexedItem], console: Any) -> Iterator[tuple[LocalStack, float]]:
-    """Broker, Milvus Lite with ``items``, then one worker; yields (stack, upsert seconds)."""
+def running_stack(
+    settings: Settings, items: list[IndexedItem], console: Any, workers: int = 1
+) -> Iterator[tuple[LocalStack, float]]:
+    """Broker, Milvus Lite with ``items``, the trainer (``Settings.trainer``, the default), then
+    ``workers`` ranking workers; yields (stack, upsert seconds)."""
     with tempfile.TemporaryDirectory(prefix="livelens-bench-") as tmp:
         root = Path(tmp)
         with LocalStack(settings, root, start_worker=False) as stack:
             upsert_s = upsert(stack.settings, items)
             console.print(f"indexed {len(items):,} items in Milvus in {upsert_s:.1f} s")
-            worker = WorkerProcess(stack.settings, root / "worker.log").start()
+            procs = [WorkerProcess(stack.settings, root / "worker.log").launch()]
+            for n in range(1, workers):  # their own web port and data dir, same group
+                extra = stack.settings.model_copy(update={"web_port": free_port(), "data_dir": root / f"worker{n + 1}"})
+                procs.append(WorkerProcess(extra, root / f"worker{n + 1}.log").launch())
             try:
-                stack.worker = worker
+                for worker in procs:
+                    worker.ready_or_stop(120.0 * workers)
+                stack.worker, stack.workers = procs[0], procs
                 yield stack, upsert_s
             finally:
-                tail = worker.log_tail(15)
-                worker.stop()
-                if any(w in tail for w in ("ERROR", "Traceback", "retrying")):
-                    console.print(f"[yellow]worker log tail:[/]\n{tail}")
+                for worker in procs:
+                    tail = worker.log_tail(15)
+                    worker.stop()
+                    if any(w in tail for w in ("ERROR", "Traceback", "retrying")):
+                        console.print(f"[yellow]worker log tail:[/]\n{tail}")
 
 
 def wait_local_items(stack: LocalStack, n: int, timeout: float = 300.0) -> None:

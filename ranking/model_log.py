@@ -331,6 +331,22 @@ def encode_delta(delta: ModelDelta) -> bytes:
     return pack(header, arrays)
 
 
+def encode_deltas(
+    from_version: int, observations: Sequence[Observation], config_id: str, limit: int = CHUNK_BYTES
+) -> list[bytes]:
+    """The observations that took the models from ``from_version`` on, as deltas of at most ``limit``
+    bytes each (a backlog learned in one interval would exceed the broker's message limit), with
+    contiguous version ranges: one observation is one version."""
+    data = encode_delta(ModelDelta(from_version, from_version + len(observations), tuple(observations), config_id))
+    if len(data) <= limit or len(observations) <= 1:
+        return [data]
+    half = len(observations) // 2
+    return [
+        *encode_deltas(from_version, observations[:half], config_id, limit),
+        *encode_deltas(from_version + half, observations[half:], config_id, limit),
+    ]
+
+
 def decode_delta(data: bytes, header_only: bool = False) -> ModelDelta:
     """The delta (``header_only``: versions and config id only, observations left empty: a cheap skip)."""
     h, arrays = unpack(data)

@@ -408,8 +408,8 @@ def build_app(settings: Settings) -> faust.App:
             writes = {user: (last_event_of[user], state) for user, state in result.states.items()}
             sent = write_states(user_state, writes)  # awaited at the end: recommendations go out meanwhile
             # training records, like the state writes, must be with the broker before the offsets commit
-            records = [(user.encode(), record) for user, record in result.training]
-            logged = [await training_topic.send(key=k, value=v) for k, v in records]
+            training = [(user.encode(), record) for user, record in result.training]
+            logged = [await training_topic.send(key=k, value=v) for k, v in training]
             for segment in result.live_comments:
                 await segments_topic.send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
             if sink is not None:
@@ -430,7 +430,7 @@ def build_app(settings: Settings) -> faust.App:
             # Faust acks the batch's events when this body returns, and commits acked offsets: not before
             # the broker holds every state written for them.
             await until_written(user_state, writes, sent)
-            await until_sent(training_topic, records, logged)
+            await until_sent(training_topic, training, logged)
             metrics.BATCH_SIZE.labels("interactions").observe(len(events))
             metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
 
@@ -473,8 +473,8 @@ def build_app(settings: Settings) -> faust.App:
 
     async def apply_model_updates(handlers: Handlers) -> None:
         """Swap in the trainer's latest models in the thread that ranks, between batches (see model_updates)."""
-        if updates is not None:
-            await run_in(services.index_pool, updates.apply, handlers.arms)
+        if updates is not None and await run_in(services.index_pool, updates.apply, handlers.arms):
+            metrics.record_arms(handlers.arms)  # the served version shows at once, not at the next batch
 
     @app.task
     async def warm_up() -> None:
@@ -503,7 +503,7 @@ def build_app(settings: Settings) -> faust.App:
         """Readiness: models loaded, broker reachable with the input topics, Milvus answering; 200 or 503."""
         ready, body = await metrics.readiness(app, services, s, input_topics)
         if updates is not None:  # with a trainer: its latest snapshot is served (when there is one)
-            body["checks"]["trainer_models"] = updates.status()
+            body["checks"]["trainer_models"] = {"ok": updates.ready, **updates.status()}  # same shape as the others
             ready = ready and updates.ready
             body["status"] = "ready" if ready else "not_ready"
         return web.json(body, status=200 if ready else 503)

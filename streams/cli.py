@@ -253,6 +253,13 @@ def evaluate(
     all_items: Annotated[
         bool, typer.Option(help="--through-kafka: index the whole catalogue, not just the users' items")
     ] = False,
+    ranking_workers: Annotated[
+        int, typer.Option(min=1, help="--through-kafka: ranking workers beside the trainer (= partitions)")
+    ] = 1,
+    pace: Annotated[
+        int | None,
+        typer.Option(min=1, help="--through-kafka: stream events per step (default: the micro-batch size)"),
+    ] = None,
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
     from rich.table import Table
@@ -283,7 +290,7 @@ def evaluate(
         raise typer.Exit(2) from exc
     data = data.head(users)
     if through_kafka:
-        _eval_through_kafka(s, data, Protocol(variant=variant, target=target), output, all_items)
+        _eval_through_kafka(s, data, Protocol(variant=variant, target=target), output, all_items, ranking_workers, pace)
         return
     encoder = _cached_encoder(s, data.name)
     with progress_bar(console) as bar:
@@ -329,34 +336,55 @@ def evaluate(
     console.print(f"wrote {results_path} and {plot_path}")
 
 
-def _eval_through_kafka(s: Settings, data: Any, protocol: Any, output: Path, all_items: bool) -> None:
-    """Both figures for the same users: through the broker and a worker, and in-process on the same vectors."""
+def _eval_through_kafka(
+    s: Settings, data: Any, protocol: Any, output: Path, all_items: bool, ranking_workers: int, pace: int | None
+) -> None:
+    """Both figures for the same users: through the broker, the trainer and the ranking workers, and
+    in-process on the same vectors; with their agreement (same-rank share, difference vs one SE)."""
     from rich.table import Table
 
     from streams.kafka_eval import UnsupportedProtocol, evaluate_through_kafka
 
     with tempfile.TemporaryDirectory(prefix="livelens-eval-kafka-") as tmp:
         try:
+            started = time.perf_counter()
             result = evaluate_through_kafka(
-                s, data, protocol, Path(tmp), whole_catalogue=all_items, say=lambda m: console.print(m)
+                s,
+                data,
+                protocol,
+                Path(tmp),
+                whole_catalogue=all_items,
+                say=lambda m: console.print(m),
+                ranking_workers=ranking_workers,
+                pace=pace or s.interaction_batch_size,
             )
+            result.seconds["total"] = round(time.perf_counter() - started, 1)
         except UnsupportedProtocol as exc:
             console.print(f"[red]{exc}[/]")
             raise typer.Exit(2) from exc
-    table = Table(title=f"{data.name} through Kafka: {result.users} users, {result.items} items ({protocol.variant})")
+    title = f"{data.name} through Kafka, trainer + {result.ranking_workers} ranking worker(s)"
+    table = Table(title=f"{title}: {result.users} users, {result.items} items ({protocol.variant}, {protocol.target})")
     table.add_column("mode")
     metrics = list(result.in_process)
     for m in metrics:
         table.add_column(m, justify="right")
     table.add_row("in-process", *(f"{result.in_process[m]:.4f}" for m in metrics))
     table.add_row("through Kafka", *(f"{result.through_kafka[m]:.4f}" for m in metrics))
+    agreement = result.agreement()
+    table.add_row("difference", *(f"{agreement[m]['difference']:+.4f}" for m in metrics))
+    table.add_row("one standard error", *(f"{agreement[m]['standard_error']:.4f}" for m in metrics))
+    table.add_row("within one SE", *("yes" if agreement[m]["within_one_se"] else "NO" for m in metrics))
     console.print(table)
-    console.print(f"users with the same target rank in both modes: {result.same_rank_users}/{result.users}")
+    console.print(
+        f"users with the same target rank in both modes: {result.same_rank_users}/{result.users} "
+        f"({agreement['same_rank_share']:.1%}); trainer v{result.trainer_version}, {result.pace} events per step; "
+        f"{result.seconds}"
+    )
     first = sum(a == b for a, b in zip(result.ranks_in_process, result.ranks_kafka_first, strict=True))
     console.print(f"(lists emitted before later users were learned agree for {first}/{result.users})")
     output.mkdir(parents=True, exist_ok=True)
     path = output / "results-through-kafka.json"
-    path.write_text(json.dumps(asdict(result), indent=2) + "\n")
+    path.write_text(json.dumps({"agreement": agreement, **asdict(result)}, indent=2) + "\n")
     console.print(f"wrote {path}")
 
 
@@ -399,6 +427,9 @@ def bench(
         Literal["rates", "items"] | None,
         typer.Option(help="scaling: measure only this part and keep the other part of scaling.json"),
     ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="model-freshness: ranking workers beside the trainer (default 2)")
+    ] = None,
     quick: Annotated[bool, typer.Option(help="short smoke run; figures are not the README's")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="default: bench/results")] = None,
 ) -> None:
@@ -412,7 +443,7 @@ def bench(
         batch_sizes=list(batch_size or []),
         quick=quick,
         output_dir=output_dir or RESULTS_DIR,
-        extra={k: v for k, v in (("backlog", backlog), ("only", only)) if v},
+        extra={k: v for k, v in (("backlog", backlog), ("only", only), ("workers", workers)) if v},
     )
     try:
         run_bench(name, options, console)

@@ -50,12 +50,19 @@ class WorkerProcess:
         return f"http://{self.settings.web_host}:{self.settings.web_port}"
 
     def start(self, timeout: float = 120.0) -> WorkerProcess:
+        return self.launch().ready_or_stop(timeout)
+
+    def launch(self) -> WorkerProcess:
+        """Start the process without waiting (several workers load their models side by side)."""
         env = {**os.environ, **settings_env(self.settings), **self.extra_env, "PYTHONUNBUFFERED": "1"}
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "streams.cli", "worker"], env=env, stdout=log, stderr=subprocess.STDOUT
         )
+        return self
+
+    def ready_or_stop(self, timeout: float) -> WorkerProcess:
         try:
             self.wait_ready(timeout)
         except BaseException:
@@ -159,18 +166,44 @@ class TrainerProcess(WorkerProcess):
         raise TimeoutError(f"trainer {key} stayed below {at_least} for {timeout}s (last: {status})")
 
 
-class LocalStack:
-    """Start what is not configured (broker, Milvus), create topics, and run one worker (and, with
-    ``Settings.trainer``, the trainer)."""
+def training_ends(settings: Settings, timeout: float = 10.0) -> dict[str, int]:
+    """``"topic:partition" -> end offset`` of the training topic: every record the workers have logged."""
+    from confluent_kafka import Consumer, TopicPartition
 
-    def __init__(self, settings: Settings, work_dir: Path, start_worker: bool = True) -> None:
+    topic = settings.topic_training
+    consumer = Consumer({**settings.confluent_config(), "group.id": f"{settings.app_id}-ends-{os.getpid()}"})
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        return {
+            f"{topic}:{p}": consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout, cached=False)[1]
+            for p in sorted(meta.partitions)
+        }
+    finally:
+        consumer.close()
+
+
+def counts_version(stats: dict[str, Any]) -> int:
+    """The trainer version whose counts a worker serves (its snapshot, or a newer delta), from /stats."""
+    models = stats.get("trainer_models") or {}
+    served = models.get("served") or {}
+    return max(int(models.get("delta_version") or 0), min(served.values(), default=-1))
+
+
+class LocalStack:
+    """Start what is not configured (broker, Milvus), create topics, and run ``workers`` workers (one
+    consumer group: the broker splits the partitions) and, with ``Settings.trainer`` (the default),
+    the trainer."""
+
+    def __init__(self, settings: Settings, work_dir: Path, start_worker: bool = True, workers: int = 1) -> None:
         self.base = settings
         self.work_dir = work_dir
         self.start_worker = start_worker
+        self.n_workers = workers
         self.settings = settings
         self.broker: EmbeddedBroker | None = None
         self.milvus: EmbeddedMilvus | None = None
         self.worker: WorkerProcess | None = None
+        self.workers: list[WorkerProcess] = []
         self.trainer: TrainerProcess | None = None
         self._stack = ExitStack()
 
@@ -204,13 +237,54 @@ class LocalStack:
         # Stops whichever worker is current at exit: a test may have restarted it (``restart_worker``).
         self._stack.callback(self.stop_worker)
         if self.start_worker:
-            self.worker = WorkerProcess(self.settings, self.work_dir / "worker.log").start()
+            self.worker = WorkerProcess(self.settings, self.work_dir / "worker.log").launch()
+            self.workers = [self.worker]
+            for n in range(1, self.n_workers):  # their own web port and data dir (RocksDB), same group
+                extra = self.settings.model_copy(
+                    update={"web_port": free_port(), "data_dir": self.work_dir / f"worker{n + 1}"}
+                )
+                worker = WorkerProcess(extra, self.work_dir / f"worker{n + 1}.log")
+                self._stack.callback(worker.stop)
+                self.workers.append(worker.launch())
+            for worker in self.workers:
+                worker.ready_or_stop(120.0 * self.n_workers)
         return self
+
+    def wait_models_current(self, timeout: float = 120.0, snapshot: bool = False) -> int:
+        """Until the trainer has learned every training record logged so far and every worker serves
+        counts that include them (``snapshot``: the whole snapshot, ranker and next-item model too);
+        returns that trainer version. Without a trainer there is nothing to wait for: returns -1."""
+        if self.trainer is None:
+            return -1
+        deadline = time.monotonic() + timeout
+        ends = training_ends(self.settings)
+        status: dict[str, Any] | None = None
+        while True:
+            status = self.trainer.status()
+            if status is not None and all(status["offsets"].get(k, 0) >= end for k, end in ends.items()):
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"trainer behind the training topic {ends} after {timeout}s: {status}")
+            time.sleep(0.1)
+        version = int(status["version"])
+        for worker in self.workers or ([self.worker] if self.worker else []):
+            stats: dict[str, Any] = {}
+            while True:
+                stats = worker.get("/stats")
+                served = (stats.get("trainer_models") or {}).get("served") or {}
+                have = min(served.values(), default=-1) if snapshot else counts_version(stats)
+                if have >= version:
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"worker {worker.url} serves v{have} < v{version} after {timeout}s: {stats}")
+                time.sleep(0.1)
+        return version
 
     def restart_worker(self, sig: int = signal.SIGTERM, log_name: str = "worker.log") -> WorkerProcess:
         """Stop the current worker with ``sig`` and start a new one; the stack still owns (and stops) it."""
         self.stop_worker(sig)
         self.worker = WorkerProcess(self.settings, self.work_dir / log_name).start()
+        self.workers[:1] = [self.worker]
         return self.worker
 
     def stop_worker(self, sig: int = signal.SIGTERM) -> None:

@@ -9,7 +9,10 @@ delta seen twice changes nothing). ``new_items`` stays the worker's own: it is f
 stream, which the trainer does not read.
 
 Cold start: ``ready`` is False until the topic has been read to its end once and, when a snapshot was
-found there, until it is served; the interaction agent waits for it before its first batch.
+found there, until it is served; the interaction agent waits for it before its first batch. On a
+brand-new deployment there is none: the worker is ready at once, ranks with its own content and taste
+signals, and applies the trainer's deltas from version 0 on (``_apply_from_empty``) until the first
+snapshot comes.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ COUNT_SIGNALS = frozenset({"co", "neighbours", "trending", "live"})
 # signals the worker keeps when it adopts a snapshot: fed by this worker's content stream
 LOCAL_SIGNALS = frozenset({"new_items"})
 DELTA_BUFFER_BYTES = 64 << 20
+APPLIED_LOG = 256
 
 
 @dataclass
@@ -58,6 +62,9 @@ class ModelUpdates:
         self._delta_bytes = 0
         self.served: dict[str, int] = {}  # arm -> snapshot version served
         self.delta_version = 0  # newest delta applied
+        # (trainer version whose counts are served, wall time it was first served): the freshness bench
+        # matches each interaction's delta to the moment every worker served it
+        self.applied: deque[tuple[int, float]] = deque(maxlen=APPLIED_LOG)
         self.caught_up = threading.Event()
         self._target: dict[str, int] | None = None  # arm -> newest version on the topic when first read to its end
         self.waited = False
@@ -189,7 +196,7 @@ class ModelUpdates:
                 self.restore_s = p.restored_s
                 adopted = True
         if not self.served:
-            return adopted
+            return self._apply_from_empty(arms, deltas) or adopted
         floor = min(self.served.values())
         # after a swap, every delta past the snapshot again (the old objects had them); else only new ones
         since = floor if adopted else max(floor, self.delta_version)
@@ -206,6 +213,31 @@ class ModelUpdates:
         with self._lock:  # what every served snapshot already holds is no longer needed
             while self._deltas and self._deltas[0][0] <= floor:
                 self._delta_bytes -= len(self._deltas.popleft()[1])
+        counts = max(self.delta_version, floor)
+        if changed and (not self.applied or counts > self.applied[-1][0]):
+            self.applied.append((counts, time.time()))
+        return changed
+
+    def _apply_from_empty(self, arms: dict[str, OnlineModels], deltas: list[tuple[int, bytes]]) -> bool:
+        """A brand-new deployment: the topic was read to its end and holds no snapshot. This worker's
+        shared models are then the trainer's version 0 (it trains nothing shared itself), so deltas that
+        chain from version 0 give exactly the trainer's counts, well before its first snapshot. On any
+        gap (or while a snapshot may still be on its way) it waits for a snapshot instead."""
+        if self._target != {}:
+            return False
+        changed = False
+        for to, data in sorted(deltas, key=lambda d: d[0]):
+            if to <= self.delta_version:
+                continue
+            delta = decode_delta(data)
+            if delta.from_version != self.delta_version:
+                break
+            for m in arms.values():
+                m.learn_counts(delta.observations, COUNT_SIGNALS)
+            self.delta_version = to
+            changed = True
+        if changed:
+            self.applied.append((self.delta_version, time.time()))
         return changed
 
     def status(self) -> dict[str, object]:
@@ -213,6 +245,7 @@ class ModelUpdates:
             "ready": self.ready,
             "served": dict(self.served),
             "delta_version": self.delta_version,
+            "applied": [[v, round(t, 4)] for v, t in list(self.applied)[-64:]],
             "restore_s": self.restore_s,
             "error": self.last_error,
             "pid": os.getpid(),

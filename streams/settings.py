@@ -143,9 +143,10 @@ class Settings(BaseSettings):
 
     # --- Trainer ---------------------------------------------------------------------------------
     trainer: bool = Field(
-        default=False,
-        description="true: a `livelens trainer` process trains the shared models from the workers' training "
-        "records and ranking workers serve its snapshots (train nothing shared); false: each worker trains its own.",
+        default=True,
+        description="true (default): a `livelens trainer` process trains the shared models from the workers' "
+        "training records and ranking workers serve its snapshots (train nothing shared); false: each worker "
+        "trains its own copy from its own partitions.",
     )
     snapshot_interval_s: float = Field(
         default=30.0, gt=0, description="The trainer publishes a snapshot of every model at least this often."

@@ -34,14 +34,13 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ranking.model_log import (
-    ModelDelta,
     ModelSnapshot,
     SnapshotAssembler,
     chunk_snapshot,
     decode_chunk,
     decode_record,
     encode_chunk,
-    encode_delta,
+    encode_deltas,
     encode_schedule,
     load_schedule,
     pack,
@@ -206,8 +205,11 @@ class Trainer:
     def publish_delta(self) -> None:
         if not self.delta:
             return
-        delta = ModelDelta(self.delta_from, self.version, tuple(self.delta), self.arms["a"].config_id)
-        self._produce(self.s.topic_model_deltas, b"delta", encode_delta(delta))
+        # one version per observation (``learn_shared``), so the parts' ranges end at this version
+        if self.delta_from + len(self.delta) != self.version:
+            log.error("delta of %d observations for v%d..v%d", len(self.delta), self.delta_from, self.version)
+        for value in encode_deltas(self.delta_from, self.delta, self.arms["a"].config_id):
+            self._produce(self.s.topic_model_deltas, b"delta", value)
         self.producer.poll(0)
         self.delta, self.delta_from = [], self.version
 

@@ -43,7 +43,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from streams.local import LocalStack
 
     root = tmp_path_factory.mktemp("stack-ab")
-    settings = base_settings(root, ab_variant={"mmr_lambda": 1.0, "ranker_hidden": 0}, ab_share=0.5)
+    # TRAINER=false: this checks that a list carries the version that learned its own trigger, which
+    # only a worker training itself does (with a trainer the version is the snapshot's: test_trainer)
+    settings = base_settings(root, ab_variant={"mmr_lambda": 1.0, "ranker_hidden": 0}, ab_share=0.5, trainer=False)
     with LocalStack(settings, root) as local:
         yield local
 

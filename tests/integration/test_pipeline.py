@@ -207,7 +207,8 @@ def test_unknown_user_gets_what_is_trending_in_each_feed(stack: Any, inbox: Inbo
     for n in range(3):  # three shares (1.8 each) make v_cook3 the hottest short video by far
         interact(stack, f"t{n}", f"trend{n}", "v_cook3", "share")
     for n in range(3):
-        inbox.recommendation(f"t{n}")  # processed: the trending counts include them
+        inbox.recommendation(f"t{n}")  # processed by the worker
+    stack.wait_models_current(60)  # and learned by the trainer, whose counts the worker now serves
     rec = stack.worker.get("/recommendations/nobody-yet?feed=short_video")
     assert rec["user_id"] == "nobody-yet" and rec["items"][0]["item_id"] == "v_cook3"
     assert {i["item_id"] for i in rec["items"]} <= set(SHORT) | {"v_real"}
@@ -245,6 +246,7 @@ def test_live_boost_shows_in_the_live_feed_after_gifts(stack: Any, inbox: Inbox)
         interact(stack, f"gift{n}", f"fan{n}", "l_piano", "gift", 5)
     for n in range(5):
         inbox.recommendation(f"gift{n}")
+    stack.wait_models_current(60)  # the trainer's live counts with the gifts are served
     interact(stack, "b2", "gina", "l_ball1", "view", 20)
     _, after = inbox.recommendation("b2")
     assert order(after) == ["l_piano", "l_ball2"], after.items

@@ -233,7 +233,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     from streams.local import LocalStack
 
     root = tmp_path_factory.mktemp("stack")
-    with LocalStack(base_settings(root, ab_variant={"mmr_lambda": 1.0}, ab_share=0.5), root) as local:
+    # with the trainer (the default) the version a worker serves is the snapshot's: one every 2 s here
+    settings = base_settings(root, ab_variant={"mmr_lambda": 1.0}, ab_share=0.5, snapshot_interval_s=2.0)
+    with LocalStack(settings, root) as local:
         yield local
 
 
@@ -259,9 +261,19 @@ def test_promtool_accepts_the_shipped_config_and_rules() -> None:
 
 
 def test_ready_endpoint_reports_each_dependency(stack: Any) -> None:
-    body = stack.worker.get("/ready")  # urllib raises on a 503
+    # 503 for a moment is right when the trainer's first snapshot is being restored: poll, bounded
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            body = stack.worker.get("/ready")  # urllib raises on a 503
+            break
+        except urllib.error.HTTPError:
+            assert time.monotonic() < deadline, "never ready"
+            time.sleep(0.2)
     assert body["status"] == "ready", body
-    assert {name for name, check in body["checks"].items() if check["ok"]} == {"models", "broker", "milvus"}
+    assert stack.settings.trainer  # the default: the worker serves the trainer's models (none yet: ready at once)
+    ok = {name for name, check in body["checks"].items() if check["ok"]}
+    assert ok == {"models", "broker", "milvus", "trainer_models"}, body
     assert stack.worker.get("/health")["status"] == "ok"
 
 
@@ -411,7 +423,7 @@ def test_every_dashboard_and_alert_expression_returns_data(stack: Any, prometheu
     hr_panel = next(e for title, e in panels if title.startswith("A/B: online HR@K") and "hits" in e)
     hr = per_arm(hr_panel)  # a series per arm (NaN where an arm had nothing scored in the last 30 s)
     assert set(hr) == {"a", "b"} and all(math.isnan(v) or 0 <= v <= 1 for v in hr.values()), hr
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 30  # the trainer's next snapshot, then a scrape
     while per_arm("max by (arm) (livelens_model_version)") != {"a": drive.interactions, "b": drive.interactions}:
         assert time.monotonic() < deadline, per_arm("max by (arm) (livelens_model_version)")
         time.sleep(1.0)

@@ -183,3 +183,38 @@ def test_a_sigkilled_trainer_resumes_from_its_snapshot_and_counts_every_event_on
         else:
             assert mine.popularity == pytest.approx(theirs.popularity)
             assert {k: pytest.approx(v) for k, v in mine.links.items()} == theirs.links
+
+
+def test_a_brand_new_deployment_is_ready_and_serves_before_any_snapshot(tmp_path: Path) -> None:
+    """Trainer on (the default) but nothing published yet (snapshot interval far away): the worker must
+    not hang at /ready; it ranks with its own content and taste, then serves the trainer's deltas."""
+    settings = base_settings(tmp_path, snapshot_interval_s=3600.0, text_encoder="hash")
+    assert settings.trainer  # the default
+    with LocalStack(settings, tmp_path) as local:
+        s = local.settings
+        assert local.worker is not None and local.trainer is not None
+        body = ready(local.worker)
+        deadline = time.monotonic() + 60
+        while body is None or body.get("status") != "ready":
+            assert time.monotonic() < deadline, body
+            time.sleep(0.2)
+            body = ready(local.worker)
+        assert body["checks"]["trainer_models"]["served"] == {}
+        assert not read_snapshots(s, timeout=10)  # really nothing published
+        for item_id, title in ITEMS.items():
+            ev = ContentEvent(item_id=item_id, kind="short_video", title=title)
+            publish_raw(s, s.topic_content, item_id, ev.model_dump_json())
+        local.worker.wait_for("livelens_items_indexed", len(ITEMS), timeout=120)
+        reader = TopicReader(s, [s.topic_recs_short_video], from_beginning=True)
+        try:
+            reader.wait_assigned()
+            first = interact(s, 0)
+            rec = next((r for r in map(as_recommendation, reader.iterate(60)) if r.trigger_event_id == first), None)
+        finally:
+            reader.close()
+        assert rec is not None and rec.items, "no list from a worker without a snapshot"
+        assert rec.model_version.split(":")[2] == "0"  # nothing shared learned in the worker
+        # the trainer learns the event and the worker applies its delta, without any snapshot
+        assert local.wait_models_current(60) == 1
+        applied = local.worker.get("/stats")["trainer_models"]["applied"]
+        assert applied and applied[-1][0] == 1

@@ -3,7 +3,9 @@ logging records plus a trainer learning them equals a worker training in its own
 
 from __future__ import annotations
 
+import itertools
 import random
+import time
 
 import numpy as np
 import pytest
@@ -212,6 +214,34 @@ def test_the_schedule_state_round_trips() -> None:
 
 
 # --- the worker's version rules ---------------------------------------------------------------------------------
+def test_a_brand_new_worker_applies_deltas_from_version_0_until_the_first_snapshot() -> None:
+    trainer = models()
+    served = {"a": models()}
+    updates = ModelUpdates(None, lambda arm: models(arm))  # type: ignore[arg-type]
+    updates.configs = {"a": trainer.config_id}
+
+    def delta(frm: int, to: int, obs: list[Observation]) -> None:
+        updates._on_delta(encode_delta(ModelDelta(frm, to, tuple(obs), trainer.config_id)))
+
+    def counted() -> int:
+        return len(served["a"].signal("trending").model.scores.get(Feed.short_video, {}))  # type: ignore[attr-defined]
+
+    delta(0, 2, [observation(0), observation(1)])
+    assert not updates.apply(served) and counted() == 0  # not read to the end yet: a snapshot may be there
+    updates._target = {}  # read to the end: no snapshot at all
+    assert updates.apply(served) and counted() == 2 and updates.ready
+    delta(3, 5, [observation(3), observation(4)])  # a gap (2 -> 3 missing): wait for a snapshot
+    assert not updates.apply(served) and counted() == 2 and updates.delta_version == 2
+    delta(2, 3, [observation(2)])
+    updates.apply(served)
+    assert counted() == 5 and updates.delta_version == 5 and [v for v, _ in updates.applied] == [2, 5]
+    # the first snapshot (v3) is adopted and the deltas past it are applied to it again
+    trainer.learn_shared([observation(n) for n in range(3)], [])
+    for c in chunk_snapshot(ModelSnapshot("a", 3, 0, trainer.config_id, {}, trainer.shared_snapshot())):
+        updates._on_chunk(encode_chunk(c))
+    assert updates.apply(served) and served["a"].version.endswith(":3") and counted() == 5
+
+
 def test_a_worker_serves_newer_snapshots_only_and_deltas_past_its_snapshot() -> None:
     trainer = models()
     served = {"a": models()}
@@ -244,8 +274,28 @@ def test_a_worker_serves_newer_snapshots_only_and_deltas_past_its_snapshot() -> 
     updates.apply(served)
     trending = served["a"].signal("trending").model  # type: ignore[attr-defined]
     assert served["a"].version.endswith(":6") and len(trending.scores[Feed.short_video]) == 7
+    # the counts' versions as served, in order, each once, with when (what the model-freshness bench reads)
+    assert [v for v, _ in updates.applied] == [5, 7]
+    assert updates.status()["applied"] == [[v, round(t, 4)] for v, t in updates.applied]
+    assert all(0 < time.time() - t < 60 for _, t in updates.applied)
     # another configuration's snapshot is never served
     other = ModelSnapshot("a", 99, 0, "deadbeef", {}, trainer.shared_snapshot())
     for c in chunk_snapshot(other):
         updates._on_chunk(encode_chunk(c))
     assert not updates.apply(served) and served["a"].version.endswith(":6")
+
+
+def test_a_large_delta_is_split_under_the_limit_into_contiguous_version_ranges() -> None:
+    from ranking.model_log import encode_deltas
+
+    obs = [observation(n) for n in range(40)]
+    whole = encode_deltas(10, obs, "cfg")
+    assert len(whole) == 1
+    parts = [decode_delta(p) for p in encode_deltas(10, obs, "cfg", limit=len(whole[0]) // 5)]
+    assert len(parts) > 1 and all(
+        len(p) <= len(whole[0]) // 5 for p in encode_deltas(10, obs, "cfg", len(whole[0]) // 5)
+    )
+    assert parts[0].from_version == 10 and parts[-1].to_version == 50
+    assert all(a.to_version == b.from_version for a, b in itertools.pairwise(parts))
+    assert [o.event_id for p in parts for o in p.observations] == [o.event_id for o in obs]
+    assert all(p.to_version - p.from_version == len(p.observations) for p in parts)
