@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ssl
-import types
 from typing import Any
 
 from streams.settings import Settings
@@ -48,30 +47,3 @@ def faust_credentials(settings: Settings) -> Any:
         mechanism=settings.kafka_sasl_mechanism or "PLAIN",
         ssl_context=ssl_context,
     )
-
-
-def cap_faust_fetch_wait(ms: int) -> None:
-    """Make the Faust worker's consumer wait at most ``ms`` for a fetch instead of Faust's fixed 1,500 ms.
-
-    Why: the embedded broker (tansu 0.6) does not answer a waiting fetch when new records arrive; it
-    answers when the wait runs out, so every idle-to-busy step cost up to 1.5 s of freshness (measured
-    with a bare consumer: p50 3 ms at 5 ms wait, 125 ms at 500 ms). Faust hard-codes the value, so
-    its driver module gets an ``aiokafka`` whose consumer class replaces just that argument. The
-    cost: an idle worker sends a fetch per partition leader every ``ms``. Process-wide; idempotent.
-    """
-    import aiokafka
-    from faust.transport.drivers import aiokafka as driver
-
-    base = getattr(driver.aiokafka, "_livelens_base_consumer", aiokafka.AIOKafkaConsumer)
-
-    class Consumer(base):  # type: ignore[misc,valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            if "fetch_max_wait_ms" in kwargs:
-                kwargs["fetch_max_wait_ms"] = ms
-            super().__init__(*args, **kwargs)
-
-    proxy = types.ModuleType("aiokafka")
-    proxy.__dict__.update(aiokafka.__dict__)
-    proxy.AIOKafkaConsumer = Consumer  # type: ignore[attr-defined]
-    proxy._livelens_base_consumer = base  # type: ignore[attr-defined]
-    driver.aiokafka = proxy  # type: ignore[attr-defined]

@@ -9,7 +9,7 @@ must come back from the changelog alone (opt-in while it still fails under load:
 Every user's durable state (``GET /state/{user_id}``) after B and C must equal A's: nothing lost,
 nothing applied twice (``ranking.user_state.state_differences``). Run D makes one cause of the losses
 these runs showed deterministic: offsets committed before the micro-batch's state reached the
-changelog (``streams.app.until_written``).
+changelog (``streams.roles.shell.until_written``).
 
 Each run has its own consumer group, interaction topic and RocksDB directory; the broker and the
 Milvus Lite index (filled once by run A, hash text encoder) are shared. The figures measured (kills,

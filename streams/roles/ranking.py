@@ -1,0 +1,136 @@
+"""The ranking role: apply live status changes, and turn interactions into user state, training records
+and recommendations.
+
+Bodies take their dependencies explicitly (:class:`Ranking`) and one event or micro-batch;
+:func:`register` wires them as the app's agents and the trainer-following timer.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from faust.types import EventT
+
+from streams import metrics
+from streams.faust_internals import write_states
+from streams.handlers import Handlers, dead_letter, parse_batch
+from streams.roles.shell import Worker, until_sent, until_written
+from streams.schemas import InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
+
+if TYPE_CHECKING:
+    from streams.model_updates import ModelUpdates
+    from streams.rec_sink import RecommendationSink
+
+
+@dataclass
+class Ranking:
+    """The ranking role's dependencies: ``table`` is the ``user_state`` changelog table (``get`` to read;
+    written through ``streams.faust_internals.write_states``); ``updates`` reads the trainer's models
+    (None without a trainer); ``sink`` sends recommendations with confluent-kafka (None: Faust topics)."""
+
+    worker: Worker
+    table: Any
+    updates: ModelUpdates | None = None
+    sink: RecommendationSink | None = None
+
+    async def apply_model_updates(self, handlers: Handlers) -> None:
+        """Swap in the trainer's latest models in the thread that ranks, between batches (see model_updates)."""
+        w = self.worker
+        if self.updates is not None and await w.run_in(w.services.index_pool, self.updates.apply, handlers.arms):
+            metrics.record_arms(handlers.arms)  # the served version shows at once, not at the next batch
+
+
+async def live_status(w: Worker, raw: bytes | None) -> None:
+    """Mark an item live or ended in the index; dead-letter a status for an unknown item."""
+    s, services = w.settings, w.services
+    started = time.perf_counter()
+    handlers = await services.handlers()
+    parsed = parse_batch(LiveStatusEvent, s.topic_live_status, [raw])
+    await w.send_dead(parsed.dead)
+    for _, ev in parsed.events:
+        metrics.EVENTS_CONSUMED.labels(s.topic_live_status, ev.status.value).inc()
+        try:
+            await w.run_in(services.index_pool, handlers.apply_live_status, ev)
+        except RejectedEvent as exc:
+            await w.send_dead([dead_letter(s.topic_live_status, raw, exc)])
+            continue
+        if ev.status is LiveState.live:
+            metrics.LIVE_NOW.inc()
+        else:
+            metrics.LIVE_NOW.dec()
+    metrics.PROCESSING.labels("live_status").observe(time.perf_counter() - started)
+
+
+async def interactions_batch(r: Ranking, events: Sequence[EventT]) -> None:
+    """Fold a micro-batch of interactions into user state; send recommendations, training records and live
+    comments; return only once the broker holds every state written and every training record (Faust
+    acks the batch's events when the agent's body for it returns, and commits acked offsets)."""
+    w, table, updates, sink = r.worker, r.table, r.updates, r.sink
+    s, services, topics = w.settings, w.services, w.topics
+    started = time.perf_counter()
+    handlers = await services.handlers()
+    if updates is not None and not updates.waited:  # cold start: rank with the trainer's latest snapshot
+        await updates.wait_ready(r.apply_model_updates, timeout=60.0)
+    parsed = parse_batch(InteractionEvent, s.topic_interactions, [e.value for e in events])
+    await w.send_dead(parsed.dead)
+    for _, ev in parsed.events:
+        metrics.EVENTS_CONSUMED.labels(s.topic_interactions, ev.type.value).inc()
+    users = {ev.user_id for _, ev in parsed.events}
+    states = {u: table.get(u) for u in users}
+    result = await w.run_in(services.index_pool, handlers.process_interactions, parsed.events, states)
+    await w.send_dead([letter for _, letter in result.dead])
+    metrics.DUPLICATES.inc(result.duplicates)
+    metrics.record_online(result.online, result.unscored)
+    metrics.record_arms(handlers.arms)
+    last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
+    writes = {user: (last_event_of[user], state) for user, state in result.states.items()}
+    sent = write_states(table, writes)  # awaited at the end: recommendations go out meanwhile
+    # training records, like the state writes, must be with the broker before the offsets commit
+    training_topic = topics[s.topic_training]
+    training = [(user.encode(), record) for user, record in result.training]
+    logged = [await training_topic.send(key=k, value=v) for k, v in training]
+    for segment in result.live_comments:
+        await topics[s.topic_live_segments].send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
+    feed_topic_names: Mapping[str, str] = s.feed_topics()
+    if sink is not None:
+        records = [
+            (feed_topic_names[rec.feed.value], rec.user_id.encode(), rec.model_dump_json().encode())
+            for rec in result.recommendations
+        ]
+        if records:
+            await w.run_in(services.sink_pool, sink.deliver, records)
+    for rec in result.recommendations:
+        if sink is None:
+            await topics[feed_topic_names[rec.feed.value]].send(
+                key=rec.user_id.encode(), value=rec.model_dump_json().encode()
+            )
+        metrics.RECOMMENDATIONS.labels(rec.feed.value).inc()
+        if rec.trigger_ts is not None:
+            metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
+    # Faust acks the batch's events when this body returns, and commits acked offsets: not before
+    # the broker holds every state written for them.
+    await until_written(table, writes, sent)
+    await until_sent(training_topic, training, logged)
+    metrics.BATCH_SIZE.labels("interactions").observe(len(events))
+    metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
+
+
+def register(app: Any, r: Ranking, topic: Any) -> None:
+    """The ranking role's agents (and, with a trainer, the timer that follows it) on ``app``."""
+    w = r.worker
+    s = w.settings
+
+    async def live_status_agent(stream: Any) -> None:
+        async for raw in stream:
+            await live_status(w, raw)
+
+    async def interaction_agent(stream: Any) -> None:
+        async for events in stream.take_events(s.interaction_batch_size, within=s.interaction_batch_wait_s):
+            await interactions_batch(r, events)
+
+    # Concurrency stays 1: with more, Faust can commit offsets of events still being processed.
+    app.agent(topic(s.topic_live_status), concurrency=1)(live_status_agent)
+    app.agent(topic(s.topic_interactions), concurrency=1)(interaction_agent)
