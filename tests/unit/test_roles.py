@@ -1,0 +1,247 @@
+"""The roles' agent bodies driven with fakes, without Faust's runtime or a broker.
+
+The interaction body must not return (and so let Faust ack and commit the batch's offsets) before the
+broker holds every state it wrote and every training record it sent; a failed write is written again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from ranking.domain import ContentKind, Feed
+from streams.faust_internals import current_event
+from streams.handlers import ContentResult, InteractionResult
+from streams.roles import encoder, ranking
+from streams.roles.shell import Worker
+from streams.schemas import ContentEvent, DeadLetter, InteractionEvent, InteractionType, Recommendation, RejectedEvent
+from streams.settings import Settings
+
+
+class FakeEvent:
+    def __init__(self, value: bytes) -> None:
+        self.value = value
+
+
+class FakeTopic:
+    """Records sends; each send's future stays pending until the test resolves it (``auto``: at once)."""
+
+    def __init__(self, auto: bool = True) -> None:
+        self.auto = auto
+        self.sent: list[tuple[bytes | None, bytes | None]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+    async def send(self, key: bytes | None = None, value: bytes | None = None) -> asyncio.Future[Any]:
+        self.sent.append((key, value))
+        future = asyncio.get_running_loop().create_future()
+        if self.auto:
+            future.set_result(None)
+        self.futures.append(future)
+        return future
+
+
+class FakeTable:
+    """The calls ``streams.faust_internals.set_in_partition_of`` makes on a Faust table; each changelog
+    send records the event the write is pinned to, and its future stays pending until the test resolves it."""
+
+    def __init__(self, data: dict[str, Any] | None = None) -> None:
+        self.data: dict[str, Any] = dict(data or {})
+        self.changelog: list[tuple[str, Any, Any]] = []
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def get(self, key: str) -> Any:
+        return self.data.get(key)
+
+    def partition_for_key(self, key: str) -> int:
+        return 0
+
+    def send_changelog(self, partition: int, key: str, value: Any) -> asyncio.Future[Any]:
+        self.changelog.append((key, value, current_event()))
+        future = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+
+class FakeServices:
+    def __init__(self, handlers: Any) -> None:
+        self._handlers = handlers
+        self.encoder_pool = ThreadPoolExecutor(1)
+        self.index_pool = ThreadPoolExecutor(1)
+        self.sink_pool = ThreadPoolExecutor(1)
+        self.last_error: str | None = None
+        self.ready = True
+
+    async def handlers(self) -> Any:
+        return self._handlers
+
+
+def interaction(event_id: str, user: str, item: str = "i1") -> bytes:
+    return (
+        InteractionEvent(event_id=event_id, user_id=user, item_id=item, type=InteractionType.like)
+        .model_dump_json()
+        .encode()
+    )
+
+
+def recommendation(user: str) -> Recommendation:
+    return Recommendation(
+        user_id=user, feed=Feed.short_video, items=[], generated_at=time.time(), model_version="a:3f9c1a2b:0"
+    )
+
+
+class FakeRanker:
+    """``process_interactions`` of a ranker: every user touched gets a state, a list and a training record."""
+
+    def __init__(self) -> None:
+        self.arms: dict[str, Any] = {}
+        self.calls: list[tuple[list[tuple[int, InteractionEvent]], dict[str, Any]]] = []
+
+    def process_interactions(self, events: Any, states: Any) -> InteractionResult:
+        self.calls.append((list(events), dict(states)))
+        users = sorted({ev.user_id for _, ev in events})
+        return InteractionResult(
+            states={u: {"seen": [ev.event_id for _, ev in events if ev.user_id == u]} for u in users},
+            recommendations=[recommendation(u) for u in users],
+            dead=[],
+            training=[(u, f"record-{u}".encode()) for u in users],
+        )
+
+
+def ranking_role(table: FakeTable, training: FakeTopic) -> tuple[ranking.Ranking, dict[str, FakeTopic], FakeRanker]:
+    s = Settings()
+    topics = {name: FakeTopic() for name in (s.topic_dead_letter, s.topic_live_segments, *s.feed_topics().values())}
+    topics[s.topic_training] = training
+    handlers = FakeRanker()
+    return ranking.Ranking(Worker(s, FakeServices(handlers), topics), table), topics, handlers  # type: ignore[arg-type]
+
+
+async def until(condition: Any, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_an_interaction_batch_writes_pinned_states_and_returns_only_once_the_broker_holds_them() -> None:
+    async def scenario() -> None:
+        table = FakeTable({"u1": {"seen": ["old"]}})
+        training = FakeTopic(auto=False)
+        r, topics, handlers = ranking_role(table, training)
+        s = r.worker.settings
+        events = [
+            FakeEvent(interaction("e1", "u1")),
+            FakeEvent(interaction("e2", "u2")),
+            FakeEvent(interaction("e3", "u1")),
+        ]
+        body = asyncio.create_task(ranking.interactions_batch(r, events))
+        await until(lambda: len(training.sent) == 2 and len(table.changelog) == 2)
+
+        # the handlers got the batch in order, with the table's states of its users
+        ((batch, states),) = handlers.calls
+        assert [(pos, ev.event_id) for pos, ev in batch] == [(0, "e1"), (1, "e2"), (2, "e3")]
+        assert states == {"u1": {"seen": ["old"]}, "u2": None}
+        # one write per user, pinned to the user's last event of the batch; the store holds them at once
+        pinned = {key: (value, event) for key, value, event in table.changelog}
+        assert pinned["u1"] == ({"seen": ["e1", "e3"]}, events[2])
+        assert pinned["u2"] == ({"seen": ["e2"]}, events[1])
+        assert table.data["u2"] == {"seen": ["e2"]}
+        assert sorted(training.sent) == [(b"u1", b"record-u1"), (b"u2", b"record-u2")]
+        feed = topics[s.feed_topics()[Feed.short_video.value]]
+        assert sorted(key for key, _ in feed.sent) == [b"u1", b"u2"]  # recommendations go out meanwhile
+
+        # while a changelog record is not acknowledged, the body is still awaiting: the batch is not acked
+        for future in training.futures:
+            future.set_result(None)
+        await asyncio.sleep(0.1)
+        assert not body.done(), "returned before the state writes were acknowledged"
+        table.futures[0].set_result(None)
+        await asyncio.sleep(0.1)
+        assert not body.done(), "returned with one state write unacknowledged"
+        table.futures[1].set_result(None)
+        await asyncio.wait_for(body, 5.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_changelog_write_is_written_again_before_the_body_returns() -> None:
+    async def scenario() -> None:
+        table = FakeTable()
+        r, _, _ = ranking_role(table, FakeTopic())
+        events = [FakeEvent(interaction("e1", "u1")), FakeEvent(interaction("e2", "u2"))]
+        body = asyncio.create_task(ranking.interactions_batch(r, events))
+        await until(lambda: len(table.changelog) == 2)
+        first = {key: future for (key, _, _), future in zip(table.changelog, table.futures, strict=True)}
+        first["u1"].set_exception(RuntimeError("broker said no"))
+        first["u2"].set_result(None)
+        await until(lambda: len(table.changelog) == 3)  # after the retry delay (0.5 s)
+        assert table.changelog[2] == ("u1", {"seen": ["e1"]}, events[0])  # same state, same partition
+        assert not body.done()
+        table.futures[2].set_result(None)
+        await asyncio.wait_for(body, 5.0)
+
+    asyncio.run(scenario())
+
+
+def test_a_failed_training_record_is_sent_again_before_the_body_returns() -> None:
+    async def scenario() -> None:
+        table = FakeTable()
+        training = FakeTopic(auto=False)
+        r, _, _ = ranking_role(table, training)
+        body = asyncio.create_task(ranking.interactions_batch(r, [FakeEvent(interaction("e1", "u1"))]))
+        await until(lambda: len(training.sent) == 1 and len(table.futures) == 1)
+        table.futures[0].set_result(None)
+        training.futures[0].set_exception(RuntimeError("request timed out"))
+        await until(lambda: len(training.sent) == 2)
+        assert training.sent[1] == (b"u1", b"record-u1")
+        assert not body.done()
+        training.futures[1].set_result(None)
+        await asyncio.wait_for(body, 5.0)
+
+    asyncio.run(scenario())
+
+
+class FakeIndexer:
+    def __init__(self) -> None:
+        self.calls: list[list[ContentEvent]] = []
+
+    def index_content(self, events: Any) -> ContentResult:
+        self.calls.append(list(events))
+        return ContentResult(dead=[(events[1], RejectedEvent("media_unreadable", "no such file"))])
+
+
+def test_a_content_batch_is_indexed_and_what_cannot_be_is_dead_lettered() -> None:
+    s = Settings()
+    dlq = FakeTopic()
+    handlers = FakeIndexer()
+    w = Worker(s, FakeServices(handlers), {s.topic_dead_letter: dlq})  # type: ignore[arg-type]
+    good = [
+        ContentEvent(item_id=f"i{n}", kind=ContentKind.short_video, title=f"title {n}").model_dump_json().encode()
+        for n in range(2)
+    ]
+    events = [FakeEvent(good[0]), FakeEvent(b"{not json"), FakeEvent(good[1])]
+    asyncio.run(encoder.content_batch(w, events))
+    ((indexed,),) = [handlers.calls]
+    assert [ev.item_id for ev in indexed] == ["i0", "i1"]
+    letters = [DeadLetter.model_validate_json(value) for _, value in dlq.sent]
+    assert [(letter.source_topic, letter.reason) for letter in letters] == [
+        (s.topic_content, letters[0].reason),
+        (s.topic_content, "media_unreadable"),
+    ]
+    assert letters[0].payload == "{not json" and letters[1].payload.startswith('{"item_id":"i1"')
+
+
+@pytest.mark.parametrize("role", ["encoder", "ranking", "all"])
+def test_build_app_wires_the_agents_of_its_role(role: str, tmp_path: Any) -> None:
+    from streams.app import build_app
+
+    s = Settings(worker_role=role, data_dir=tmp_path, trainer=False, kafka_broker="127.0.0.1:1")
+    app = build_app(s)
+    topics = {next(iter(agent.channel.topics)) for agent in app.agents.values()}
+    encoder_inputs = {s.topic_content, s.topic_live_segments}
+    ranking_inputs = {s.topic_live_status, s.topic_interactions}
+    expected = {"encoder": encoder_inputs, "ranking": ranking_inputs, "all": encoder_inputs | ranking_inputs}
+    assert topics == expected[role]
