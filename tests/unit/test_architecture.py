@@ -1,4 +1,5 @@
-"""The layout rule: ``encoders/`` and ``ranking/`` are the pure core; they never import the shell or its drivers.
+"""The layout rules: ``encoders/`` and ``ranking/`` are the pure core; they never import the shell or its drivers.
+And Faust's private API is touched in one module only, ``streams/faust_internals.py``.
 
 The shell (``streams``: Faust app, wire schemas, settings, CLI; ``storage``: Milvus) imports the core, never
 the other way round. Every import counts, at module level or inside a function, under ``TYPE_CHECKING`` or
@@ -106,3 +107,64 @@ def test_the_check_sees_every_form_of_import(tmp_path: Path) -> None:
     assert violations(bad, tmp_path)[0] == "ranking/bad.py:3: imports pymilvus.exceptions"
     # relative imports resolve against the package: ``ranking.storage`` would be the core's own module
     assert violations(pkg / "__init__.py", tmp_path) == []
+
+
+# --- Faust's private API: one module ---------------------------------------------------------------------
+
+FAUST_INTERNALS = Path("streams/faust_internals.py")
+# Faust's driver module that the fetch-wait patch replaces ``aiokafka`` in: internal too, though not ``_``-named
+FAUST_DRIVER_MODULES = ("faust.transport",)
+PYTHON_ROOTS = ("streams", "storage", "encoders", "ranking", "bench", "tests")
+
+
+def private_faust_uses(path: Path, root: Path = ROOT) -> list[str]:
+    """``file:line: uses name`` for each import of a private ``faust`` name (a dotted part starting with ``_``,
+    dunders aside), of Faust's transport drivers, or a ``faust....._name`` attribute read."""
+
+    def private(name: str) -> bool:
+        parts = name.split(".")
+        return parts[0] == "faust" and (
+            any(p.startswith("_") and not p.endswith("__") for p in parts[1:]) or name.startswith(FAUST_DRIVER_MODULES)
+        )
+
+    source = path.read_text()
+    found = {line: name for line, name in imports(source, module_name(path, root)) if private(name)}
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute):
+            parts, value = [node.attr], node.value
+            while isinstance(value, ast.Attribute):
+                parts.append(value.attr)
+                value = value.value
+            if isinstance(value, ast.Name) and private(".".join([value.id, *reversed(parts)])):
+                found.setdefault(node.lineno, ".".join([value.id, *reversed(parts)]))
+    return [f"{path.relative_to(root)}:{line}: uses {name}" for line, name in sorted(found.items())]
+
+
+def test_only_faust_internals_touches_faust_private_api() -> None:
+    files = sorted(p for top in PYTHON_ROOTS for p in (ROOT / top).rglob("*.py"))
+    assert (ROOT / FAUST_INTERNALS) in files
+    found = [v for path in files if path != ROOT / FAUST_INTERNALS for v in private_faust_uses(path)]
+    assert not found, (
+        f"Faust's private API is used only in {FAUST_INTERNALS}; add a function there instead:\n  " + "\n  ".join(found)
+    )
+    # and the check sees the uses that are there, or the rule above would pass for nothing
+    used = {v.split(" uses ")[1] for v in private_faust_uses(ROOT / FAUST_INTERNALS)}
+    assert "faust.streams._current_event" in used and "faust.transport.drivers.aiokafka" in used, used
+
+
+def test_the_faust_check_sees_private_names(tmp_path: Path) -> None:
+    pkg = tmp_path / "streams"
+    pkg.mkdir()
+    bad = pkg / "bad.py"
+    bad.write_text(
+        "import faust\n"  # 1: fine
+        "from faust.streams import _current_event\n"  # 2
+        "from faust.types import EventT\n"  # 3: fine
+        "import faust.tables._private\n"  # 4
+        "def f(t):\n"  # 5
+        "    return faust.streams._current_event.get()\n"  # 6
+        "def g():\n"  # 7
+        "    from faust.transport.drivers import aiokafka\n"  # 8
+        "x = faust.__version__\n"  # 9: fine
+    )
+    assert [int(v.split(":")[1]) for v in private_faust_uses(bad, tmp_path)] == [2, 4, 6, 8]
