@@ -7,6 +7,7 @@ Bodies take their dependencies explicitly (:class:`Ranking`) and one event or mi
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ async def interactions_batch(r: Ranking, events: Sequence[EventT]) -> None:
     started = time.perf_counter()
     handlers = await services.handlers()
     if updates is not None and not updates.waited:  # cold start: rank with the trainer's latest snapshot
-        await updates.wait_ready(r.apply_model_updates, timeout=60.0)
+        await updates.wait_ready(functools.partial(r.apply_model_updates, handlers), timeout=60.0)
     parsed = parse_batch(InteractionEvent, s.topic_interactions, [e.value for e in events])
     await w.send_dead(parsed.dead)
     for _, ev in parsed.events:

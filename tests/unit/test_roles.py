@@ -245,3 +245,36 @@ def test_build_app_wires_the_agents_of_its_role(role: str, tmp_path: Any) -> Non
     ranking_inputs = {s.topic_live_status, s.topic_interactions}
     expected = {"encoder": encoder_inputs, "ranking": ranking_inputs, "all": encoder_inputs | ranking_inputs}
     assert topics == expected[role]
+
+
+class FakeUpdates:
+    """A trainer's reader as ``ModelUpdates`` shows itself to the body: the first batch waits for its models."""
+
+    def __init__(self) -> None:
+        self.waited = False
+        self.applied: list[Any] = []
+
+    async def wait_ready(self, apply: Any, timeout: float) -> bool:
+        self.waited = True
+        await apply()  # called as ModelUpdates.wait_ready calls it: without arguments
+        return True
+
+    def apply(self, arms: Any) -> bool:
+        self.applied.append(arms)
+        return False
+
+
+def test_the_first_interaction_batch_waits_for_the_trainers_models_and_later_ones_do_not() -> None:
+    async def scenario() -> None:
+        table = FakeTable()
+        r, _, handlers = ranking_role(table, FakeTopic())
+        updates = FakeUpdates()
+        r.updates = updates  # type: ignore[assignment]
+        for n in range(2):
+            body = asyncio.create_task(ranking.interactions_batch(r, [FakeEvent(interaction(f"e{n}", "u1"))]))
+            await until(lambda n=n: len(table.futures) == n + 1)
+            table.futures[n].set_result(None)
+            await asyncio.wait_for(body, 5.0)
+        assert updates.applied == [handlers.arms]  # applied to the ranking handlers' arms, once
+
+    asyncio.run(scenario())
