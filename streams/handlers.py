@@ -148,52 +148,34 @@ class LiveRefresh:
     media_errors: list[str] = field(default_factory=list)
 
 
-class Handlers:
+class ContentHandlers:
+    """The encoder role's operations: index content, fold live segments, re-encode live streams, search.
+
+    ``arms``: the ranking models that learn each new item's vector (``OnlineModels.learn_content``); a
+    worker doing both roles shares them with its :class:`RankingHandlers`.
+    """
+
     def __init__(
         self,
         index: Index,
         encoder: TextEncoder,
-        user_model: UserModel,
-        ranking: RankingParams,
-        candidates: int,
         topics: Mapping[str, str],
         media: MediaPipeline | None = None,
         modalities: ModalityStore | None = None,
         live_windows: LiveWindows | None = None,
         fusion_weights: Mapping[str, float] | None = None,
         live_refresh_alpha: float = 0.3,
-        models: OnlineModels | None = None,
-        variant: OnlineModels | None = None,
-        split: ArmSplit | None = None,
-        online_lists: int = 100_000,
-        log_training: bool = False,
+        arms: dict[str, OnlineModels] | None = None,
     ) -> None:
         self.index = index
         self.encoder = encoder
-        self.user_model = user_model
-        self.ranking = ranking
-        self.candidates = candidates
         self.topics = topics
         self.media = media
         self.modalities: ModalityStore = modalities if modalities is not None else InMemoryModalityStore()
         self.live_windows = live_windows if live_windows is not None else LiveWindows()
         self.fusion_weights = dict(fusion_weights or DEFAULT_WEIGHTS)
         self.live_refresh_alpha = live_refresh_alpha
-        # Without a trainer, co-engagement, trending, live velocity, the next-item model and the ranker are
-        # learned from this worker's interactions (its partitions), each worker holding its own copy. With
-        # one (``log_training``), they come from the trainer, which learns every worker's events.
-        self.models = models or OnlineModels(user_model, params=ranking)
-        # A/B: arm "b" ranks the users ``split`` sends it; both arms' shared models learn every event.
-        # Without a variant there is one arm and ``arm_of`` is never asked.
-        self.arms: dict[str, OnlineModels] = {"a": self.models, **({"b": variant} if variant is not None else {})}
-        self.split = split if variant is not None and split is not None else ArmSplit(0.0)
-        self.last_lists = LastLists(online_lists)
-        # True with a trainer (``Settings.trainer``): applied events are logged as training records and the
-        # shared models are swapped in from the trainer's snapshots (``streams.model_updates``)
-        self.log_training = log_training
-
-    def arm_of(self, user_id: str) -> str:
-        return self.split.arm(user_id) if len(self.arms) > 1 else "a"
+        self.arms: dict[str, OnlineModels] = arms if arms is not None else {}
 
     # --- content -----------------------------------------------------------------------------
     def index_content(self, events: Sequence[ContentEvent]) -> ContentResult:
@@ -336,6 +318,49 @@ class Handlers:
             )
         return out
 
+
+class RankingHandlers:
+    """The ranking role's operations: live status changes, interactions into state and lists, and lists now.
+
+    ``live_windows``: the encoder role's windows, forgotten when a stream ends (shared in a worker doing both).
+    """
+
+    def __init__(
+        self,
+        index: Index,
+        user_model: UserModel,
+        ranking: RankingParams,
+        candidates: int,
+        topics: Mapping[str, str],
+        live_windows: LiveWindows | None = None,
+        models: OnlineModels | None = None,
+        variant: OnlineModels | None = None,
+        split: ArmSplit | None = None,
+        online_lists: int = 100_000,
+        log_training: bool = False,
+    ) -> None:
+        self.index = index
+        self.user_model = user_model
+        self.ranking = ranking
+        self.candidates = candidates
+        self.topics = topics
+        self.live_windows = live_windows if live_windows is not None else LiveWindows()
+        # Without a trainer, co-engagement, trending, live velocity, the next-item model and the ranker are
+        # learned from this worker's interactions (its partitions), each worker holding its own copy. With
+        # one (``log_training``), they come from the trainer, which learns every worker's events.
+        self.models = models or OnlineModels(user_model, params=ranking)
+        # A/B: arm "b" ranks the users ``split`` sends it; both arms' shared models learn every event.
+        # Without a variant there is one arm and ``arm_of`` is never asked.
+        self.arms: dict[str, OnlineModels] = {"a": self.models, **({"b": variant} if variant is not None else {})}
+        self.split = split if variant is not None and split is not None else ArmSplit(0.0)
+        self.last_lists = LastLists(online_lists)
+        # True with a trainer (``Settings.trainer``): applied events are logged as training records and the
+        # shared models are swapped in from the trainer's snapshots (``streams.model_updates``)
+        self.log_training = log_training
+
+    def arm_of(self, user_id: str) -> str:
+        return self.split.arm(user_id) if len(self.arms) > 1 else "a"
+
     # --- live status -------------------------------------------------------------------------
     def apply_live_status(self, event: LiveStatusEvent) -> IndexedItem:
         item = self.index.set_live(event.item_id, event.status is LiveState.live)
@@ -455,3 +480,56 @@ class Handlers:
                     )
                 )
         return out
+
+
+class Handlers(RankingHandlers, ContentHandlers):
+    """Both roles' operations over one index, sharing the ranking models and the live windows (a worker
+    doing both roles, and the tests)."""
+
+    def __init__(
+        self,
+        index: Index,
+        encoder: TextEncoder,
+        user_model: UserModel,
+        ranking: RankingParams,
+        candidates: int,
+        topics: Mapping[str, str],
+        media: MediaPipeline | None = None,
+        modalities: ModalityStore | None = None,
+        live_windows: LiveWindows | None = None,
+        fusion_weights: Mapping[str, float] | None = None,
+        live_refresh_alpha: float = 0.3,
+        models: OnlineModels | None = None,
+        variant: OnlineModels | None = None,
+        split: ArmSplit | None = None,
+        online_lists: int = 100_000,
+        log_training: bool = False,
+    ) -> None:
+        windows = live_windows if live_windows is not None else LiveWindows()
+        RankingHandlers.__init__(
+            self,
+            index,
+            user_model,
+            ranking,
+            candidates,
+            topics,
+            live_windows=windows,
+            models=models,
+            variant=variant,
+            split=split,
+            online_lists=online_lists,
+            log_training=log_training,
+        )
+        arms = self.arms
+        ContentHandlers.__init__(
+            self,
+            index,
+            encoder,
+            topics,
+            media=media,
+            modalities=modalities,
+            live_windows=windows,
+            fusion_weights=fusion_weights,
+            live_refresh_alpha=live_refresh_alpha,
+            arms=arms,  # the same dict: a model swapped in by the trainer is the one content teaches
+        )
