@@ -5,7 +5,8 @@
   output topics; dead letters, retried blocking work) and the commit-safety waits.
 - ``encoder``: content, live segments, the live refresh timer.
 - ``ranking``: live status, interactions, the trainer's model updates.
-- ``trainer``: the trainer role's entry (a confluent-kafka loop, not Faust; ``streams.trainer``).
+
+The trainer role is no Faust app: a confluent-kafka loop, ``streams.trainer.run_trainer`` (``livelens trainer``).
 
 Each agent body is a plain coroutine over one event or micro-batch and explicit dependencies, so a
 unit test drives it with fake tables and topics, without a broker (tests/unit/test_roles.py).
