@@ -56,7 +56,8 @@ def check_dedupe(stack: LocalStack, events: list[tuple[bytes, dict[str, Any]]], 
 def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], console: Console) -> dict[str, Any]:
     known = set(feed_of_item)
     events = interaction_events(data, n, known, uuid.uuid4().hex[:6])
-    worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 200))
+    # waits for a drain down to 50 events/s: a shorter wait reported its own cut-off as lost events
+    worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 50))
     users = len({ev["user_id"] for _, ev in events})
     echo = echo_max_throughput(stack.settings, interaction_events(data, n, known, "echo"))
     ratio = round(worker["processed_per_s"] / max(echo["events_per_s"], 1e-9), 3)
