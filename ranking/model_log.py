@@ -31,7 +31,7 @@ from ranking.ranker import Example
 from ranking.signal import Observation
 from ranking.training import TrainingScheduler
 
-RECORD_FORMAT = 1
+RECORD_FORMAT = 2
 _LEN = struct.Struct(">I")
 # a chunk's payload, well under the 1 MiB message limit once the header and the key are added
 CHUNK_BYTES = 900 * 1024
@@ -82,18 +82,21 @@ class TrainingRecord:
     examples: Mapping[str, Example] = field(default_factory=dict)  # A/B arm -> its labelled example
 
 
+def observation_row(o: Observation) -> list[Any]:
+    """An observation's JSON fields (its vector travels as an array): one shape for records and deltas."""
+    return [o.event_id, o.user_id, o.item_id, o.type.value, o.ts, o.weight, o.feed.value, list(o.context)]
+
+
+def observation_of(row: Sequence[Any], vector: np.ndarray | None) -> Observation:
+    e, u, i, t, ts, w, f, ctx = row
+    return Observation(e, u, i, InteractionType(t), float(ts), float(w), Feed(f), tuple(ctx), vector)
+
+
 def encode_record(record: TrainingRecord) -> bytes:
     ob = record.observation
     header = {
         "f": RECORD_FORMAT,
-        "id": ob.event_id,
-        "u": ob.user_id,
-        "i": ob.item_id,
-        "t": ob.type.value,
-        "ts": ob.ts,
-        "w": ob.weight,
-        "feed": ob.feed.value,
-        "ctx": list(ob.context),
+        "ob": observation_row(ob),
         "ex": {arm: e.weight for arm, e in record.examples.items()},
     }
     arrays: dict[str, np.ndarray] = {}
@@ -111,19 +114,9 @@ def decode_record(data: bytes) -> TrainingRecord:
     if header.get("f") != RECORD_FORMAT:
         raise LogFormatError(f"training record format {header.get('f')!r}, expected {RECORD_FORMAT}")
     try:
-        ob = Observation(
-            event_id=header["id"],
-            user_id=header["u"],
-            item_id=header["i"],
-            type=InteractionType(header["t"]),
-            ts=float(header["ts"]),
-            weight=float(header["w"]),
-            feed=Feed(header["feed"]),
-            context=tuple(header["ctx"]),
-            vector=arrays["v"].copy() if "v" in arrays else None,
-        )
+        ob = observation_of(header["ob"], arrays["v"].copy() if "v" in arrays else None)
         examples = {arm: Example(ob.event_id, arrays[f"x.{arm}"].copy(), float(w)) for arm, w in header["ex"].items()}
-    except (KeyError, ValueError) as e:
+    except (KeyError, ValueError, TypeError) as e:
         raise LogFormatError(f"bad training record: {e}") from e
     return TrainingRecord(ob, examples)
 
@@ -321,9 +314,7 @@ def encode_delta(delta: ModelDelta) -> bytes:
         "from": delta.from_version,
         "to": delta.to_version,
         "config_id": delta.config_id,
-        "obs": [
-            [o.event_id, o.user_id, o.item_id, o.type.value, o.ts, o.weight, o.feed.value, list(o.context)] for o in obs
-        ],
+        "obs": [observation_row(o) for o in obs],
         "has_vec": [o.vector is not None for o in obs],
     }
     vecs = [np.asarray(o.vector, np.float32) for o in obs if o.vector is not None]
@@ -356,10 +347,7 @@ def decode_delta(data: bytes, header_only: bool = False) -> ModelDelta:
         return ModelDelta(int(h["from"]), int(h["to"]), (), h.get("config_id", ""))
     vecs = iter(arrays["v"]) if "v" in arrays else iter(())
     obs = tuple(
-        Observation(
-            e, u, i, InteractionType(t), float(ts), float(w), Feed(f), tuple(ctx), next(vecs).copy() if has else None
-        )
-        for (e, u, i, t, ts, w, f, ctx), has in zip(h["obs"], h["has_vec"], strict=True)
+        observation_of(row, next(vecs).copy() if has else None) for row, has in zip(h["obs"], h["has_vec"], strict=True)
     )
     return ModelDelta(int(h["from"]), int(h["to"]), obs, h.get("config_id", ""))
 
