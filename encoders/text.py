@@ -170,7 +170,8 @@ class HashTextEncoder:
                 out.extend(_TOKEN_RE.findall(tok[1:]))
         return out or [_EMPTY_TOKEN]
 
-    def _slot(self, token: str) -> tuple[int, float]:
+    def slot(self, token: str) -> tuple[int, float]:
+        """The (column, sign) one token adds to; public so tests can tell a hash collision from a real match."""
         h = int.from_bytes(hashlib.blake2b(token.encode("utf-8"), digest_size=8).digest(), "little")
         return (h >> 1) % self.dim, (1.0 if h & 1 else -1.0)
 
@@ -179,10 +180,10 @@ class HashTextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         for row, text in enumerate(texts):
             for tok in self.tokens(text):
-                col, sign = self._slot(tok)
+                col, sign = self.slot(tok)
                 out[row, col] += sign
             if not out[row].any():  # every token cancelled out in collisions: fall back to the sentinel
-                col, sign = self._slot(_EMPTY_TOKEN)
+                col, sign = self.slot(_EMPTY_TOKEN)
                 out[row, col] = sign
         return l2_normalize(out)
 

@@ -1,6 +1,7 @@
 """Poison input: >10,000 hostile events interleaved with good ones through one real worker.
 
-Hypothesis generates the events (derandomized, so the run is the same every time), then they are
+Hypothesis generates the events (derandomized; the draws still shift with which modules are loaded, since
+Hypothesis also samples constants found in their source, so the checks hold for any draw), then they are
 published in bulk to the content, live-status and interaction topics of a real worker (embedded
 broker, Milvus Lite server, hash text encoder, EfficientNet for the media-path checks). Every bad
 event carries a unique marker, so each dead letter is matched back to the event it came from.
@@ -31,6 +32,7 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from encoders.text import HashTextEncoder
 from streams.consumer import TopicReader, as_dead_letter
 from streams.replay import make_producer
 from streams.schemas import MAX_EVENT_BYTES
@@ -455,16 +457,20 @@ def test_thousands_of_hostile_events_are_dead_lettered_and_good_ones_applied(fuz
         assert client.get(s.milvus_collection, ids=hostile, output_fields=["feed"]) == []
     finally:
         client.close()
+    hasher = HashTextEncoder()
     for item in list(plan.good_items)[:20]:
         token = plan.good_titles[item].rsplit(" ", 1)[1]
         feed = plan.good_items[item]
         if feed == "live" and not plan.final_live[item]:
             continue
-        # The hash encoder puts one word in one of 384 slots: a few other titles collide and tie with the
-        # item's own score, so look past the ties (their order is the index's choice) and check the score.
+        # The hash encoder puts one word in one of 384 slots, so a few other titles collide with the token; one
+        # with fewer other words can even outscore the item. Every item ranked above it must be such a collision.
         found = worker.get(f"/search?q={token}&feed={feed}&limit=100")["results"]
         scores = {r["item_id"]: r["score"] for r in found}
-        assert item in scores and scores[item] == max(scores.values()), (item, found[:5])
+        assert item in scores and scores[item] > 0, (item, found[:5])
+        query_slot = hasher.slot(token)
+        above = [r for r in found if r["score"] > scores[item]]
+        assert all(query_slot in {hasher.slot(t) for t in hasher.tokens(r["title"])} for r in above), (item, above)
 
     # Good interactions: each user's state holds exactly their good event ids; replays were no-ops.
     for user, event_ids in plan.user_events.items():
