@@ -31,10 +31,23 @@ from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
+from ranking.ranker import Ranker
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserModelParams, UserState
 
 KS = (10, 20)
+# Alternatives to the default ranker (``--compare-rankers``): each is taught the very same steps on the same
+# examples as the served one, and ranks the same candidates, so the comparison is paired and takes one pass.
+# Reported as ``ranker:<name>`` beside ``livelens:no_mmr`` (the default's own order, no MMR).
+RANKER_ALTERNATIVES: dict[str, dict[str, Any]] = {
+    "average_0.99": {"average": 0.99},
+    "average_0.999": {"average": 0.999},
+    "hidden_128": {"hidden": 128},
+    "layers_3": {"layers": 3},
+    "lr_3e-3": {"learning_rate": 3e-3},
+    "lr_3e-4": {"learning_rate": 3e-4},
+    "linear_only": {"hidden": 0},
+}
 RANK_CHUNK = 256  # users ranked per call in the evaluation (their lists do not depend on it)
 WARM_START_SEED = 11
 
@@ -164,6 +177,7 @@ class LiveLensRun:
     ranks: list[int | None] = field(default_factory=list)
     signal_ranks: dict[str, list[int | None]] = field(default_factory=dict)
     unshaped_ranks: list[int | None] = field(default_factory=list)  # the ranker's own order: no MMR
+    shadow_ranks: dict[str, list[int | None]] = field(default_factory=dict)  # RANKER_ALTERNATIVES, no MMR
     in_candidates: int = 0
     candidate_count: int = 0
     by_source_hits: dict[str, int] = field(default_factory=dict)
@@ -245,6 +259,8 @@ def evaluate_livelens(
             events = [(interaction(u, n, i, event_type), known[i]) for u, i in wanted if i in known]
             models.learn_batch(states, events, index, shared=False)
         ranked = models.rank([u for u, _ in chunk], [states[u] for u, _ in chunk], Feed.short_video, index, 0.0)
+        shadows = models.schedule.shadows if models.schedule is not None else {}
+        shadow_scores = {name: shadow.score(ranked.features) for name, shadow in shadows.items()}
         for m, ((_, sp), recs) in enumerate(zip(chunk, ranked.lists, strict=True)):
             ids = [r.item_id for r in recs]
             run.ranks.append(ids.index(sp.target) if sp.target in ids else None)
@@ -254,6 +270,9 @@ def evaluate_livelens(
             hit = items.index(sp.target) if sp.target in items else None
             run.in_candidates += hit is not None
             run.unshaped_ranks.append(None if hit is None else rank_in(ranked.scores[rows.start : rows.stop], hit))
+            for name, scores in shadow_scores.items():
+                shadow_rank = None if hit is None else rank_in(scores[rows.start : rows.stop], hit)
+                run.shadow_ranks.setdefault(name, []).append(shadow_rank)
             for s_n, source in enumerate(ranked.sources):
                 proposed = ranked.cands.sources[rows.start : rows.stop, s_n]
                 run.by_source_count[source] = run.by_source_count.get(source, 0) + int(proposed.sum())
@@ -333,8 +352,10 @@ def run_evaluation(
     models: OnlineModels | None = None,
     *,
     stream_batch: int,
+    compare_rankers: bool = False,
 ) -> EvalResult:
-    """All methods on one split, in one run; ``stream_batch``: the worker's interaction micro-batch."""
+    """All methods on one split, in one run; ``stream_batch``: the worker's interaction micro-batch;
+    ``compare_rankers``: also teach and report ``RANKER_ALTERNATIVES``."""
     splits = dataset_splits(dataset, protocol)
     cat = Catalogue(sorted(dataset.items))
     seconds: dict[str, float] = {}
@@ -355,11 +376,18 @@ def run_evaluation(
     t = time.perf_counter()
     used = models or OnlineModels(UserModel(params), params=eval_ranking(ranking, max(protocol.ks)))
     run = LiveLensRun()
+    if compare_rankers and used.ranker is not None and used.schedule is not None:
+        used.schedule.shadows = {
+            name: Ranker(used.columns, replace(used.ranker.params, **changes))
+            for name, changes in RANKER_ALTERNATIVES.items()
+        }
     evaluate_livelens(
         splits, index, params, protocol.ks, progress=progress, models=used, run=run, stream_batch=stream_batch
     )
     methods["livelens"] = summarize(run.ranks, protocol.ks)
     methods["livelens:no_mmr"] = summarize(run.unshaped_ranks, protocol.ks)
+    for name, ranks in run.shadow_ranks.items():
+        methods[f"ranker:{name}"] = summarize(ranks, protocol.ks)
     for source, ranks in run.signal_ranks.items():
         methods[f"signal:{source}"] = summarize(ranks, protocol.ks)
     seconds["livelens"] = time.perf_counter() - t

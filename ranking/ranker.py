@@ -13,6 +13,7 @@ the score the most is the one named in its reason, so reasons follow the learned
 
 from __future__ import annotations
 
+import copy
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ class RankerParams:
     layers: int = 2
     learning_rate: float = 1e-3
     weight_decay: float = 1e-5
+    # decay of an exponential moving average of the weights, which then does the scoring (0: score with
+    # the latest weights); averaging smooths the noise of small online steps
+    average: float = 0.0
     # initial weights of the linear part by column name (``OnlineModels`` passes the hand blend of
     # ``RankingParams``); columns not named start at 0
     prior: Mapping[str, float] = field(default_factory=dict)
@@ -91,16 +95,20 @@ class Ranker:
         torch.nn.init.zeros_(out.bias)
         self.mlp = torch.nn.Sequential(*layers, out)
         torch.random.set_rng_state(state)
+        self.averaged: tuple[Any, Any] | None = (
+            (copy.deepcopy(self.linear), copy.deepcopy(self.mlp)) if p.average > 0 else None
+        )
         self.optimizer = torch.optim.Adam(
             [*self.linear.parameters(), *self.mlp.parameters()], lr=p.learning_rate, weight_decay=p.weight_decay
         )
 
     # --- scoring ---------------------------------------------------------------------------------
-    def _forward(self, x: Any) -> Any:
+    def _forward(self, x: Any, latest: bool = True) -> Any:
         torch = self._torch
+        linear, mlp = (self.linear, self.mlp) if latest or self.averaged is None else self.averaged
         std = torch.from_numpy(np.sqrt(self.var + 1e-6).astype(np.float32))
         z = (x - torch.from_numpy(self.mean.astype(np.float32))) / std
-        return self.linear(x).squeeze(-1) + self.mlp(z).squeeze(-1)
+        return linear(x).squeeze(-1) + mlp(z).squeeze(-1)
 
     def score(self, features: np.ndarray) -> np.ndarray:
         """float64 score per row."""
@@ -108,7 +116,7 @@ class Ranker:
             return np.zeros(0)
         torch = self._torch
         with torch.no_grad():
-            return self._forward(torch.from_numpy(clean(features))).numpy().astype(np.float64)
+            return self._forward(torch.from_numpy(clean(features)), latest=False).numpy().astype(np.float64)
 
     def contributions(self, features: np.ndarray, groups: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
         """Per group of columns (a signal), how much each row's score drops when that group is replaced
@@ -145,6 +153,13 @@ class Ranker:
         loss.backward()
         self.optimizer.step()
         self.steps += 1
+        if self.averaged is not None:
+            # the usual warm-up: early on the average follows the weights closely
+            decay = min(self.params.average, (1 + self.steps) / (10 + self.steps))
+            with torch.no_grad():
+                latest = self._parameters((self.linear, self.mlp))
+                for avg, now in zip(self._parameters(self.averaged), latest, strict=True):
+                    avg.mul_(decay).add_(now, alpha=1 - decay)
         self.examples += len(usable)
         return float(loss.detach())
 
@@ -161,14 +176,21 @@ class Ranker:
             self.mean = self.mean + delta * n / total
         self.seen_rows = total
 
+    @staticmethod
+    def _parameters(modules: tuple[Any, Any]) -> list[Any]:
+        return [*modules[0].parameters(), *modules[1].parameters()]
+
     # --- state -----------------------------------------------------------------------------------
     def memory_bytes(self) -> int:
         weights = sum(p.numel() * 4 for p in [*self.linear.parameters(), *self.mlp.parameters()])
-        return 3 * weights + 16 * len(self.columns)
+        return (3 + (self.averaged is not None)) * weights + 16 * len(self.columns)
 
     def snapshot(self) -> bytes:
         arrays = {f"linear.{k}": v.numpy().copy() for k, v in self.linear.state_dict().items()}
         arrays |= {f"mlp.{k}": v.numpy().copy() for k, v in self.mlp.state_dict().items()}
+        if self.averaged is not None:
+            arrays |= {f"avg_linear.{k}": v.numpy().copy() for k, v in self.averaged[0].state_dict().items()}
+            arrays |= {f"avg_mlp.{k}": v.numpy().copy() for k, v in self.averaged[1].state_dict().items()}
         steps, moments = adam_state(self.optimizer)
         arrays |= moments
         meta = {
@@ -187,6 +209,11 @@ class Ranker:
             raise ValueError(f"the snapshot ranks columns {meta['columns']}, this ranker {list(self.columns)}")
         self.linear.load_state_dict({k[7:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("linear.")})
         self.mlp.load_state_dict({k[4:]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith("mlp.")})
+        if self.averaged is not None:
+            for prefix, module in (("avg_linear.", self.averaged[0]), ("avg_mlp.", self.averaged[1])):
+                module.load_state_dict(
+                    {k[len(prefix) :]: torch.from_numpy(v) for k, v in arrays.items() if k.startswith(prefix)}
+                )
         load_adam_state(self.optimizer, meta["adam_steps"], arrays)
         self.mean, self.var = arrays["mean"], arrays["var"]
         self.steps, self.examples, self.seen_rows = int(meta["steps"]), int(meta["examples"]), float(meta["seen_rows"])

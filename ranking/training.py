@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,8 +40,17 @@ class Rehearsable:
 
 
 class TrainingScheduler:
-    def __init__(self, ranker: Ranker, rehearsed: Sequence[Rehearsable] = (), params: ScheduleParams | None = None):
+    def __init__(
+        self,
+        ranker: Ranker,
+        rehearsed: Sequence[Rehearsable] = (),
+        params: ScheduleParams | None = None,
+        shadows: Mapping[str, Ranker] | None = None,
+    ):
         self.ranker = ranker
+        # evaluation only: other rankers taught the very same steps, so alternatives are compared paired,
+        # in one pass, on identical examples (``livelens eval --compare-rankers``); a worker has none
+        self.shadows: dict[str, Ranker] = dict(shadows or {})
         self.rehearsed = list(rehearsed)
         self.params = p = params or ScheduleParams()
         self.pending: list[Example] = []
@@ -79,4 +88,6 @@ class TrainingScheduler:
             picks = rng.integers(0, len(self.buffer), size=min(p.ranker_rehearse, len(self.buffer)))
             past = [self.buffer[int(i)] for i in picks]
         self.ranker.step(batch + past)
+        for shadow in self.shadows.values():
+            shadow.step(batch + past)
         self.buffer.extend(batch)

@@ -260,6 +260,13 @@ def evaluate(
         int | None,
         typer.Option(min=1, help="--through-kafka: stream events per step (default: the micro-batch size)"),
     ] = None,
+    compare_rankers: Annotated[
+        bool,
+        typer.Option(
+            help="also teach the alternative rankers of ranking.evaluation.RANKER_ALTERNATIVES the same steps and "
+            "report each as ranker:NAME (paired with livelens:no_mmr; for choosing on --target valid)"
+        ),
+    ] = False,
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
     from rich.table import Table
@@ -311,6 +318,7 @@ def evaluate(
             tick,
             models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(KS))),
             stream_batch=s.interaction_batch_size,
+            compare_rankers=compare_rankers,
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")

@@ -7,6 +7,7 @@ import pytest
 from ranking.datasets import load_csv_dataset
 from ranking.domain import Feed, InteractionType
 from ranking.evaluation import (
+    RANKER_ALTERNATIVES,
     Catalogue,
     LiveLensRun,
     Protocol,
@@ -96,6 +97,11 @@ def test_generic_csv_input(tmp_path: Path) -> None:
     c = result.candidates
     assert 0 <= c["target_in_candidates"] <= 1 and c["mean_candidates"] >= 1
     assert set(c["by_source"]) >= {"taste", "co", "next_item"}
+
+    compared = run_evaluation(data, encode, params, Protocol(), "test", stream_batch=64, compare_rankers=True)
+    alternatives = {f"ranker:{name}" for name in RANKER_ALTERNATIVES}
+    assert set(compared.methods) == set(result.methods) | alternatives
+    assert compared.methods["livelens"] == result.methods["livelens"]  # shadows never change what is served
 
 
 def test_without_mmr_the_served_lists_are_the_rankers_own_order() -> None:

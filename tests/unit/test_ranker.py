@@ -157,3 +157,35 @@ def test_each_labelled_event_teaches_the_ranker_its_candidates() -> None:
     second = Interaction(event_id="u:1", user_id="u", item_id="c", type=InteractionType("comment"), ts=1.0)
     m.learn_batch(states, [(second, index.get(["c"])["c"])], index)
     assert m.ranker.examples == 1 and m.ranker.steps == 1  # "c" was among the candidates before it
+
+
+def test_an_averaged_ranker_scores_with_the_average_and_restores_it() -> None:
+    """With ``average`` the scoring weights trail the latest ones (smoother), and the average is part of the
+    snapshot, so a restored ranker scores identically."""
+    examples = planted(400, seed=8)
+    latest = Ranker(COLUMNS, RankerParams(prior={}, learning_rate=3e-3))
+    averaged = Ranker(COLUMNS, RankerParams(prior={}, learning_rate=3e-3, average=0.99))
+    TrainingScheduler(latest, params=ScheduleParams(ranker_batch=16)).add(examples, events=400)
+    TrainingScheduler(averaged, params=ScheduleParams(ranker_batch=16)).add(examples, events=400)
+    x = np.concatenate([e.features.astype(np.float32) for e in planted(20, seed=9)])
+    # the same steps taught both; only the scoring weights differ
+    for a, b in zip(latest.linear.parameters(), averaged.linear.parameters(), strict=True):
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-6)
+    assert not np.allclose(latest.score(x), averaged.score(x))
+    assert top1(averaged, planted(300, seed=2)) > 0.3
+    copy = Ranker(COLUMNS, RankerParams(prior={}, learning_rate=3e-3, average=0.99))
+    copy.restore(averaged.snapshot())
+    np.testing.assert_array_equal(averaged.score(x), copy.score(x))
+
+
+def test_shadow_rankers_are_taught_the_same_steps() -> None:
+    """``--compare-rankers`` is a paired comparison: a shadow with the served ranker's own parameters ends up
+    identical to it, and one with other parameters differs."""
+    ranker = Ranker(COLUMNS)
+    same, other = Ranker(COLUMNS), Ranker(COLUMNS, RankerParams(learning_rate=3e-3))
+    schedule = TrainingScheduler(ranker, params=ScheduleParams(ranker_batch=16), shadows={"same": same, "o": other})
+    schedule.add(planted(300, seed=10), events=300)
+    x = np.concatenate([e.features.astype(np.float32) for e in planted(20, seed=11)])
+    assert same.steps == other.steps == ranker.steps > 0
+    np.testing.assert_array_equal(ranker.score(x), same.score(x))
+    assert not np.allclose(ranker.score(x), other.score(x))
