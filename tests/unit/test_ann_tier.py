@@ -1,0 +1,136 @@
+"""The in-process tier's ANN search (ranking.feed_matrix): recall against exact, and the catalogue's life
+(grows from empty, live vectors replaced, items ended or forgotten) never leaking a stale result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.retrieval import exact_topk, recall_at_k, synthetic_chunks, taste_queries, topic_centres
+from ranking.domain import Feed
+from ranking.feed_matrix import AnnFeedMatrix, FeedMatrix, SearchTierParams, new_feed_matrix
+from ranking.index import IndexedItem
+from ranking.local_tier import LocalSearchTier
+from tests.unit.test_local_tier import DictCatalog, StampedIndex
+
+DIM = 64
+SMALL = SearchTierParams(kind="ann", nlist=64, nprobe=16, exact_below=1_000)
+
+
+def clustered(n: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Items around n/500 topics and multi-topic taste queries, as ``livelens bench retrieval`` draws them."""
+    centres = topic_centres(DIM, topics=max(20, n // 500), seed=seed)
+    items = np.concatenate(list(synthetic_chunks(n, centres, 1.5, seed=seed)))
+    return items, taste_queries(50, centres, interests=3, spread=0.5, seed=seed + 1)
+
+
+def short(item_id: str, vector: np.ndarray) -> IndexedItem:
+    return IndexedItem(item_id, Feed.short_video, False, 1.0, item_id, vector)
+
+
+def live(item_id: str, vector: np.ndarray, on_air: bool) -> IndexedItem:
+    return IndexedItem(item_id, Feed.live, on_air, 1.0, item_id, vector)
+
+
+def tier_of(items: list[IndexedItem], params: SearchTierParams) -> tuple[LocalSearchTier, StampedIndex]:
+    source = StampedIndex(DIM)
+    source.upsert(items)
+    return LocalSearchTier(source, DictCatalog(source), dim=DIM, start=False, search=params), source
+
+
+def rows_found(matrix: FeedMatrix, queries: np.ndarray, k: int) -> list[list[int]]:
+    return [rows for rows, _ in matrix.top_rows(queries, k)]
+
+
+def test_the_live_feed_and_the_exact_setting_stay_exact() -> None:
+    assert type(new_feed_matrix(DIM, Feed.live, SMALL)) is FeedMatrix
+    assert type(new_feed_matrix(DIM, Feed.short_video, SearchTierParams(kind="exact"))) is FeedMatrix
+    assert isinstance(new_feed_matrix(DIM, Feed.short_video, SMALL), AnnFeedMatrix)
+
+
+def test_grows_from_empty_trains_once_big_enough_and_retrains_as_it_grows() -> None:
+    vectors, queries = clustered(4_000)
+    m = AnnFeedMatrix(DIM, SearchTierParams(nlist=32, nprobe=32, exact_below=1_000, retrain_growth=2.0))
+    assert rows_found(m, queries[:1], 10) == [[]]
+    for n, v in enumerate(vectors):
+        m.put(f"i{n}", v, active=True)
+        if n + 1 in (10, 999, 1_000, 2_500, 4_000):
+            got = rows_found(m, queries, 100)
+            truth = exact_topk(queries, vectors[: n + 1], min(100, n + 1))
+            assert recall_at_k(got, truth) >= (1.0 if n + 1 < 1_000 else 0.95)
+            assert (m.ivf is None) == (n + 1 < 1_000)
+    assert m.builds == 2  # at 1,000, and at the first search past 2,000 (twice what it was trained on)
+    assert m.trained_on == 2_500 and m.ivf.ntotal == 4_000
+
+
+def test_recall_at_100_against_exact_on_clustered_data() -> None:
+    vectors, queries = clustered(20_000)
+    params = SearchTierParams(kind="ann", nlist=256, nprobe=32, exact_below=1_000)
+    tier, _ = tier_of([short(f"v{n}", v) for n, v in enumerate(vectors)], params)
+    assert isinstance(tier.feeds[Feed.short_video], AnnFeedMatrix) and tier.feeds[Feed.short_video].ivf is not None
+    hits = tier.search(list(queries), Feed.short_video, 100)
+    found = [[int(h.item_id[1:]) for h in row] for row in hits]
+    assert recall_at_k(found, exact_topk(queries, vectors, 100)) >= 0.95
+    for row in hits:  # the float16 codes only choose: scores are the exact float32 products, best first
+        sims = [h.similarity for h in row]
+        assert sims == sorted(sims, reverse=True)
+        assert sims[0] == pytest.approx(float(vectors[int(row[0].item_id[1:])] @ queries[hits.index(row)]), abs=1e-5)
+
+
+def test_the_live_filter_loses_nothing() -> None:
+    vectors, queries = clustered(6_000, seed=3)
+    on_air = np.random.default_rng(0).random(len(vectors)) < 0.1
+    items = [live(f"l{n}", v, bool(a)) for n, (v, a) in enumerate(zip(vectors, on_air, strict=True))]
+    tier, source = tier_of(items, SMALL)
+    got = [[h.item_id for h in row] for row in tier.search(list(queries), Feed.live, 100)]
+    want = [[h.item_id for h in row] for row in source.search(list(queries), Feed.live, 100)]
+    assert got == want
+
+
+def test_a_replaced_vector_is_found_at_its_new_position_and_not_at_its_old() -> None:
+    vectors, queries = clustered(5_000, seed=5)
+    tier, _ = tier_of([short(f"v{n}", v) for n, v in enumerate(vectors)], SMALL)
+    q_new, q_old = queries[0], vectors[7]
+    assert tier.search([q_old], Feed.short_video, 1)[0][0].item_id == "v7"
+    tier.upsert([short("v7", q_new)])  # re-encoded (a live stream's vector moves every few seconds)
+    top = tier.search([q_new], Feed.short_video, 1)[0][0]
+    assert top.item_id == "v7" and top.similarity == pytest.approx(float(q_new @ q_new), abs=1e-5)
+    assert "v7" not in [h.item_id for h in tier.search([q_old], Feed.short_video, 10)[0]]
+    for _ in range(3):  # replaced again and again: one entry per item, never a stale copy
+        tier.upsert([short("v7", q_old)])
+    ids = [h.item_id for h in tier.search([q_old], Feed.short_video, 100)[0]]
+    assert ids.count("v7") == 1 and ids[0] == "v7"
+    assert tier.feeds[Feed.short_video].ivf.ntotal == 5_000
+
+
+def test_removed_items_are_never_returned() -> None:
+    vectors, queries = clustered(5_000, seed=7)
+    tier, source = tier_of([short(f"v{n}", v) for n, v in enumerate(vectors)], SMALL)
+    forgotten = {f"v{n}" for n in range(0, 5_000, 3)}
+    moved = {f"v{n}" for n in range(1, 5_000, 7)} - forgotten  # moved to the live feed, ended
+    for i in forgotten:  # deleted from Milvus (the polls do not report deletes: the shell tells the tier)
+        del source._items[i]
+    assert tier.forget(forgotten) == len(forgotten)
+    tier.upsert([live(i, vectors[int(i[1:])], on_air=False) for i in sorted(moved)])
+    gone = forgotten | moved
+    probes = np.concatenate([queries, vectors[[int(i[1:]) for i in sorted(gone)][:50]]])
+    for row in tier.search(list(probes), Feed.short_video, 100):
+        assert len(row) == 100 and not {h.item_id for h in row} & gone
+    assert tier.feeds[Feed.short_video].ivf.ntotal == 5_000 - len(gone)
+    tier.refresh()
+    assert not {h.item_id for h in tier.search(list(queries), Feed.short_video, 100)[0]} & gone
+
+
+def test_exact_search_over_a_few_active_rows_among_many() -> None:
+    m = FeedMatrix(4)
+    rng = np.random.default_rng(2)
+    vecs = rng.normal(size=(200, 4)).astype(np.float32)
+    for n, v in enumerate(vecs):
+        m.put(f"i{n}", v, active=n % 20 == 0)
+    q = rng.normal(size=(3, 4)).astype(np.float32)
+    scores = q @ vecs.T
+    for rows, (got, sims) in zip(scores, m.top_rows(q, 5), strict=True):
+        want = [j for j in np.argsort(-rows) if j % 20 == 0][:5]
+        assert got == want and sims == pytest.approx(rows[want].tolist(), abs=1e-6)
+    m.set_active("i1", True)
+    assert m.n_active == 11
