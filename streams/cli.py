@@ -424,8 +424,8 @@ def bench(
         int | None, typer.Option(min=100, help="throughput/scaling: events published before the worker drains them")
     ] = None,
     only: Annotated[
-        Literal["rates", "items"] | None,
-        typer.Option(help="scaling: measure only this part and keep the other part of scaling.json"),
+        Literal["rates", "items", "tier", "milvus"] | None,
+        typer.Option(help="scaling: rates|items, retrieval: tier|milvus; measure only this part"),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="model-freshness: ranking workers beside the trainer (default 2)")
