@@ -260,8 +260,14 @@ def evaluate(
         int | None,
         typer.Option(min=1, help="--through-kafka: stream events per step (default: the micro-batch size)"),
     ] = None,
+    search_tier: Annotated[
+        Literal["exact", "ann"],
+        typer.Option(help="ann: search as the worker's IVF tier does (LIVELENS_LOCAL_SEARCH_*), at any size"),
+    ] = "exact",
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
+    from dataclasses import replace
+
     from rich.table import Table
 
     from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
@@ -270,6 +276,7 @@ def evaluate(
     from streams.params import (
         online_models_from_settings,
         ranking_params_from_settings,
+        search_tier_params_from_settings,
         user_model_params_from_settings,
     )
 
@@ -311,6 +318,7 @@ def evaluate(
             tick,
             models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(KS))),
             stream_batch=s.interaction_batch_size,
+            search=replace(search_tier_params_from_settings(s), exact_below=0) if search_tier == "ann" else None,
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")

@@ -134,3 +134,26 @@ def test_exact_search_over_a_few_active_rows_among_many() -> None:
         assert got == want and sims == pytest.approx(rows[want].tolist(), abs=1e-6)
     m.set_active("i1", True)
     assert m.n_active == 11
+
+
+def test_the_evaluation_index_can_search_through_the_ann_tier() -> None:
+    from ranking.memory_index import InMemoryIndex
+
+    vectors, queries = clustered(5_000, seed=11)
+    items = [short(f"v{n}", v) for n, v in enumerate(vectors)] + [live("on", vectors[0], True)]
+    exact, ann = InMemoryIndex(DIM), InMemoryIndex(DIM, replace_params(exact_below=0))
+    exact.upsert(items)
+    ann.upsert(items)
+    got = ann.search(list(queries), Feed.short_video, 100, with_vectors=True)
+    want = exact.search(list(queries), Feed.short_video, 100)
+    assert ann._tier[Feed.short_video].ivf is not None  # type: ignore[attr-defined]
+    found = [[int(h.item_id[1:]) for h in row] for row in got]
+    assert recall_at_k(found, np.array([[int(h.item_id[1:]) for h in row] for row in want])) >= 0.95
+    assert got[0][0].vector is not None
+    assert [h.item_id for h in ann.search([vectors[0]], Feed.live, 5)[0]] == ["on"]
+
+
+def replace_params(**changes: int) -> SearchTierParams:
+    from dataclasses import replace
+
+    return replace(SMALL, **changes)
