@@ -11,8 +11,10 @@ remove), which a catalogue whose live streams are re-encoded every few seconds n
 
 from __future__ import annotations
 
+import contextlib
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -149,7 +151,8 @@ class AnnFeedMatrix(FeedMatrix):
     """A ``FeedMatrix`` searched through a faiss IVF index of its searchable rows (ids = row numbers).
 
     The index starts absent (exact search) and is trained once the feed holds ``exact_below`` searchable
-    items. Writes only mark rows pending; each search (and the tier's refresh) first applies them: a
+    items, and rebuilt from scratch (new lists for a grown catalogue) at ``retrain_growth`` times the
+    items it was trained on. Writes only mark rows pending; each search (and the tier's refresh) first applies them: a
     row whose vector changed or that stopped being searchable is removed from the index, and re-added
     when searchable. So a removed item is never returned and a re-encoded one is found where it is
     now. The index's float16 codes only choose the candidates: their scores come from the float32 rows.
@@ -158,17 +161,23 @@ class AnnFeedMatrix(FeedMatrix):
     def __init__(self, dim: int, params: SearchTierParams, capacity: int = 1024) -> None:
         super().__init__(dim, capacity)
         self.params = params
-        self.ivf: object | None = None  # faiss.IndexIVFScalarQuantizer, built by ``sync``
-        self._quantizer: object | None = None  # the IVF's coarse quantizer, kept alive beside it
+        self.ivf: Any = None  # faiss.IndexIVFScalarQuantizer, built by ``build``
+        self._quantizer: Any = None  # the IVF's coarse quantizer, kept alive beside it
         self.nlist = 0
         self.trained_on = 0
         self.builds = 0
         self._in_index = np.zeros(capacity, dtype=bool)
-        self._pending: set[int] = set()
+        self._pending: set[int] = set()  # rows changed since the index last saw them
+        self._next_pending: set[int] | None = None  # the same for an index being built
+        # False when a background thread builds (``LocalSearchTier`` with its refresher): a search
+        # then never waits for a build; it searches exactly (or the old index) until the swap.
+        self.build_on_search = True
 
     def _changed(self, row: int) -> None:
         if self.ivf is not None:
             self._pending.add(row)
+        if self._next_pending is not None:
+            self._next_pending.add(row)
 
     def _grow(self) -> None:
         super()._grow()
@@ -176,14 +185,17 @@ class AnnFeedMatrix(FeedMatrix):
         in_index[: len(self._in_index)] = self._in_index
         self._in_index = in_index
 
-    def sync(self) -> None:
-        """Bring the index up to date: build or rebuild it when due, else apply the pending rows."""
+    def build_due(self) -> bool:
+        """Whether the feed has grown into an index (or ``retrain_growth``-fold past the one it has)."""
         n = self.n_active
-        if n >= max(1, self.params.exact_below) and (
+        return n >= max(1, self.params.exact_below) and (
             self.ivf is None or n >= self.params.retrain_growth * self.trained_on
-        ):
-            self._build()
-            return
+        )
+
+    def sync(self, build: bool = True) -> None:
+        """Bring the index up to date: build it first when due (``build``), then apply the pending rows."""
+        if build and self.build_due():
+            self.build(contextlib.nullcontext())
         if self.ivf is None or not self._pending:
             return
         import faiss
@@ -193,50 +205,59 @@ class AnnFeedMatrix(FeedMatrix):
         rows.sort()
         drop = rows[self._in_index[rows]]
         if len(drop):
-            self.ivf.remove_ids(faiss.IDSelectorArray(len(drop), faiss.swig_ptr(drop)))  # type: ignore[attr-defined]
+            self.ivf.remove_ids(faiss.IDSelectorArray(len(drop), faiss.swig_ptr(drop)))
         add = rows[self.active[rows]]
         if len(add):
-            self.ivf.add_with_ids(self.vectors[add], add)  # type: ignore[attr-defined]
+            self.ivf.add_with_ids(self.vectors[add], add)
         self._in_index[rows] = False
         self._in_index[add] = True
 
-    def _build(self) -> None:
+    def build(self, lock: AbstractContextManager[Any]) -> None:
+        """(Re)build the index while searches go on: ``lock`` (the tier's) is held only to take the rows
+        and a training sample, for each chunk of rows added, and for the swap. The old index (or exact
+        search) serves meanwhile; rows written meanwhile are re-applied to the new one after the swap."""
         import faiss
 
-        rows = self.active_rows()
-        nlist = max(1, min(self.params.nlist, len(rows) // MIN_POINTS_PER_LIST))
+        with lock:
+            rows = self.active_rows().copy()
+            nlist = max(1, min(self.params.nlist, len(rows) // MIN_POINTS_PER_LIST))
+            sample = rows
+            if len(rows) > TRAIN_POINTS_PER_LIST * nlist:
+                rng = np.random.default_rng(len(rows))
+                sample = np.sort(rng.choice(rows, TRAIN_POINTS_PER_LIST * nlist, replace=False))
+            training = self.vectors[sample]  # a copy
+            self._next_pending = set()
         quantizer = faiss.IndexFlatIP(self.dim)
-        ivf: object
+        ivf: Any
         if self.params.codes == "flat":
             ivf = faiss.IndexIVFFlat(quantizer, self.dim, nlist, faiss.METRIC_INNER_PRODUCT)
         else:
             qtype = faiss.ScalarQuantizer.QT_fp16 if self.params.codes == "fp16" else faiss.ScalarQuantizer.QT_8bit
             ivf = faiss.IndexIVFScalarQuantizer(quantizer, self.dim, nlist, qtype, faiss.METRIC_INNER_PRODUCT)
-        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]  # remove by id
-        sample = rows
-        if len(rows) > TRAIN_POINTS_PER_LIST * nlist:
-            rng = np.random.default_rng(len(rows))
-            sample = np.sort(rng.choice(rows, TRAIN_POINTS_PER_LIST * nlist, replace=False))
-        ivf.train(self.vectors[sample])  # type: ignore[attr-defined]
+        ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # remove by id
+        ivf.train(training)  # faiss releases the GIL: the worker's other threads run meanwhile
+        del training
         for start in range(0, len(rows), ADD_CHUNK):
             chunk = rows[start : start + ADD_CHUNK]
-            ivf.add_with_ids(self.vectors[chunk], chunk)  # type: ignore[attr-defined]
-        self.ivf, self._quantizer, self.nlist, self.trained_on = ivf, quantizer, nlist, len(rows)
-        self._in_index[:] = False
-        self._in_index[rows] = True
-        self._pending.clear()
-        self.builds += 1
+            with lock:  # the rows' vectors as they are now (a write between chunks is pending anyway)
+                ivf.add_with_ids(self.vectors[chunk], chunk)
+        with lock:
+            self.ivf, self._quantizer, self.nlist, self.trained_on = ivf, quantizer, nlist, len(rows)
+            self._in_index[:] = False
+            self._in_index[rows] = True
+            self._pending, self._next_pending = self._next_pending or set(), None
+            self.builds += 1
 
     def top_rows(self, queries: np.ndarray, k: int) -> list[tuple[list[int], list[float]]]:
-        self.sync()
+        self.sync(build=self.build_on_search)
         if self.ivf is None or self.n_active < self.params.exact_below:
             return self.exact_top_rows(queries, k)
         k = min(k, self.n_active)
         if k <= 0:
             return [([], []) for _ in range(len(queries))]
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        self.ivf.nprobe = min(self.params.nprobe, self.nlist)  # type: ignore[attr-defined]
-        _, found = self.ivf.search(q, k)  # type: ignore[attr-defined]
+        self.ivf.nprobe = min(self.params.nprobe, self.nlist)
+        _, found = self.ivf.search(q, k)
         out: list[tuple[list[int], list[float]]] = []
         for qv, ids in zip(q, found, strict=True):
             rows = ids[ids >= 0]

@@ -93,6 +93,9 @@ class LocalSearchTier:
         self.load()
         if start and refresh_s > 0:
             self._thread = threading.Thread(target=self._refresh_loop, name="livelens-local-tier", daemon=True)
+            for matrix in self.feeds.values():  # the refresher builds indexes: a search never waits for one
+                if isinstance(matrix, AnnFeedMatrix):
+                    matrix.build_on_search = False
             self._thread.start()
 
     # --- Index interface -------------------------------------------------------------------------
@@ -175,12 +178,18 @@ class LocalSearchTier:
         return n
 
     def sync_indexes(self) -> None:
-        """Apply pending writes to the ANN indexes (and build one a feed has grown into) now, off the
-        query path: called after the start-up load and after each poll."""
-        with self._lock:
-            for matrix in self.feeds.values():
-                if isinstance(matrix, AnnFeedMatrix):
-                    matrix.sync()
+        """Build the ANN index a feed has grown into, and apply pending writes, off the query path:
+        called after the start-up load and after each poll. A build holds the lock only in short steps
+        (``AnnFeedMatrix.build``), so searches go on meanwhile."""
+        for matrix in self.feeds.values():
+            if not isinstance(matrix, AnnFeedMatrix):
+                continue
+            with self._lock:
+                due = matrix.build_due()
+            if due:
+                matrix.build(self._lock)
+            with self._lock:
+                matrix.sync(build=False)
 
     def source_count(self) -> int:
         """Items in Milvus itself (readiness must ask the source of truth, not this copy)."""

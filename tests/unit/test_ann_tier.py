@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -157,3 +159,62 @@ def replace_params(**changes: int) -> SearchTierParams:
     from dataclasses import replace
 
     return replace(SMALL, **changes)
+
+
+class WritesBetweenSteps:
+    """A stand-in for the tier's lock: before each step of a build after the first, another thread's
+    write lands (as it may whenever the build lets the lock go)."""
+
+    def __init__(self, writes: list[Callable[[], object]]) -> None:
+        self.writes, self.entered = writes, 0
+
+    def __enter__(self) -> None:
+        self.entered += 1
+        if self.entered > 1 and self.writes:
+            self.writes.pop(0)()
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_writes_during_a_background_build_reach_the_new_index() -> None:
+    vectors, queries = clustered(3_000, seed=13)
+    m = AnnFeedMatrix(DIM, SearchTierParams(nlist=16, nprobe=16, exact_below=1_000))
+    m.build_on_search = False  # the tier's refresher builds, not the search
+    for n, v in enumerate(vectors):
+        m.put(f"i{n}", v, active=True)
+    assert m.build_due() and rows_found(m, queries[:1], 5) == rows_found(m, queries[:1], 5)
+    assert m.ivf is None  # searched exactly meanwhile
+    target = queries[0]
+    m.build(
+        WritesBetweenSteps(
+            [
+                lambda: (  # before the one chunk is added: i5 re-encoded, and a new item
+                    m.put("i5", target, active=True),
+                    m.put("new", vectors[9], active=True),
+                ),
+                lambda: m.set_active("i9", False),  # before the swap: ended
+            ]
+        )
+    )
+    assert m.builds == 1 and not m.build_due()
+    top = m.top(target[None, :], 3)[0]
+    assert top[0][0] == "i5" and top[0][1] == pytest.approx(float(target @ target), abs=1e-5)
+    near_9 = [i for i, _ in m.top(vectors[9][None, :], 50)[0]]
+    assert "i9" not in near_9 and near_9[0] == "new"
+    assert m.ivf.ntotal == 3_000  # 3,000 - i9 + new
+
+
+def test_with_a_refresher_searches_never_build_and_the_refresher_does() -> None:
+    vectors, queries = clustered(2_000, seed=17)
+    source = StampedIndex(DIM)
+    tier = LocalSearchTier(source, DictCatalog(source), dim=DIM, refresh_s=3600, search=SMALL)
+    try:
+        matrix = tier.feeds[Feed.short_video]
+        assert isinstance(matrix, AnnFeedMatrix) and not matrix.build_on_search
+        tier.upsert([short(f"v{n}", v) for n, v in enumerate(vectors)])
+        assert len(tier.search([queries[0]], Feed.short_video, 10)[0]) == 10 and matrix.ivf is None
+        tier.refresh()  # what the refresher thread does each poll
+        assert matrix.ivf is not None and matrix.ivf.ntotal == 2_000
+    finally:
+        tier.close()
