@@ -10,7 +10,7 @@ import pytest
 
 from bench.retrieval import exact_topk, recall_at_k, synthetic_chunks, taste_queries, topic_centres
 from ranking.domain import Feed
-from ranking.feed_matrix import AnnFeedMatrix, FeedMatrix, SearchTierParams, new_feed_matrix
+from ranking.feed_matrix import AnnFeedMatrix, FeedMatrix, LiveFeedMatrix, SearchTierParams, new_feed_matrix
 from ranking.index import IndexedItem
 from ranking.local_tier import LocalSearchTier
 from tests.unit.test_local_tier import DictCatalog, StampedIndex
@@ -45,7 +45,7 @@ def rows_found(matrix: FeedMatrix, queries: np.ndarray, k: int) -> list[list[int
 
 
 def test_the_live_feed_and_the_exact_setting_stay_exact() -> None:
-    assert type(new_feed_matrix(DIM, Feed.live, SMALL)) is FeedMatrix
+    assert type(new_feed_matrix(DIM, Feed.live, SMALL)) is LiveFeedMatrix
     assert type(new_feed_matrix(DIM, Feed.short_video, SearchTierParams(kind="exact"))) is FeedMatrix
     assert isinstance(new_feed_matrix(DIM, Feed.short_video, SMALL), AnnFeedMatrix)
 
@@ -218,3 +218,26 @@ def test_with_a_refresher_searches_never_build_and_the_refresher_does() -> None:
         assert matrix.ivf is not None and matrix.ivf.ntotal == 2_000
     finally:
         tier.close()
+
+
+@pytest.mark.parametrize("cls", [FeedMatrix, LiveFeedMatrix])
+def test_exact_search_through_streams_starting_ending_and_re_encoded(cls: type[FeedMatrix]) -> None:
+    rng = np.random.default_rng(4)
+    m, truth = cls(8), {}
+    for step in range(3_000):
+        item = f"s{rng.integers(0, 300)}"
+        if rng.random() < 0.3:
+            m.set_active(item, False)
+            truth.pop(item, None)
+        else:
+            v = rng.normal(size=8).astype(np.float32)
+            on_air = bool(rng.random() < 0.5)
+            m.put(item, v, on_air)
+            truth.pop(item, None)
+            if on_air:
+                truth[item] = v
+        if step % 500 == 0 or step == 2_999:
+            q = rng.normal(size=(2, 8)).astype(np.float32)
+            for qv, got in zip(q, m.top(q, 10), strict=True):
+                want = sorted(truth, key=lambda i: -float(truth[i] @ qv))[:10]
+                assert [i for i, _ in got] == want
