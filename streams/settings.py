@@ -182,8 +182,9 @@ class Settings(BaseSettings):
     )
     local_search: bool = Field(
         default=True,
-        description="Serve candidate search and item lookups from an in-process exact copy of the index "
-        "(ranking.local_tier), kept in sync with Milvus; false: every search goes to Milvus.",
+        description="Serve candidate search and item lookups from an in-process copy of the index "
+        "(ranking.local_tier; searched as LOCAL_SEARCH_TIER says), kept in sync with Milvus; false: every search "
+        "goes to Milvus.",
     )
     blas_threads: int | None = Field(
         default=1,
