@@ -202,9 +202,9 @@ class AnnFeedMatrix(FeedMatrix):
 
     The index starts absent (exact search) and is trained once the feed holds ``exact_below`` searchable
     items, and rebuilt from scratch (new lists for a grown catalogue) at ``retrain_growth`` times the
-    items it was trained on. Writes only mark rows pending; each search (and the tier's refresh) first applies them: a
-    row whose vector changed or that stopped being searchable is removed from the index, and re-added
-    when searchable. So a removed item is never returned and a re-encoded one is found where it is
+    items it was trained on. Writes only mark rows pending; each search (and the tier's refresh) first
+    applies them: a row whose vector changed or that stopped being searchable is removed from the
+    index, and re-added when searchable. So a removed item is never returned and a re-encoded one is found where it is
     now. The index's float16 codes only choose the candidates: their scores come from the float32 rows.
     """
 
