@@ -1,4 +1,5 @@
-"""``livelens bench retrieval`` (issue 6): top-100 over 100k / 1M items in Milvus Lite vs exact numpy.
+"""``livelens bench retrieval`` (issues 6, 15): top-100 over 100k / 1M items in Milvus Lite and in the
+worker's in-process tier (``bench.retrieval_tier``: exact vs the IVF index), vs exact numpy.
 
 Vectors are synthetic but shaped like fused item embeddings: L2-normalised points scattered around
 ``clusters`` topic centres (so neighbours are meaningful and ANN recall is not trivially 1), and user
@@ -7,7 +8,8 @@ exact numpy brute force over the same matrix, timed in the same run; recall@100 
 
 Milvus Lite is opened in-process (``milvus_lite.MilvusLite``), the engine the worker's gRPC server runs,
 so figures exclude the gRPC hop. Each configured index type is built on the same rows; per-query latency
-is one ``search`` call with one vector, per-batch latency one call with ``batch`` vectors.
+is one ``search`` call with one vector, per-batch latency one call with ``batch`` vectors. ``--only tier``
+or ``--only milvus`` runs one part (1M in Milvus Lite alone takes ~30 min here).
 """
 
 from __future__ import annotations
@@ -130,6 +132,17 @@ def ms(values: list[float]) -> dict[str, float]:
     return {k: round(v * 1000, 3) for k, v in percentiles(values).items()}
 
 
+def make_data(n: int, dim: int, n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    """The items and the user queries every part of this bench searches (the same for a given size)."""
+    centres = topic_centres(dim, topics=max(100, n // 500), seed=dim)
+    items = np.empty((n, dim), dtype=np.float32)
+    pos = 0
+    for block in synthetic_chunks(n, centres, 1.5, seed=1):
+        items[pos : pos + len(block)] = block
+        pos += len(block)
+    return items, taste_queries(n_queries, centres, interests=3, spread=0.5, seed=2)
+
+
 # --- Milvus Lite --------------------------------------------------------------------------------
 def create_collection(db: Any, name: str, dim: int) -> Any:
     from milvus_lite import CollectionSchema, DataType, FieldSchema
@@ -196,14 +209,7 @@ def run_size(
 ) -> dict[str, Any]:
     from milvus_lite import MilvusLite
 
-    centres = topic_centres(dim, topics=max(100, n // 500), seed=dim)
-    spread = 1.5
-    items = np.empty((n, dim), dtype=np.float32)
-    pos = 0
-    for block in synthetic_chunks(n, centres, spread, seed=1):
-        items[pos : pos + len(block)] = block
-        pos += len(block)
-    queries = taste_queries(n_queries, centres, interests=3, spread=0.5, seed=2)
+    items, queries = make_data(n, dim, n_queries)
     live = np.random.default_rng(3).random(n) < LIVE_SHARE
     live_ids = np.flatnonzero(live)
     live_truth = live_ids[exact_topk(queries, items[live_ids], TOP_K)]
@@ -310,7 +316,9 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     dims = tuple(int(d) for d in options.extra.get("dims", QUICK_DIMS if options.quick else DIMS))
     batch = (options.batch_sizes or [10])[0]
     only = set(options.extra.get("index_types", ()))
+    part = options.extra.get("only")  # "tier" | "milvus": one part only; default both
     runs: list[dict[str, Any]] = []
+    tier_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="livelens-retrieval-") as tmp:
         for n in sizes:
             # Milvus Lite search cost grows with n (see README): fewer queries at 1M keep the run short.
@@ -319,8 +327,12 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
             if only:  # any type from the full sweep, at any size
                 configs = [c for c in default_configs(options.quick) if c.index_type in only]
             for dim in dims:
-                runs.append(run_size(n, dim, configs, n_queries, batch, console, Path(tmp)))
-                gc.collect()
+                if part != "tier":
+                    runs.append(run_size(n, dim, configs, n_queries, batch, console, Path(tmp)))
+                    gc.collect()
+                if part != "milvus":
+                    tier_runs.append(run_tier(n, dim, int(options.extra.get("queries", 200)), batch, console))
+                    gc.collect()
     return {
         "top_k": TOP_K,
         "data": "synthetic: L2-normalised points around n/500 topic centres (themselves spread around 50 "
@@ -330,4 +342,18 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
         "engine": "milvus_lite in-process (no gRPC hop)",
         "goal": {"items": 1_000_000, "per_query_p99_ms": 10.0, "recall_at_100": 0.95},
         "runs": runs,
+        "tier_runs": tier_runs,
     }
+
+
+def run_tier(n: int, dim: int, n_queries: int, batch: int, console: Console) -> dict[str, Any]:
+    """The worker's in-process tier over the same data (``bench.retrieval_tier``), plus the raw faiss
+    comparison its index type was chosen by, at sizes where HNSW builds in minutes."""
+    from bench.retrieval_tier import CHOICE_MAX_ITEMS, index_choice, run_tier_size
+
+    items, queries = make_data(n, dim, n_queries)
+    console.print(f"n={n:,} dim={dim}: in-process tier")
+    out = run_tier_size(items, queries, batch, console)
+    if n <= CHOICE_MAX_ITEMS:
+        out["index_choice"] = index_choice(items, queries, console)
+    return out

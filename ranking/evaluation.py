@@ -28,6 +28,7 @@ import numpy as np
 from ranking.coengagement import CoEngagementParams
 from ranking.datasets import Dataset
 from ranking.domain import Feed, Interaction, InteractionType
+from ranking.feed_matrix import SearchTierParams
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
@@ -309,8 +310,11 @@ def interaction(user: str, n: int, item_id: str, event_type: InteractionType) ->
     return Interaction(event_id=f"{user}:{n}", user_id=user, item_id=item_id, type=event_type, ts=float(n))
 
 
-def build_index(dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str]) -> InMemoryIndex:
-    index = InMemoryIndex(vectors.shape[1])
+def build_index(
+    dataset: Dataset, vectors: np.ndarray, item_ids: Sequence[str], search: SearchTierParams | None = None
+) -> InMemoryIndex:
+    """The catalogue as an index; ``search``: rank through the worker tier's search (None: exact)."""
+    index = InMemoryIndex(vectors.shape[1], search)
     index.upsert(
         [
             IndexedItem(i, Feed.short_video, False, 0.0, dataset.items[i].title, vectors[n])
@@ -353,9 +357,11 @@ def run_evaluation(
     *,
     stream_batch: int,
     compare_rankers: bool = False,
+    search: SearchTierParams | None = None,
 ) -> EvalResult:
     """All methods on one split, in one run; ``stream_batch``: the worker's interaction micro-batch;
-    ``compare_rankers``: also teach and report ``RANKER_ALTERNATIVES``."""
+    ``compare_rankers``: also teach and report ``RANKER_ALTERNATIVES``; ``search``: rank through the worker
+    tier's ANN search with these parameters (None: exact)."""
     splits = dataset_splits(dataset, protocol)
     cat = Catalogue(sorted(dataset.items))
     seconds: dict[str, float] = {}
@@ -372,7 +378,7 @@ def run_evaluation(
     titles = [dataset.items[i].title for i in cat.ids]
     vectors = encode(titles)
     seconds["encode_items"] = time.perf_counter() - t
-    index = build_index(dataset, vectors, cat.ids)
+    index = build_index(dataset, vectors, cat.ids, search)
     t = time.perf_counter()
     used = models or OnlineModels(UserModel(params), params=eval_ranking(ranking, max(protocol.ks)))
     run = LiveLensRun()
@@ -398,6 +404,7 @@ def run_evaluation(
             "encoder": encoder_name,
             "full_ranking": True,
             "history_masked": True,
+            "search": asdict(search) if search is not None else "exact",
             "ranking": asdict(used.params),
             "co_engagement": asdict(CoEngagementParams()),
             "next_item": {"model": type(used.next_item).__name__, **asdict(used.next_item.params)},

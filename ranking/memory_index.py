@@ -2,6 +2,9 @@
 
 Offline evaluation ranks every user against the full catalogue: doing that through the same
 interface keeps it on the code path the live agents use, without a server round trip per query.
+With ``search`` (``SearchTierParams``) it searches as the worker's in-process tier does (the IVF
+index with its float16 codes, ``ranking.feed_matrix``), so an evaluation can measure what the ANN
+tier costs in ranking quality.
 """
 
 from __future__ import annotations
@@ -11,19 +14,23 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from ranking.domain import Feed
+from ranking.feed_matrix import FeedMatrix, SearchTierParams, new_feed_matrix
 from ranking.index import Hit, IndexedItem
 
 
 class InMemoryIndex:
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, search: SearchTierParams | None = None) -> None:
         self.dim = dim
+        self.search_params = search
         self._items: dict[str, IndexedItem] = {}
         self._matrix: dict[Feed, tuple[list[str], np.ndarray]] | None = None
+        self._tier: dict[Feed, FeedMatrix] = {}
 
     def upsert(self, items: Sequence[IndexedItem]) -> None:
         for it in items:
             self._items[it.item_id] = it
         self._matrix = None
+        self._tier = {}
 
     def get(self, item_ids: Iterable[str], use_cache: bool = True) -> dict[str, IndexedItem]:
         """``use_cache`` is accepted for interface parity with ``MilvusIndex``: this index is its own truth."""
@@ -59,6 +66,8 @@ class InMemoryIndex:
     ) -> list[list[Hit]]:
         if not len(queries):
             return []
+        if self.search_params is not None:
+            return self._tier_search(np.stack(queries), feed, limit, with_vectors)
         ids, scores = self.scores(np.stack(queries), feed)
         k = min(limit, len(ids))
         out: list[list[Hit]] = []
@@ -72,6 +81,26 @@ class InMemoryIndex:
                     Hit(
                         it.item_id, float(row[j]), it.feed, it.created_at, it.title, it.vector if with_vectors else None
                     )
+                )
+            out.append(hits)
+        return out
+
+    def _tier_search(self, queries: np.ndarray, feed: Feed, limit: int, with_vectors: bool) -> list[list[Hit]]:
+        """``search`` through the worker tier's feed matrix (built on first use after a write)."""
+        matrix = self._tier.get(feed)
+        if matrix is None:
+            assert self.search_params is not None
+            matrix = self._tier[feed] = new_feed_matrix(self.dim, feed, self.search_params)
+            for it in self._items.values():
+                if it.feed is feed:
+                    matrix.put(it.item_id, it.vector, feed is not Feed.live or it.is_live)
+        out: list[list[Hit]] = []
+        for rows, scores in matrix.top_rows(queries, limit):
+            hits = []
+            for j, score in zip(rows, scores, strict=True):
+                it = self._items[matrix.ids[j]]
+                hits.append(
+                    Hit(it.item_id, score, it.feed, it.created_at, it.title, it.vector if with_vectors else None)
                 )
             out.append(hits)
         return out

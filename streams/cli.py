@@ -267,8 +267,14 @@ def evaluate(
             "report each as ranker:NAME (paired with livelens:no_mmr; for choosing on --target valid)"
         ),
     ] = False,
+    search_tier: Annotated[
+        Literal["exact", "ann"],
+        typer.Option(help="ann: search as the worker's IVF tier does (LIVELENS_LOCAL_SEARCH_*), at any size"),
+    ] = "exact",
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
+    from dataclasses import replace
+
     from rich.table import Table
 
     from ranking.datasets import DatasetNotFound, load_csv_dataset, load_dataset
@@ -277,6 +283,7 @@ def evaluate(
     from streams.params import (
         online_models_from_settings,
         ranking_params_from_settings,
+        search_tier_params_from_settings,
         user_model_params_from_settings,
     )
 
@@ -319,6 +326,7 @@ def evaluate(
             models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(KS))),
             stream_batch=s.interaction_batch_size,
             compare_rankers=compare_rankers,
+            search=replace(search_tier_params_from_settings(s), exact_below=0) if search_tier == "ann" else None,
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")
@@ -432,8 +440,8 @@ def bench(
         int | None, typer.Option(min=100, help="throughput/scaling: events published before the worker drains them")
     ] = None,
     only: Annotated[
-        Literal["rates", "items"] | None,
-        typer.Option(help="scaling: measure only this part and keep the other part of scaling.json"),
+        Literal["rates", "items", "tier", "milvus"] | None,
+        typer.Option(help="scaling: rates|items, retrieval: tier|milvus; measure only this part"),
     ] = None,
     workers: Annotated[
         int | None, typer.Option(min=1, help="model-freshness: ranking workers beside the trainer (default 2)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from encoders.live import LiveWindows
 from encoders.params import EncoderParams
 from ranking.ab import ArmSplit
+from ranking.feed_matrix import SearchTierParams
 from ranking.next_item import NextItemLearner, NextItemModel
 from ranking.online import OnlineModels, default_signals
 from ranking.ranker import RankerParams
@@ -26,6 +27,7 @@ __all__ = [
     "online_arms_from_settings",
     "online_models_from_settings",
     "ranking_params_from_settings",
+    "search_tier_params_from_settings",
     "user_model_params_from_settings",
 ]
 
@@ -139,3 +141,15 @@ def encoder_params_from_settings(s: Settings) -> EncoderParams:
 def live_windows_from_settings(s: Settings) -> LiveWindows:
     """Per-stream windows of what is on air, bounded as configured (``encoders.live``)."""
     return LiveWindows(s.live_comment_window, s.live_streams_tracked, s.live_refresh_interval_s)
+
+
+def search_tier_params_from_settings(s: Settings) -> SearchTierParams:
+    """How the worker's in-process tier (and ``livelens eval``'s index) searches a feed."""
+    return SearchTierParams(
+        kind=s.local_search_tier,
+        nlist=s.local_search_nlist,
+        nprobe=s.local_search_nprobe,
+        exact_below=s.local_search_exact_below,
+        codes=s.local_search_codes,
+        retrain_growth=s.local_search_retrain_growth,
+    )

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from encoders.fusion import DEFAULT_WEIGHTS as DEFAULT_FUSION_WEIGHTS
 from encoders.params import AudioEncoderKind, Device, EncoderParams, ImageEncoderKind, TextEncoderKind
 from ranking.domain import InteractionType
+from ranking.feed_matrix import Codes, SearchKind, SearchTierParams
 from ranking.ranker import RankerParams
 from ranking.recommender import RankingParams
 from ranking.training import ScheduleParams
@@ -181,8 +182,9 @@ class Settings(BaseSettings):
     )
     local_search: bool = Field(
         default=True,
-        description="Serve candidate search and item lookups from an in-process exact copy of the index "
-        "(ranking.local_tier), kept in sync with Milvus; false: every search goes to Milvus.",
+        description="Serve candidate search and item lookups from an in-process copy of the index "
+        "(ranking.local_tier; searched as LOCAL_SEARCH_TIER says), kept in sync with Milvus; false: every search "
+        "goes to Milvus.",
     )
     blas_threads: int | None = Field(
         default=1,
@@ -199,6 +201,33 @@ class Settings(BaseSettings):
         description="Each poll re-reads items written this long before the newest write stamp seen (clock skew "
         "between writers, writes that commit out of order); items it misses are still found by the count "
         "check of the next quiet poll, just more slowly.",
+    )
+    local_search_tier: SearchKind = Field(
+        default=SearchTierParams.kind,
+        description="How the in-process copy searches a feed: ann (an IVF index with float16 codes, recall@100 "
+        "~0.999 on clustered vectors, bench/README.md) or exact (a matrix product over every item, O(items) per "
+        "query). The live feed and feeds under LOCAL_SEARCH_EXACT_BELOW items are searched exactly either way.",
+    )
+    local_search_nlist: int = Field(
+        default=SearchTierParams.nlist, ge=1, description="IVF lists per feed (fewer while the feed is small)."
+    )
+    local_search_nprobe: int = Field(
+        default=SearchTierParams.nprobe, ge=1, description="IVF lists searched per query: recall against speed."
+    )
+    local_search_exact_below: int = Field(
+        default=SearchTierParams.exact_below,
+        ge=0,
+        description="A feed with fewer searchable items is searched exactly; its IVF is trained at this size.",
+    )
+    local_search_codes: Codes = Field(
+        default=SearchTierParams.codes,
+        description="How the IVF stores vectors: fp16 (half the memory of float32), sq8 (a quarter) or flat "
+        "(float32); found items are rescored on their float32 vectors either way.",
+    )
+    local_search_retrain_growth: float = Field(
+        default=SearchTierParams.retrain_growth,
+        gt=1.0,
+        description="Retrain a feed's IVF from scratch once it holds this many times the items it was trained on.",
     )
 
     # --- Encoders -------------------------------------------------------------------------------

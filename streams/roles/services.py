@@ -15,6 +15,7 @@ from streams.params import (
     live_windows_from_settings,
     online_arms_from_settings,
     ranking_params_from_settings,
+    search_tier_params_from_settings,
 )
 from streams.schemas import Feed
 from streams.settings import Settings
@@ -70,6 +71,10 @@ class Services:
             from threadpoolctl import threadpool_limits
 
             threadpool_limits(limits=s.blas_threads, user_api="blas")  # process-wide; torch has its own pool
+            if s.local_search and s.local_search_tier == "ann":
+                import faiss  # the tier's IVF searches a batch of queries on OpenMP threads: same limit
+
+                faiss.omp_set_num_threads(s.blas_threads)
         encoder = metrics.TimedEncoder(build_text_encoder(encoder_params), modality="text")
         milvus: Any = MilvusIndex(
             s.resolved_milvus_uri(),
@@ -94,6 +99,7 @@ class Services:
                 encoder.dim,
                 refresh_s=s.local_search_refresh_s,
                 lookback_s=s.local_search_lookback_s,
+                search=search_tier_params_from_settings(s),
             )
             self.search_tier = milvus
         index = metrics.TimedIndex(milvus)

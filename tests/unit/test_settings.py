@@ -81,6 +81,7 @@ def test_the_user_table_bounds_rocksdb_memory(tmp_path: Path) -> None:
 def test_settings_defaults_are_the_core_defaults() -> None:
     """Each default is written once, in the core's parameter dataclasses; Settings reads it from there."""
     from encoders.params import EncoderParams
+    from ranking.feed_matrix import SearchTierParams
     from ranking.ranker import RankerParams
     from ranking.training import ScheduleParams
     from ranking.trending import LiveVelocityParams, TrendingParams
@@ -88,6 +89,7 @@ def test_settings_defaults_are_the_core_defaults() -> None:
     from streams.params import (
         encoder_params_from_settings,
         online_models_from_settings,
+        search_tier_params_from_settings,
         user_model_params_from_settings,
     )
 
@@ -100,3 +102,7 @@ def test_settings_defaults_are_the_core_defaults() -> None:
     assert models.signal("live").model.params == LiveVelocityParams()  # type: ignore[attr-defined]
     assert models.ranker_params == RankerParams() and models.schedule_params == ScheduleParams()
     assert encoder_params_from_settings(s) == EncoderParams(media_roots=tuple(s.media_roots))
+    assert search_tier_params_from_settings(s) == SearchTierParams()
+    assert search_tier_params_from_settings(
+        Settings(local_search_tier="exact", local_search_nprobe=8)
+    ) == SearchTierParams(kind="exact", nprobe=8)
