@@ -60,11 +60,8 @@ class InMemoryIndex:
         if not len(queries):
             return []
         ids, scores = self.scores(np.stack(queries), feed)
-        k = min(limit, len(ids))
         out: list[list[Hit]] = []
-        for row in scores:
-            top = np.argpartition(-row, k - 1)[:k] if k else np.array([], dtype=int)
-            top = top[np.argsort(-row[top])]
+        for row, top in zip(scores, self._top(scores, limit, len(ids)), strict=True):
             hits = []
             for j in top:
                 it = self._items[ids[j]]
@@ -74,4 +71,20 @@ class InMemoryIndex:
                     )
                 )
             out.append(hits)
+        return out
+
+    def search_ids(self, queries: Sequence[np.ndarray], feed: Feed, limit: int) -> list[list[str]]:
+        """``search`` as item ids only: ranking needs no hit objects (see ``ranking.signals.search_unseen``)."""
+        if not len(queries):
+            return []
+        ids, scores = self.scores(np.stack(queries), feed)
+        return [[ids[j] for j in top.tolist()] for top in self._top(scores, limit, len(ids))]
+
+    @staticmethod
+    def _top(scores: np.ndarray, limit: int, n: int) -> list[np.ndarray]:
+        k = min(limit, n)
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k] if k else np.array([], dtype=int)
+            out.append(top[np.argsort(-row[top])])
         return out
