@@ -34,7 +34,7 @@ from ranking.domain import Feed, Interaction, RecommendedItem
 from ranking.index import Index, IndexedItem
 from ranking.next_item import NextItemLearner
 from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
-from ranking.recommender import RankingParams, cold_start, mmr
+from ranking.recommender import RankingParams, cold_start, mmr_batch
 from ranking.signal import Candidates, Observation, RankRequest, Signal, SignalView, UserContext
 from ranking.signals import (
     CoEngagementSignal,
@@ -457,39 +457,52 @@ class OnlineModels:
         scores = self.ranker.score(features)
         lists: list[list[RecommendedItem]] = []
         if explain:
-            kept = [self._keep(cands, features, scores, n) for n in range(len(request.users))]
+            kept = self._keep_all(cands, features, scores, len(request.users))
             lists = self._explained(request, views, cands, features, scores, kept)
         return Ranked(request, cands, features, scores, lists, self.sources)
 
-    def _keep(self, cands: Candidates, features: np.ndarray, scores: np.ndarray, n: int) -> tuple[list[int], list[int]]:
-        """One user's kept rows (by merit, exploration): best rows by partial sort, MMR, the exploration slot."""
+    def _keep_all(
+        self, cands: Candidates, features: np.ndarray, scores: np.ndarray, n_users: int
+    ) -> list[tuple[list[int], list[int]]]:
+        """Every user's kept rows (by merit, exploration): best rows by partial sort, the exploration
+        slot, then MMR over all users' pools at once (``mmr_batch``)."""
         p = self.params
-        rows = cands.rows_of(n)
-        user_scores = scores[rows.start : rows.stop]
-        if not len(user_scores):
-            return [], []
         slots = min(p.explore_slots, p.top_k)
-        pool_n = min(len(user_scores), max(p.mmr_pool, p.top_k))
-        top = np.argpartition(-user_scores, pool_n - 1)[:pool_n]
-        top = top[np.lexsort((top, -user_scores[top]))]
-        earned = {cands.items[rows.start + int(j)] for j in top[: p.top_k - slots]}
-        explore: list[int] = []
-        if slots and EXPLORE_SOURCE in self.sources:
-            col = self.columns.index(f"{EXPLORE_SOURCE}.rank")
-            src = self.sources.index(EXPLORE_SOURCE)
-            fresh = [r for r in rows if cands.sources[r, src] and cands.items[r] not in earned]
-            fresh.sort(key=lambda r: -features[r, col])
-            explore = fresh[:slots]
-        k = p.top_k - len(explore)
-        pool = [rows.start + int(j) for j in top if rows.start + int(j) not in explore]
+        explore_on = bool(slots) and EXPLORE_SOURCE in self.sources
+        col = self.columns.index(f"{EXPLORE_SOURCE}.rank") if explore_on else 0
+        src = self.sources.index(EXPLORE_SOURCE) if explore_on else 0
+        pools: list[np.ndarray] = []
+        explores: list[list[int]] = []
+        for n in range(n_users):
+            start, stop = int(cands.offsets[n]), int(cands.offsets[n + 1])
+            user_scores = scores[start:stop]
+            if not len(user_scores):
+                pools.append(np.zeros(0, np.int64))
+                explores.append([])
+                continue
+            pool_n = min(len(user_scores), max(p.mmr_pool, p.top_k))
+            top = np.argpartition(-user_scores, pool_n - 1)[:pool_n]
+            top = top[np.lexsort((top, -user_scores[top]))]
+            explore: list[int] = []
+            if explore_on:
+                # rows of the exploration source not already earned on merit, by its rank column (stable)
+                fresh = np.flatnonzero(cands.sources[start:stop, src])
+                fresh = fresh[~np.isin(fresh, top[: p.top_k - slots])]
+                fresh = fresh[np.argsort(-features[start + fresh, col], kind="stable")]
+                explore = (start + fresh[:slots]).tolist()
+            rows = start + top
+            if explore:
+                rows = rows[~np.isin(rows, explore)]
+            pools.append(rows)
+            explores.append(explore)
+        ks = [p.top_k - len(e) for e in explores]
         if p.mmr_lambda < 1.0:
-            vectors = {cands.items[r]: cands.vectors[r] for r in pool}
-            by_id = {cands.items[r]: r for r in pool}
-            picked = mmr([(cands.items[r], float(scores[r])) for r in pool], vectors, p.mmr_lambda, k)
-            chosen = [by_id[i] for i in picked]
+            k = max(ks, default=0)
+            picked = mmr_batch([scores[r] for r in pools], [cands.vectors[r] for r in pools], p.mmr_lambda, k)
+            chosen = [pool[pick[:kn]].tolist() for pool, pick, kn in zip(pools, picked, ks, strict=True)]
         else:
-            chosen = pool[:k]
-        return chosen, explore
+            chosen = [pool[:kn].tolist() for pool, kn in zip(pools, ks, strict=True)]
+        return list(zip(chosen, explores, strict=True))
 
     def _explained(
         self,
