@@ -62,6 +62,7 @@ class RankRequest:
     now: float
     catalogue: Index
     _items: dict[str, IndexedItem] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)  # what signals derive once per request (e.g. reasons)
 
     def items(self, ids: Iterable[str]) -> dict[str, IndexedItem]:
         """Catalogue look-ups, cached for the request (each item is fetched once per batch)."""

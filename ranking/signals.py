@@ -175,25 +175,40 @@ def recent_vectors(request: RankRequest, n: int, count: int) -> tuple[list[str],
 def explain_similar(request: RankRequest, n: int, item_id: str) -> str:
     """Name the recent positive interaction that most resembles the item: a strong action is named
     ("because you gifted <title>"), a plain view reads "similar to <title>"."""
-    user = request.users[n]
+    texts, vectors = _recent_reasons(request, n)
+    if not texts:
+        return "similar to what you watch"
     item = request.items([item_id]).get(item_id)
-    recent = [(i, t, w) for i, t, w in user.recent[-10:] if w > 0 and t in POSITIVE_VERBS]
-    known = request.items([i for i, _, _ in recent])
-    best: tuple[float, str] | None = None
-    for i, kind, _ in reversed(recent):
-        it = known.get(i)
-        if it is None:
-            continue
-        sim = float(np.dot(it.vector, item.vector)) if item is not None else 0.0
-        if best is None or sim > best[0]:
+    if item is None:
+        return texts[0]  # every similarity counts 0: the most recent interaction is named
+    # the same float32 dot products as one np.dot each (np.vecdot), newest first; the first maximum wins
+    return texts[int(np.argmax(np.vecdot(vectors, item.vector)))]
+
+
+def _recent_reasons(request: RankRequest, n: int) -> tuple[list[str], np.ndarray]:
+    """User ``n``'s last positive interactions that can be named, newest first: their reason texts and
+    vectors, built once per request (a batch explains ~10 items per user)."""
+    key = ("recent_reasons", n)
+    kept = request.memo.get(key)
+    if kept is None:
+        user = request.users[n]
+        recent = [(i, t, w) for i, t, w in user.recent[-10:] if w > 0 and t in POSITIVE_VERBS]
+        known = request.items([i for i, _, _ in recent])
+        texts: list[str] = []
+        vectors: list[np.ndarray] = []
+        for i, kind, _ in reversed(recent):
+            it = known.get(i)
+            if it is None:
+                continue
             title = shorten(it.title)
-            text = (
+            texts.append(
                 f"similar to “{title}”"
                 if kind is InteractionType.view
                 else f"because you {POSITIVE_VERBS[kind]} “{title}”"
             )
-            best = (sim, text)
-    return best[1] if best else "similar to what you watch"
+            vectors.append(it.vector)
+        kept = request.memo[key] = (texts, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32))
+    return kept  # type: ignore[no-any-return]
 
 
 class ContentView(NoView):
@@ -259,6 +274,21 @@ LINK_BYTES = 120  # a dict entry of a str key and a float, measured order of mag
 ROW_BYTES = 300
 
 
+def best_by_score(scores: dict[str, float], limit: int) -> list[str]:
+    """The ``limit`` best ids by score, ties by id: ``sorted(..., key=(-score, id))[:limit]`` without
+    sorting every scored item (co-engagement scores thousands per user): a partition finds the
+    limit's score, and only the items at or above it are sorted."""
+    if limit <= 0 or not scores:
+        return []
+    if len(scores) <= 4 * limit:
+        return [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+    values = np.fromiter(scores.values(), np.float64, count=len(scores))
+    cut = np.partition(values, len(values) - limit)[len(values) - limit]  # the limit-th largest score
+    ids = list(scores)
+    above = [ids[j] for j in np.flatnonzero(values >= cut).tolist()]
+    return sorted(above, key=lambda i: (-scores[i], i))[:limit]
+
+
 class CoView(NoView):
     def __init__(self, request: RankRequest, co: CoEngagement, recency_decay: float) -> None:
         super().__init__(request)
@@ -268,25 +298,27 @@ class CoView(NoView):
         ]
 
     def candidates(self, limit: int) -> list[list[str]]:
-        out = []
-        for scores, _ in self.scores:
-            best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit] if limit else []
-            out.append([i for i, _ in best])
-        return out
+        return [best_by_score(scores, limit) for scores, _ in self.scores]
 
     def features(self, cands: Candidates) -> np.ndarray:
         out = np.zeros((len(cands), 3), np.float32)
+        popularity = self.co.popularity
+        log_pop: dict[str, float] = {}
         for n, user in enumerate(self.request.users):
-            rows = cands.rows_of(n)
+            start, stop = int(cands.offsets[n]), int(cands.offsets[n + 1])
+            if start == stop:
+                continue
+            items = cands.items[start:stop]
             scores = self.scores[n][0]
             last_row = self.co.links.get(user.positives[-1], {}) if user.positives else {}
             total = sum(last_row.values()) or 1.0
-            for r in rows:
-                item = cands.items[r]
-                s = scores.get(item, 0.0)
-                out[r, 0] = s
-                out[r, 1] = last_row.get(item, 0.0) / total
-                out[r, 2] = math.log1p(self.co.popularity.get(item, 0.0))
+            for i in items:
+                if i not in log_pop:
+                    log_pop[i] = math.log1p(popularity.get(i, 0.0))
+            # columns from Python floats, as the per-row writes were (same float64 values, one cast)
+            out[start:stop, 0] = [scores.get(i, 0.0) for i in items]
+            out[start:stop, 1] = [last_row.get(i, 0.0) / total for i in items]
+            out[start:stop, 2] = [log_pop[i] for i in items]
         return out
 
     def reason(self, n: int, item_id: str) -> str | None:
@@ -596,14 +628,19 @@ class TrendingView(NoView):
         return [list(ids) for _ in self.request.users]
 
     def features(self, cands: Candidates) -> np.ndarray:
-        unique = dict.fromkeys(cands.items)
-        raw = {i: self.model.score(i, self.request.feed) for i in unique}
+        feed = self.request.feed
         rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
-        out = np.zeros((len(cands), 3), np.float32)
         best = self.best or 1.0
-        for r, i in enumerate(cands.items):
-            out[r] = (raw[i] / best, math.log1p(raw[i]), rank.get(i, 0.0))
-        return out
+        row: dict[str, tuple[float, float, float]] = {}
+        for i in cands.items:
+            if i not in row:
+                raw = self.model.score(i, feed)
+                row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
+        # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
+        distinct = list(row)
+        table = np.asarray([row[i] for i in distinct], np.float64).reshape(-1, 3).astype(np.float32)
+        at = {i: n for n, i in enumerate(distinct)}
+        return table[np.fromiter((at[i] for i in cands.items), np.int64, count=len(cands))]
 
     def reason(self, n: int, item_id: str) -> str | None:
         return trending_reason(self.request.feed)
@@ -628,6 +665,7 @@ class TrendingSignal(BaseSignal):
                 keep = max(0, int(len(row) * 0.9))
                 ranked = sorted(row, key=lambda i, f=feed: (self.model.score(i, f), i), reverse=True)
                 self.model.scores[feed] = {i: row[i] for i in ranked[:keep]}
+            self.model.invalidate()
 
     def memory_bytes(self) -> int:
         return super().memory_bytes() + sum(len(r) for r in self.model.scores.values()) * ROW_BYTES
@@ -654,6 +692,7 @@ class TrendingSignal(BaseSignal):
         m.scores = {f: {} for f in Feed}
         for f, i, s, t in zip(*(arrays[k].tolist() for k in ("feed", "item", "score", "ts")), strict=True):
             m.scores[Feed(f)][i] = (s, t)
+        m.invalidate()
 
 
 class LiveView(NoView):
