@@ -129,9 +129,11 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
         user=user,
         items=items,
         offsets=offsets,
-        vectors=unique[idx] if len(items) else np.zeros((0, dim), np.float32),
+        vectors=None,
         created_at=created[idx] if len(items) else np.zeros(0),
         sources=sources,
+        item_vectors=unique,
+        vector_rows=idx,
     )
 
 
@@ -498,7 +500,7 @@ class OnlineModels:
         ks = [p.top_k - len(e) for e in explores]
         if p.mmr_lambda < 1.0:
             k = max(ks, default=0)
-            picked = mmr_batch([scores[r] for r in pools], [cands.vectors[r] for r in pools], p.mmr_lambda, k)
+            picked = mmr_batch([scores[r] for r in pools], [cands.vectors_of(r) for r in pools], p.mmr_lambda, k)
             chosen = [pool[pick[:kn]].tolist() for pool, pick, kn in zip(pools, picked, ks, strict=True)]
         else:
             chosen = [pool[:kn].tolist() for pool, kn in zip(pools, ks, strict=True)]

@@ -136,7 +136,7 @@ class TasteView(NoView):
 
     def features(self, cands: Candidates) -> np.ndarray:
         users = self.request.users
-        dim = cands.vectors.shape[1]
+        dim = cands.dim
         sim = np.zeros(len(cands), np.float32)
         rank = np.zeros(len(cands), np.float32)
         for n, u in enumerate(users):
@@ -146,7 +146,7 @@ class TasteView(NoView):
             # each user's rows against their own query, broadcast: the same row-wise dot as gathering a
             # (rows, dim) copy of the queries, without that copy
             q = u.query if u.query is not None else np.zeros(dim, np.float32)
-            block = cands.vectors[rows.start : rows.stop]
+            block = cands.block(rows.start, rows.stop)
             sim[rows.start : rows.stop] = rowwise_dot(block, np.broadcast_to(q.astype(np.float32), block.shape))
             rank[rows.start : rows.stop] = rank_feature(self.order[n], cands.items[rows.start : rows.stop])
         return np.stack([sim, rank], axis=1).astype(np.float32)
@@ -223,7 +223,7 @@ class ContentView(NoView):
             _, recent = recent_vectors(self.request, n, RECENT_FOR_CONTENT)
             if recent is None or rows.start == rows.stop:
                 continue
-            sims = cands.vectors[rows.start : rows.stop] @ recent.T
+            sims = cands.block(rows.start, rows.stop) @ recent.T
             out[rows.start : rows.stop, 0] = sims.max(axis=1)
             out[rows.start : rows.stop, 1] = sims[:, -1]
         return out
