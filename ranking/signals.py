@@ -632,9 +632,10 @@ class TrendingView(NoView):
         rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
         best = self.best or 1.0
         row: dict[str, tuple[float, float, float]] = {}
+        scored = self.model.scores[feed]  # most candidates are not trending at all: their score is 0
         for i in cands.items:
             if i not in row:
-                raw = self.model.score(i, feed)
+                raw = self.model.score(i, feed) if i in scored else 0.0
                 row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
         # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
         distinct = list(row)
