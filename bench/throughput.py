@@ -12,6 +12,7 @@ Correctness under load, checked in the same run: every event must be covered by 
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -53,18 +54,52 @@ def check_dedupe(stack: LocalStack, events: list[tuple[bytes, dict[str, Any]]], 
     return {"republished": n, "counted_as_duplicates": int(after - before), "held": int(after - before) == n}
 
 
+def batch_histogram(stack: LocalStack) -> dict[float, float]:
+    """The interaction agent's livelens_batch_size histogram from the worker's /metrics: bucket upper
+    bound -> cumulative count (``+Inf`` as inf), and the sum of sizes under key -1."""
+    assert stack.worker is not None
+    out: dict[float, float] = {}
+    for line in stack.worker.get_text("/metrics").splitlines():
+        if not line.startswith("livelens_batch_size") or 'agent="interactions"' not in line:
+            continue
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith("livelens_batch_size_bucket"):
+            out[float(line.split('le="', 1)[1].split('"', 1)[0])] = value
+        elif line.startswith("livelens_batch_size_sum"):
+            out[-1.0] = value
+    return out
+
+
+def batch_sizes(before: dict[float, float], after: dict[float, float]) -> dict[str, Any]:
+    """Micro-batch sizes during the run, from the difference of two histogram reads: how many batches,
+    the mean, and p50/p90/p99 as the histogram bucket bounds they fall in (upper bounds)."""
+    bounds = sorted(b for b in after if b >= 0)
+    cum = [after[b] - before.get(b, 0.0) for b in bounds]
+    count = cum[-1] if cum else 0.0
+    out: dict[str, Any] = {"batches": int(count)}
+    if count <= 0:
+        return out
+    out["mean"] = round((after.get(-1.0, 0.0) - before.get(-1.0, 0.0)) / count, 1)
+    for name, q in (("p50_at_most", 0.5), ("p90_at_most", 0.9), ("p99_at_most", 0.99)):
+        bound = next(b for b, c in zip(bounds, cum, strict=True) if c >= q * count)
+        out[name] = bound if math.isfinite(bound) else "above the largest bucket"
+    return out
+
+
 def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], console: Console) -> dict[str, Any]:
     known = set(feed_of_item)
     events = interaction_events(data, n, known, uuid.uuid4().hex[:6])
+    histogram = batch_histogram(stack)
     # waits for a drain down to 50 events/s: a shorter wait reported its own cut-off as lost events
     worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 50))
+    worker["batch_size"] = batch_sizes(histogram, batch_histogram(stack))
     users = len({ev["user_id"] for _, ev in events})
     echo = echo_max_throughput(stack.settings, interaction_events(data, n, known, "echo"))
     ratio = round(worker["processed_per_s"] / max(echo["events_per_s"], 1e-9), 3)
     console.print(
         f"backlog {n:,}: LiveLens {worker['processed_per_s']:,.0f} ev/s ({worker['events_missing']} missing, "
         f"{worker['recommendation_lists']:,} lists for {users:,} users, {worker['duplicate_lists']} duplicate lists) "
-        f"· echo {echo['events_per_s']:,.0f} ev/s · ratio {ratio}"
+        f"· echo {echo['events_per_s']:,.0f} ev/s · ratio {ratio} · micro-batches {worker['batch_size']}"
     )
     return {"backlog": n, "users": users, "livelens": worker, "echo": echo, "ratio_to_echo": ratio, "events": events}
 

@@ -160,6 +160,16 @@ class LocalSearchTier:
                 out.append(hits)
             return out
 
+    def search_ids(self, queries: Sequence[np.ndarray], feed: Feed, limit: int) -> list[list[str]]:
+        """``search`` as item ids only (the ranking path reads nothing else of a hit)."""
+        if not len(queries):
+            return []
+        q = np.stack([np.asarray(x, dtype=np.float32) for x in queries])
+        with self._lock:
+            matrix = self.feeds[feed]
+            ids = matrix.ids
+            return [[ids[j] for j in rows] for rows, _ in matrix.top_rows(q, limit)]
+
     def count(self) -> int:
         with self._lock:
             return len(self.items)

@@ -69,11 +69,8 @@ class InMemoryIndex:
         if self.search_params is not None:
             return self._tier_search(np.stack(queries), feed, limit, with_vectors)
         ids, scores = self.scores(np.stack(queries), feed)
-        k = min(limit, len(ids))
         out: list[list[Hit]] = []
-        for row in scores:
-            top = np.argpartition(-row, k - 1)[:k] if k else np.array([], dtype=int)
-            top = top[np.argsort(-row[top])]
+        for row, top in zip(scores, self._top(scores, limit, len(ids)), strict=True):
             hits = []
             for j in top:
                 it = self._items[ids[j]]
@@ -103,4 +100,22 @@ class InMemoryIndex:
                     Hit(it.item_id, score, it.feed, it.created_at, it.title, it.vector if with_vectors else None)
                 )
             out.append(hits)
+        return out
+
+    def search_ids(self, queries: Sequence[np.ndarray], feed: Feed, limit: int) -> list[list[str]]:
+        """``search`` as item ids only: ranking needs no hit objects (see ``ranking.signals.search_unseen``)."""
+        if not len(queries):
+            return []
+        if self.search_params is not None:
+            return [[h.item_id for h in hits] for hits in self._tier_search(np.stack(queries), feed, limit, False)]
+        ids, scores = self.scores(np.stack(queries), feed)
+        return [[ids[j] for j in top.tolist()] for top in self._top(scores, limit, len(ids))]
+
+    @staticmethod
+    def _top(scores: np.ndarray, limit: int, n: int) -> list[np.ndarray]:
+        k = min(limit, n)
+        out = []
+        for row in scores:
+            top = np.argpartition(-row, k - 1)[:k] if k else np.array([], dtype=int)
+            out.append(top[np.argsort(-row[top])])
         return out

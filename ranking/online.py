@@ -34,7 +34,7 @@ from ranking.domain import Feed, Interaction, RecommendedItem
 from ranking.index import Index, IndexedItem
 from ranking.next_item import NextItemLearner
 from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
-from ranking.recommender import RankingParams, cold_start, mmr
+from ranking.recommender import RankingParams, cold_start, mmr_batch
 from ranking.signal import Candidates, Observation, RankRequest, Signal, SignalView, UserContext
 from ranking.signals import (
     CoEngagementSignal,
@@ -68,6 +68,72 @@ def user_context(user_id: str, state: UserState, user_model: UserModel) -> UserC
         seen=state.seen_items,
         query=user_model.query_vector(state),
         recent=tuple((r.item_id, r.type, r.weight) for r in state.recent),
+    )
+
+
+def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[str]]], n_src: int) -> Candidates:
+    """Each user's proposals of every signal, unseen and servable, merged into candidate rows on arrays.
+
+    Why arrays: a batch holds ~100k proposals; a Python merge per proposal was the largest single cost
+    of a micro-batch. Semantics as before: a user's rows keep the order of first proposal (signal order,
+    then each signal's order) and each row marks every signal that proposed it.
+    """
+    n_users = len(request.users)
+    code: dict[str, int] = {}
+    flat_codes: list[int] = []
+    flat_src: list[int] = []
+    counts = np.zeros(n_users, np.int64)
+    for n in range(n_users):
+        for s, per_signal in enumerate(proposals):
+            ids = per_signal[n]
+            if not ids:
+                continue
+            flat_codes.extend([code.setdefault(i, len(code)) for i in ids])
+            flat_src.extend([s] * len(ids))
+            counts[n] += len(ids)
+    vocab = list(code)
+    known = request.items(vocab)
+    servable = np.fromiter((request.servable(i) for i in vocab), bool, count=len(vocab))
+    codes = np.asarray(flat_codes, np.int64)
+    srcs = np.asarray(flat_src, np.int64)
+    users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
+    width = max(len(vocab), 1)
+    keys = users * width + codes
+    seen = [n * width + code[i] for n, u in enumerate(request.users) for i in u.seen if i in code]
+    keep = servable[codes] if len(codes) else np.zeros(0, bool)
+    if seen:
+        keep &= ~np.isin(keys, np.asarray(seen, np.int64))
+    keys, srcs = keys[keep], srcs[keep]
+    uniq, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    order = np.argsort(first, kind="stable")  # first proposal order; user-major, as the flat list is
+    row_of = np.empty(len(uniq), np.int64)
+    row_of[order] = np.arange(len(uniq))
+    row_keys = uniq[order]
+    user = row_keys // width
+    item_codes = row_keys % width
+    sources = np.zeros((len(uniq), n_src), bool)
+    sources[row_of[inverse.reshape(-1)], srcs] = True
+    offsets = np.zeros(n_users + 1, np.int64)
+    offsets[1:] = np.cumsum(np.bincount(user, minlength=n_users))
+    items = [vocab[c] for c in item_codes.tolist()]
+    dim = next((len(it.vector) for it in known.values()), 1)
+    used, idx = np.unique(item_codes, return_inverse=True)
+    unique = np.zeros((len(used), dim), np.float32)
+    created = np.zeros(len(used), np.float64)
+    for k, c in enumerate(used.tolist()):
+        it = known[vocab[c]]
+        unique[k] = it.vector
+        created[k] = it.created_at
+    idx = idx.reshape(-1)
+    return Candidates(
+        user=user,
+        items=items,
+        offsets=offsets,
+        vectors=None,
+        created_at=created[idx] if len(items) else np.zeros(0),
+        sources=sources,
+        item_vectors=unique,
+        vector_rows=idx,
     )
 
 
@@ -367,43 +433,7 @@ class OnlineModels:
             EXPLORE_SOURCE: p.explore_slots + p.top_k if p.explore_slots else 0,
         }
         proposals = [v.candidates(limits.get(s.name, 0)) for s, v in zip(self.signals, views, strict=True)]
-        request.items({i for per_signal in proposals for user_list in per_signal for i in user_list})
-        n_src = len(self.signals)
-        user_rows: list[int] = []
-        items: list[str] = []
-        src_rows: list[np.ndarray] = []
-        offsets = [0]
-        for n, user in enumerate(request.users):
-            merged: dict[str, np.ndarray] = {}
-            for s, per_signal in enumerate(proposals):
-                for i in per_signal[n]:
-                    if i in user.seen or not request.servable(i):
-                        continue
-                    bits = merged.get(i)
-                    if bits is None:
-                        bits = merged[i] = np.zeros(n_src, bool)
-                    bits[s] = True
-            items.extend(merged)
-            src_rows.extend(merged.values())
-            user_rows.extend([n] * len(merged))
-            offsets.append(len(items))
-        known = request.items(items)
-        dim = next((len(it.vector) for it in known.values()), 1)
-        pos = {i: k for k, i in enumerate(dict.fromkeys(items))}
-        unique = np.zeros((len(pos), dim), np.float32)
-        created = np.zeros(len(pos), np.float64)
-        for i, k in pos.items():
-            unique[k] = known[i].vector
-            created[k] = known[i].created_at
-        idx = np.fromiter((pos[i] for i in items), np.int64, count=len(items))
-        return Candidates(
-            user=np.asarray(user_rows, np.int64),
-            items=items,
-            offsets=np.asarray(offsets, np.int64),
-            vectors=unique[idx] if len(items) else np.zeros((0, dim), np.float32),
-            created_at=created[idx] if len(items) else np.zeros(0),
-            sources=np.stack(src_rows) if src_rows else np.zeros((0, n_src), bool),
-        )
+        return merge_proposals(request, proposals, len(self.signals))
 
     def rank(
         self,
@@ -429,39 +459,52 @@ class OnlineModels:
         scores = self.ranker.score(features)
         lists: list[list[RecommendedItem]] = []
         if explain:
-            kept = [self._keep(cands, features, scores, n) for n in range(len(request.users))]
+            kept = self._keep_all(cands, features, scores, len(request.users))
             lists = self._explained(request, views, cands, features, scores, kept)
         return Ranked(request, cands, features, scores, lists, self.sources)
 
-    def _keep(self, cands: Candidates, features: np.ndarray, scores: np.ndarray, n: int) -> tuple[list[int], list[int]]:
-        """One user's kept rows (by merit, exploration): best rows by partial sort, MMR, the exploration slot."""
+    def _keep_all(
+        self, cands: Candidates, features: np.ndarray, scores: np.ndarray, n_users: int
+    ) -> list[tuple[list[int], list[int]]]:
+        """Every user's kept rows (by merit, exploration): best rows by partial sort, the exploration
+        slot, then MMR over all users' pools at once (``mmr_batch``)."""
         p = self.params
-        rows = cands.rows_of(n)
-        user_scores = scores[rows.start : rows.stop]
-        if not len(user_scores):
-            return [], []
         slots = min(p.explore_slots, p.top_k)
-        pool_n = min(len(user_scores), max(p.mmr_pool, p.top_k))
-        top = np.argpartition(-user_scores, pool_n - 1)[:pool_n]
-        top = top[np.lexsort((top, -user_scores[top]))]
-        earned = {cands.items[rows.start + int(j)] for j in top[: p.top_k - slots]}
-        explore: list[int] = []
-        if slots and EXPLORE_SOURCE in self.sources:
-            col = self.columns.index(f"{EXPLORE_SOURCE}.rank")
-            src = self.sources.index(EXPLORE_SOURCE)
-            fresh = [r for r in rows if cands.sources[r, src] and cands.items[r] not in earned]
-            fresh.sort(key=lambda r: -features[r, col])
-            explore = fresh[:slots]
-        k = p.top_k - len(explore)
-        pool = [rows.start + int(j) for j in top if rows.start + int(j) not in explore]
+        explore_on = bool(slots) and EXPLORE_SOURCE in self.sources
+        col = self.columns.index(f"{EXPLORE_SOURCE}.rank") if explore_on else 0
+        src = self.sources.index(EXPLORE_SOURCE) if explore_on else 0
+        pools: list[np.ndarray] = []
+        explores: list[list[int]] = []
+        for n in range(n_users):
+            start, stop = int(cands.offsets[n]), int(cands.offsets[n + 1])
+            user_scores = scores[start:stop]
+            if not len(user_scores):
+                pools.append(np.zeros(0, np.int64))
+                explores.append([])
+                continue
+            pool_n = min(len(user_scores), max(p.mmr_pool, p.top_k))
+            top = np.argpartition(-user_scores, pool_n - 1)[:pool_n]
+            top = top[np.lexsort((top, -user_scores[top]))]
+            explore: list[int] = []
+            if explore_on:
+                # rows of the exploration source not already earned on merit, by its rank column (stable)
+                fresh = np.flatnonzero(cands.sources[start:stop, src])
+                fresh = fresh[~np.isin(fresh, top[: p.top_k - slots])]
+                fresh = fresh[np.argsort(-features[start + fresh, col], kind="stable")]
+                explore = (start + fresh[:slots]).tolist()
+            rows = start + top
+            if explore:
+                rows = rows[~np.isin(rows, explore)]
+            pools.append(rows)
+            explores.append(explore)
+        ks = [p.top_k - len(e) for e in explores]
         if p.mmr_lambda < 1.0:
-            vectors = {cands.items[r]: cands.vectors[r] for r in pool}
-            by_id = {cands.items[r]: r for r in pool}
-            picked = mmr([(cands.items[r], float(scores[r])) for r in pool], vectors, p.mmr_lambda, k)
-            chosen = [by_id[i] for i in picked]
+            k = max(ks, default=0)
+            picked = mmr_batch([scores[r] for r in pools], [cands.vectors_of(r) for r in pools], p.mmr_lambda, k)
+            chosen = [pool[pick[:kn]].tolist() for pool, pick, kn in zip(pools, picked, ks, strict=True)]
         else:
-            chosen = pool[:k]
-        return chosen, explore
+            chosen = [pool[:kn].tolist() for pool, kn in zip(pools, ks, strict=True)]
+        return list(zip(chosen, explores, strict=True))
 
     def _explained(
         self,

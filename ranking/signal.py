@@ -62,6 +62,7 @@ class RankRequest:
     now: float
     catalogue: Index
     _items: dict[str, IndexedItem] = field(default_factory=dict)
+    memo: dict[Any, Any] = field(default_factory=dict)  # what signals derive once per request (e.g. reasons)
 
     def items(self, ids: Iterable[str]) -> dict[str, IndexedItem]:
         """Catalogue look-ups, cached for the request (each item is fetched once per batch)."""
@@ -83,12 +84,35 @@ class Candidates:
     user: np.ndarray  # int64 per row
     items: list[str]
     offsets: np.ndarray  # user n's rows are offsets[n]:offsets[n+1]
-    vectors: np.ndarray  # float32 (rows, dim): each candidate's content vector
+    # float32 (rows, dim): each candidate's content vector; None when given as ``item_vectors`` and
+    # ``vector_rows`` (a batch's rows x dim copy is ~100 MB: read it by block or by rows instead)
+    vectors: np.ndarray | None
     created_at: np.ndarray  # float64 per row
     sources: np.ndarray  # bool (rows, n_sources): which signals proposed the row
+    item_vectors: np.ndarray | None = None  # float32 (distinct items, dim)
+    vector_rows: np.ndarray | None = None  # int64 per row: its item's row in ``item_vectors``
 
     def __len__(self) -> int:
         return len(self.items)
+
+    @property
+    def dim(self) -> int:
+        vectors = self.vectors if self.vectors is not None else self.item_vectors
+        return int(vectors.shape[1]) if vectors is not None else 0
+
+    def block(self, start: int, stop: int) -> np.ndarray:
+        """Content vectors of rows ``start:stop`` (one user's rows: a small, contiguous copy)."""
+        if self.vectors is not None:
+            return self.vectors[start:stop]
+        assert self.item_vectors is not None and self.vector_rows is not None
+        return self.item_vectors[self.vector_rows[start:stop]]
+
+    def vectors_of(self, rows: np.ndarray) -> np.ndarray:
+        """Content vectors of the given rows."""
+        if self.vectors is not None:
+            return self.vectors[rows]
+        assert self.item_vectors is not None and self.vector_rows is not None
+        return self.item_vectors[self.vector_rows[rows]]
 
     def rows_of(self, n: int) -> range:
         return range(int(self.offsets[n]), int(self.offsets[n + 1]))

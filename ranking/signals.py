@@ -19,7 +19,7 @@ import numpy as np
 from ranking.coengagement import CoEngagement, CoEngagementParams
 from ranking.domain import Feed, InteractionType
 from ranking.fresh import NewItems
-from ranking.index import IndexedItem
+from ranking.index import Index, IndexedItem
 from ranking.neighbours import NeighbourParams, SequenceNeighbours
 from ranking.next_item import NextItemLearner, NextItemModel
 from ranking.recommender import shorten, trending_reason
@@ -103,15 +103,24 @@ class BaseSignal:
 
 
 # --- content ---------------------------------------------------------------------------------------
+def search_ids(catalogue: Index, queries: list[np.ndarray], feed: Feed, limit: int) -> list[list[str]]:
+    """Ids of each query's best items: the index's ``search_ids`` when it has one (no hit objects built
+    for the ~40k hits of a micro-batch), else its ``search``."""
+    fast = getattr(catalogue, "search_ids", None)
+    if fast is not None:
+        return fast(queries, feed, limit)  # type: ignore[no-any-return]
+    return [[h.item_id for h in hits] for hits in catalogue.search(queries, feed, limit=limit)]
+
+
 def search_unseen(request: RankRequest, queries: dict[int, np.ndarray], limit: int) -> list[list[str]]:
     """One batched catalogue search for the users that have a query: up to ``limit`` unseen items each."""
     out: list[list[str]] = [[] for _ in request.users]
     if queries and limit > 0:
         longest = max(len(request.users[n].seen) for n in queries)
-        hits = request.catalogue.search(list(queries.values()), request.feed, limit=limit + longest)
-        for n, user_hits in zip(queries, hits, strict=True):
+        found = search_ids(request.catalogue, list(queries.values()), request.feed, limit + longest)
+        for n, ids in zip(queries, found, strict=True):
             seen = request.users[n].seen
-            out[n] = [h.item_id for h in user_hits if h.item_id not in seen][:limit]
+            out[n] = [i for i in ids if i not in seen][:limit]
     return out
 
 
@@ -127,12 +136,18 @@ class TasteView(NoView):
 
     def features(self, cands: Candidates) -> np.ndarray:
         users = self.request.users
-        dim = cands.vectors.shape[1]
-        queries = np.stack([u.query if u.query is not None else np.zeros(dim, np.float32) for u in users])
-        sim = rowwise_dot(cands.vectors, queries[cands.user].astype(np.float32)) if len(users) else np.zeros(0)
+        dim = cands.dim
+        sim = np.zeros(len(cands), np.float32)
         rank = np.zeros(len(cands), np.float32)
-        for n in range(len(users)):
+        for n, u in enumerate(users):
             rows = cands.rows_of(n)
+            if rows.start == rows.stop:
+                continue
+            # each user's rows against their own query, broadcast: the same row-wise dot as gathering a
+            # (rows, dim) copy of the queries, without that copy
+            q = u.query if u.query is not None else np.zeros(dim, np.float32)
+            block = cands.block(rows.start, rows.stop)
+            sim[rows.start : rows.stop] = rowwise_dot(block, np.broadcast_to(q.astype(np.float32), block.shape))
             rank[rows.start : rows.stop] = rank_feature(self.order[n], cands.items[rows.start : rows.stop])
         return np.stack([sim, rank], axis=1).astype(np.float32)
 
@@ -160,25 +175,40 @@ def recent_vectors(request: RankRequest, n: int, count: int) -> tuple[list[str],
 def explain_similar(request: RankRequest, n: int, item_id: str) -> str:
     """Name the recent positive interaction that most resembles the item: a strong action is named
     ("because you gifted <title>"), a plain view reads "similar to <title>"."""
-    user = request.users[n]
+    texts, vectors = _recent_reasons(request, n)
+    if not texts:
+        return "similar to what you watch"
     item = request.items([item_id]).get(item_id)
-    recent = [(i, t, w) for i, t, w in user.recent[-10:] if w > 0 and t in POSITIVE_VERBS]
-    known = request.items([i for i, _, _ in recent])
-    best: tuple[float, str] | None = None
-    for i, kind, _ in reversed(recent):
-        it = known.get(i)
-        if it is None:
-            continue
-        sim = float(np.dot(it.vector, item.vector)) if item is not None else 0.0
-        if best is None or sim > best[0]:
+    if item is None:
+        return texts[0]  # every similarity counts 0: the most recent interaction is named
+    # the same float32 dot products as one np.dot each (np.vecdot), newest first; the first maximum wins
+    return texts[int(np.argmax(np.vecdot(vectors, item.vector)))]
+
+
+def _recent_reasons(request: RankRequest, n: int) -> tuple[list[str], np.ndarray]:
+    """User ``n``'s last positive interactions that can be named, newest first: their reason texts and
+    vectors, built once per request (a batch explains ~10 items per user)."""
+    key = ("recent_reasons", n)
+    kept = request.memo.get(key)
+    if kept is None:
+        user = request.users[n]
+        recent = [(i, t, w) for i, t, w in user.recent[-10:] if w > 0 and t in POSITIVE_VERBS]
+        known = request.items([i for i, _, _ in recent])
+        texts: list[str] = []
+        vectors: list[np.ndarray] = []
+        for i, kind, _ in reversed(recent):
+            it = known.get(i)
+            if it is None:
+                continue
             title = shorten(it.title)
-            text = (
+            texts.append(
                 f"similar to “{title}”"
                 if kind is InteractionType.view
                 else f"because you {POSITIVE_VERBS[kind]} “{title}”"
             )
-            best = (sim, text)
-    return best[1] if best else "similar to what you watch"
+            vectors.append(it.vector)
+        kept = request.memo[key] = (texts, np.stack(vectors) if vectors else np.zeros((0, 0), np.float32))
+    return kept  # type: ignore[no-any-return]
 
 
 class ContentView(NoView):
@@ -193,7 +223,7 @@ class ContentView(NoView):
             _, recent = recent_vectors(self.request, n, RECENT_FOR_CONTENT)
             if recent is None or rows.start == rows.stop:
                 continue
-            sims = cands.vectors[rows.start : rows.stop] @ recent.T
+            sims = cands.block(rows.start, rows.stop) @ recent.T
             out[rows.start : rows.stop, 0] = sims.max(axis=1)
             out[rows.start : rows.stop, 1] = sims[:, -1]
         return out
@@ -244,6 +274,21 @@ LINK_BYTES = 120  # a dict entry of a str key and a float, measured order of mag
 ROW_BYTES = 300
 
 
+def best_by_score(scores: dict[str, float], limit: int) -> list[str]:
+    """The ``limit`` best ids by score, ties by id: ``sorted(..., key=(-score, id))[:limit]`` without
+    sorting every scored item (co-engagement scores thousands per user): a partition finds the
+    limit's score, and only the items at or above it are sorted."""
+    if limit <= 0 or not scores:
+        return []
+    if len(scores) <= 4 * limit:
+        return [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+    values = np.fromiter(scores.values(), np.float64, count=len(scores))
+    cut = np.partition(values, len(values) - limit)[len(values) - limit]  # the limit-th largest score
+    ids = list(scores)
+    above = [ids[j] for j in np.flatnonzero(values >= cut).tolist()]
+    return sorted(above, key=lambda i: (-scores[i], i))[:limit]
+
+
 class CoView(NoView):
     def __init__(self, request: RankRequest, co: CoEngagement, recency_decay: float) -> None:
         super().__init__(request)
@@ -253,25 +298,27 @@ class CoView(NoView):
         ]
 
     def candidates(self, limit: int) -> list[list[str]]:
-        out = []
-        for scores, _ in self.scores:
-            best = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit] if limit else []
-            out.append([i for i, _ in best])
-        return out
+        return [best_by_score(scores, limit) for scores, _ in self.scores]
 
     def features(self, cands: Candidates) -> np.ndarray:
         out = np.zeros((len(cands), 3), np.float32)
+        popularity = self.co.popularity
+        log_pop: dict[str, float] = {}
         for n, user in enumerate(self.request.users):
-            rows = cands.rows_of(n)
+            start, stop = int(cands.offsets[n]), int(cands.offsets[n + 1])
+            if start == stop:
+                continue
+            items = cands.items[start:stop]
             scores = self.scores[n][0]
             last_row = self.co.links.get(user.positives[-1], {}) if user.positives else {}
             total = sum(last_row.values()) or 1.0
-            for r in rows:
-                item = cands.items[r]
-                s = scores.get(item, 0.0)
-                out[r, 0] = s
-                out[r, 1] = last_row.get(item, 0.0) / total
-                out[r, 2] = math.log1p(self.co.popularity.get(item, 0.0))
+            for i in items:
+                if i not in log_pop:
+                    log_pop[i] = math.log1p(popularity.get(i, 0.0))
+            # columns from Python floats, as the per-row writes were (same float64 values, one cast)
+            out[start:stop, 0] = [scores.get(i, 0.0) for i in items]
+            out[start:stop, 1] = [last_row.get(i, 0.0) / total for i in items]
+            out[start:stop, 2] = [log_pop[i] for i in items]
         return out
 
     def reason(self, n: int, item_id: str) -> str | None:
@@ -581,14 +628,20 @@ class TrendingView(NoView):
         return [list(ids) for _ in self.request.users]
 
     def features(self, cands: Candidates) -> np.ndarray:
-        unique = dict.fromkeys(cands.items)
-        raw = {i: self.model.score(i, self.request.feed) for i in unique}
+        feed = self.request.feed
         rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
-        out = np.zeros((len(cands), 3), np.float32)
         best = self.best or 1.0
-        for r, i in enumerate(cands.items):
-            out[r] = (raw[i] / best, math.log1p(raw[i]), rank.get(i, 0.0))
-        return out
+        row: dict[str, tuple[float, float, float]] = {}
+        scored = self.model.scores[feed]  # most candidates are not trending at all: their score is 0
+        for i in cands.items:
+            if i not in row:
+                raw = self.model.score(i, feed) if i in scored else 0.0
+                row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
+        # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
+        distinct = list(row)
+        table = np.asarray([row[i] for i in distinct], np.float64).reshape(-1, 3).astype(np.float32)
+        at = {i: n for n, i in enumerate(distinct)}
+        return table[np.fromiter((at[i] for i in cands.items), np.int64, count=len(cands))]
 
     def reason(self, n: int, item_id: str) -> str | None:
         return trending_reason(self.request.feed)
@@ -613,6 +666,7 @@ class TrendingSignal(BaseSignal):
                 keep = max(0, int(len(row) * 0.9))
                 ranked = sorted(row, key=lambda i, f=feed: (self.model.score(i, f), i), reverse=True)
                 self.model.scores[feed] = {i: row[i] for i in ranked[:keep]}
+            self.model.invalidate()
 
     def memory_bytes(self) -> int:
         return super().memory_bytes() + sum(len(r) for r in self.model.scores.values()) * ROW_BYTES
@@ -639,6 +693,7 @@ class TrendingSignal(BaseSignal):
         m.scores = {f: {} for f in Feed}
         for f, i, s, t in zip(*(arrays[k].tolist() for k in ("feed", "item", "score", "ts")), strict=True):
             m.scores[Feed(f)][i] = (s, t)
+        m.invalidate()
 
 
 class LiveView(NoView):

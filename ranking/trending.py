@@ -34,8 +34,15 @@ class Trending:
     def __init__(self, params: TrendingParams | None = None) -> None:
         self.params = params or TrendingParams()
         self.clock = 0.0
-        # feed -> item -> (score at its last update, ts of that update)
+        # feed -> item -> (score at its last update, ts of that update); change it through the methods
+        # below, or call ``invalidate`` after writing it directly (``top`` keeps its answer until then)
         self.scores: dict[Feed, dict[str, tuple[float, float]]] = {f: {} for f in Feed}
+        self.version = 0
+        self._top: dict[tuple[Feed, int], tuple[tuple[int, float], list[tuple[str, float]]]] = {}
+
+    def invalidate(self) -> None:
+        """The scores changed: ``top`` sorts again on its next call."""
+        self.version += 1
 
     def _decayed(self, score: float, ts: float, now: float) -> float:
         return score * 0.5 ** (max(0.0, now - ts) / self.params.half_life_s)
@@ -46,6 +53,7 @@ class Trending:
         if weight <= 0:
             return
         row = self.scores[feed]
+        self.version += 1
         old = row.get(item_id)
         at = max(ts, old[1]) if old else ts
         previous = self._decayed(old[0], old[1], at) if old else 0.0
@@ -56,12 +64,14 @@ class Trending:
     def _prune(self, feed: Feed) -> None:
         """Back down to ``max_items``, weakest first; done with a 25 % slack so the sort is amortised."""
         row = self.scores[feed]
+        self.version += 1
         ranked = sorted(row, key=lambda i: self.score(i, feed), reverse=True)  # idle items count 0: go first
         for item_id in ranked[self.params.max_items :]:
             del row[item_id]
 
     def forget(self, item_id: str) -> None:
         """An ended live stream (or a removed item) leaves every trending list at once."""
+        self.version += 1
         for row in self.scores.values():
             row.pop(item_id, None)
 
@@ -72,7 +82,20 @@ class Trending:
         return self._decayed(*entry, self.clock)
 
     def top(self, feed: Feed, limit: int, exclude: Container[str] = ()) -> list[tuple[str, float]]:
-        """The ``limit`` hottest items of a feed within the window, hottest first (ties by id)."""
+        """The ``limit`` hottest items of a feed within the window, hottest first (ties by id).
+
+        Kept ready: without ``exclude`` the answer is remembered until the scores or the clock change
+        (a worker serving the trainer's models asks every micro-batch, and they change about once a
+        second), instead of decaying and sorting every item on each call."""
+        if not exclude:
+            key, stamp = (feed, limit), (self.version, self.clock)
+            kept = self._top.get(key)
+            if kept is None or kept[0] != stamp:
+                kept = self._top[key] = (stamp, self._sorted_top(feed, limit, ()))
+            return list(kept[1])
+        return self._sorted_top(feed, limit, exclude)
+
+    def _sorted_top(self, feed: Feed, limit: int, exclude: Container[str]) -> list[tuple[str, float]]:
         row = self.scores[feed]
         live = [
             (self._decayed(s, ts, self.clock), i)

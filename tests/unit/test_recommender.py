@@ -9,7 +9,7 @@ from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.online import OnlineModels
-from ranking.recommender import RankingParams, cold_start, mmr
+from ranking.recommender import RankingParams, cold_start, mmr, mmr_batch
 from ranking.signal import Observation
 from ranking.user_state import UserModel, UserModelParams, UserState
 
@@ -145,3 +145,28 @@ def test_cold_start_lists_trending_then_new_without_seen_items() -> None:
         ("l9", 0.0, "new"),
     ]
     assert cold_start(Feed.short_video, [("v", 1.0)], [], set(), 5)[0].reason == "trending now"
+
+
+def test_array_mmr_picks_what_mmr_picks_on_random_pools() -> None:
+    """mmr_batch (every user's pool at once, the serving path) equals mmr pool by pool: random scores
+    with ties, duplicate and zero vectors, pools of different sizes, several lambdas and list lengths."""
+    rng = np.random.default_rng(15)
+    for trial in range(40):
+        sizes = rng.integers(0, 60, size=int(rng.integers(1, 12))).tolist()
+        dim = int(rng.integers(2, 40))
+        scores, vectors = [], []
+        for size in sizes:
+            s = np.round(rng.standard_normal(size), 1 if trial % 2 else 6)  # coarse rounding: ties
+            v = rng.standard_normal((size, dim)).astype(np.float32)
+            if size > 3:
+                v[1] = v[0]  # a duplicate vector
+                v[2] = 0.0  # no direction at all
+            scores.append(s)
+            vectors.append(v)
+        for lam in (0.0, 0.5, 0.9, 1.0):
+            for k in (1, 9, 10, 70):
+                got = mmr_batch(scores, vectors, lam, k)
+                for s, v, picks in zip(scores, vectors, got, strict=True):
+                    ids = [f"i{n}" for n in range(len(s))]
+                    want = mmr(list(zip(ids, s.tolist(), strict=True)), dict(zip(ids, v, strict=True)), lam, k)
+                    assert [ids[p] for p in picks] == want

@@ -1,0 +1,159 @@
+"""The ranking worker's serving path without Kafka: time it, profile it, or dump its output.
+
+Why: the throughput bench (``livelens bench throughput``) needs the whole stack and a quiet machine;
+this drives ``RankingHandlers.process_interactions`` (what the interaction agent runs per micro-batch)
+in-process over MicroLens-50K (19,220 items, hash-384 vectors, the in-process search tier), as a
+worker with a trainer does: the shared models are first taught 40,000 events, then micro-batches of
+the following events are ranked. ``dump`` writes every list (ids, scores, reasons) and training record,
+so two versions of the code can be compared for identical output.
+
+    PYTHONPATH=. python -m bench.serving_path time|profile|dump [--batches 6] [--batch 256] [--out F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import json
+import pstats
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from encoders.text import HashTextEncoder
+from ranking.datasets import load_dataset
+from ranking.domain import Feed, Interaction, InteractionType
+from ranking.index import IndexedItem
+from ranking.local_tier import LocalSearchTier
+from ranking.memory_index import InMemoryIndex
+from ranking.online import OnlineModels
+from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState
+from streams import handlers
+from streams.schemas import InteractionEvent
+
+PRETRAIN = 40_000
+TYPES = [
+    InteractionType.view,
+    InteractionType.like,
+    InteractionType.comment,
+    InteractionType.skip,
+    InteractionType.view,
+]
+
+
+class NoCatalog:
+    """The tier's poll source: nothing changes behind its back here."""
+
+    tracks_writes = True
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def changed_since(self, stamp: float | None) -> dict[str, float]:
+        return {}
+
+    def live_ids(self) -> set[str]:
+        return set()
+
+    def count(self) -> int:
+        return self.n
+
+    def fetch(self, item_ids: Any) -> list[IndexedItem]:
+        return []
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("mode", choices=["time", "profile", "dump"])
+    ap.add_argument("--batches", type=int, default=6)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--out", default="serving_path.json")
+    ap.add_argument("--datasets", default="/work/shared/datasets")
+    a = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # as the worker runs it (streams.params)
+    data = load_dataset("microlens-50k", Path(a.datasets))
+    ids = sorted(data.items)
+    vectors = HashTextEncoder(384).encode([data.items[i].title for i in ids])
+    rng = random.Random(7)
+    items = [
+        IndexedItem(i, Feed.short_video, False, 1e9 - rng.random() * 1e6, data.items[i].title, vectors[n])
+        for n, i in enumerate(ids)
+    ]
+    tier = LocalSearchTier(InMemoryIndex(384), NoCatalog(len(items)), 384, start=False)
+    tier.upsert(items)
+    user_model = UserModel(UserModelParams({InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}))
+    models = OnlineModels(user_model)
+    models.learn_content(items)
+    seqs = [[it.item_id for it in s] for s in data.sequences.values()]
+    users = list(data.sequences)
+    stream = [(users[u], n, s[n]) for n in range(max(map(len, seqs))) for u, s in enumerate(seqs) if n < len(s)]
+    by_id = {it.item_id: it for it in items}
+    states: dict[str, UserState] = {}
+    for start in range(0, PRETRAIN, 256):
+        events = [
+            (Interaction(f"{u}:{n}", u, i, TYPES[n % len(TYPES)], 1e9 + n * 10.0), by_id[i])
+            for u, n, i in stream[start : start + 256]
+        ]
+        for ev, _ in events:
+            states.setdefault(ev.user_id, UserState())
+        models.learn_batch(states, events, tier)
+    table: dict[str, Any] = {u: st.to_dict() for u, st in states.items()}
+    worker = handlers.RankingHandlers(
+        tier, user_model, models.params, 100, {"interactions": "i"}, models=models, log_training=True
+    )
+    clock = [2e9]
+
+    def fake_time() -> float:  # lists' freshness and timestamps from a fixed clock: dumps compare equal
+        clock[0] += 1.0
+        return clock[0]
+
+    handlers.time.time = fake_time  # type: ignore[attr-defined]
+    rest = stream[PRETRAIN:]
+    batches = [
+        [
+            (
+                p,
+                InteractionEvent(
+                    event_id=f"{u}:{n}", user_id=u, item_id=i, type=TYPES[n % len(TYPES)], ts=1e9 + n * 10.0
+                ),
+            )
+            for p, (u, n, i) in enumerate(rest[b * a.batch : (b + 1) * a.batch])
+        ]
+        for b in range(a.batches)
+    ]
+    dump: list[Any] = []
+
+    def run() -> None:
+        for events in batches:
+            result = worker.process_interactions(events, {ev.user_id: table.get(ev.user_id) for _, ev in events})
+            table.update(result.states)
+            dump.extend(
+                [r.user_id, r.feed.value, [[i.item_id, i.score, i.reason] for i in r.items]]
+                for r in result.recommendations
+            )
+            dump.append(["training", [record.hex() for _, record in result.training]])
+
+    started, cpu = time.perf_counter(), time.process_time()
+    if a.mode == "profile":
+        profiler = cProfile.Profile()
+        profiler.runcall(run)
+        pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+    else:
+        run()
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    n = a.batches * a.batch
+    # CPU seconds too: on a shared machine the wall clock measures the neighbours as much as this code
+    print(
+        f"{a.batches} micro-batches of {a.batch}: {elapsed:.2f} s wall, {n / elapsed:.0f} events/s; "
+        f"{cpu:.2f} CPU s, {n / cpu:.0f} events per CPU s"
+    )
+    if a.mode == "dump":
+        Path(a.out).write_text(json.dumps(dump))
+        print(f"wrote {a.out}: {len(dump)} entries")
+
+
+if __name__ == "__main__":
+    main()

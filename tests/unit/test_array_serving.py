@@ -1,0 +1,79 @@
+"""The serving path's array shortcuts give what the plain code gave (issue 15): ids-only search, the
+co-engagement partition, and trending's kept top list."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ranking.domain import Feed
+from ranking.index import IndexedItem
+from ranking.local_tier import LocalSearchTier
+from ranking.memory_index import InMemoryIndex
+from ranking.signals import best_by_score, search_ids
+from ranking.trending import Trending, TrendingParams
+
+
+class NoCatalog:
+    tracks_writes = True
+
+    def changed_since(self, stamp: float | None) -> dict[str, float]:
+        return {}
+
+    def live_ids(self) -> set[str]:
+        return set()
+
+    def count(self) -> int:
+        return 0
+
+    def fetch(self, item_ids: object) -> list[IndexedItem]:
+        return []
+
+
+def catalogue(n: int, dim: int, seed: int) -> list[IndexedItem]:
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((n, dim)).astype(np.float32)
+    vectors[1::7] = vectors[0]  # duplicate vectors: tied scores
+    return [IndexedItem(f"i{k}", Feed.short_video, False, float(k), f"t{k}", vectors[k]) for k in range(n)]
+
+
+def test_search_ids_are_the_ids_of_search() -> None:
+    items = catalogue(300, 16, 1)
+    memory = InMemoryIndex(16)
+    memory.upsert(items)
+    tier = LocalSearchTier(InMemoryIndex(16), NoCatalog(), 16, start=False)
+    tier.upsert(items)
+    queries = list(np.random.default_rng(2).standard_normal((9, 16)).astype(np.float32))
+    queries.append(items[0].vector)  # a query tied with every duplicate
+    for index in (memory, tier):
+        for limit in (1, 10, 57, 400):
+            want = [[h.item_id for h in hits] for hits in index.search(queries, Feed.short_video, limit)]
+            assert search_ids(index, queries, Feed.short_video, limit) == want
+            assert index.search_ids(queries, Feed.short_video, limit) == want
+
+
+def test_best_by_score_is_the_full_sort() -> None:
+    rng = np.random.default_rng(3)
+    for size in (0, 5, 40, 400, 3000):
+        scores = {f"i{k}": float(v) for k, v in enumerate(np.round(rng.random(size), 2))}  # many ties
+        for limit in (0, 1, 10, 100):
+            want = [i for i, _ in sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]]
+            assert best_by_score(scores, limit) == want
+
+
+def test_trending_top_is_kept_until_scores_or_clock_change() -> None:
+    t = Trending(TrendingParams(half_life_s=10.0, window_s=100.0))
+    t.learn_one("a", Feed.short_video, 1.0, 0.0)
+    t.learn_one("b", Feed.short_video, 2.0, 0.0)
+    first = t.top(Feed.short_video, 5)
+    assert first == t._sorted_top(Feed.short_video, 5, ())
+    first.clear()  # callers get a copy
+    assert [i for i, _ in t.top(Feed.short_video, 5)] == ["b", "a"]
+    t.learn_one("a", Feed.short_video, 5.0, 1.0)  # scores and clock move
+    assert t.top(Feed.short_video, 5) == t._sorted_top(Feed.short_video, 5, ())
+    assert [i for i, _ in t.top(Feed.short_video, 5)] == ["a", "b"]
+    t.forget("a")
+    assert [i for i, _ in t.top(Feed.short_video, 5)] == ["b"]
+    t.scores[Feed.short_video]["c"] = (9.0, 1.0)  # a direct write is seen after invalidate()
+    t.invalidate()
+    assert [i for i, _ in t.top(Feed.short_video, 5)] == ["c", "b"]
+    assert t.top(Feed.short_video, 5, exclude={"c"}) == t._sorted_top(Feed.short_video, 5, {"c"})
