@@ -95,6 +95,13 @@ def row_to_item(r: dict[str, Any]) -> IndexedItem:
     )
 
 
+def hit_id(hit: Any) -> str:
+    """A search hit's primary key: under its field name (Milvus Lite, Milvus >= 2.4) or, from a Milvus 2.3
+    server, which does not name the primary field in results, under ``id``."""
+    found = hit.get("item_id")
+    return str(found if found is not None else hit["id"])
+
+
 def feed_filter(feed: Feed) -> str:
     if feed is Feed.live:
         return 'feed == "live" and is_live == true'
@@ -228,9 +235,7 @@ class MilvusIndex:
             for h in hits:
                 e = h["entity"]
                 vec = np.asarray(e["vector"], dtype=np.float32) if with_vectors else None
-                row.append(
-                    Hit(str(h["item_id"]), float(h["distance"]), Feed(e["feed"]), e["created_at"], e["title"], vec)
-                )
+                row.append(Hit(hit_id(h), float(h["distance"]), Feed(e["feed"]), e["created_at"], e["title"], vec))
             out.append(row)
         return out
 
