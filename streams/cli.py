@@ -470,6 +470,10 @@ def bench(
     workers: Annotated[
         int | None, typer.Option(min=1, help="model-freshness: ranking workers beside the trainer (default 2)")
     ] = None,
+    milvus_uri: Annotated[
+        str | None,
+        typer.Option(help="retrieval: measure this Milvus server (start one with `livelens milvus`), not Milvus Lite"),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="short smoke run; figures are not the README's")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="default: bench/results")] = None,
 ) -> None:
@@ -483,7 +487,11 @@ def bench(
         batch_sizes=list(batch_size or []),
         quick=quick,
         output_dir=output_dir or RESULTS_DIR,
-        extra={k: v for k, v in (("backlog", backlog), ("only", only), ("workers", workers)) if v},
+        extra={
+            k: v
+            for k, v in (("backlog", backlog), ("only", only), ("workers", workers), ("milvus_uri", milvus_uri))
+            if v
+        },
     )
     try:
         run_bench(name, options, console)
