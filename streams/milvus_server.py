@@ -24,6 +24,25 @@ from streams.ports import free_port, wait_for_port
 GRACEFUL_STOP_S = 5
 
 
+def running_standalone() -> int | None:
+    """The pid of a ``milvus run standalone`` already running on this machine, if any (Linux /proc).
+
+    Milvus 2.3 locks a fixed pid file (``/run/milvus/standalone.pid``), so a second server on the same
+    machine crashes at start: say so before trying, and point at the one that runs."""
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue  # exited while we looked, or not ours to read
+        if (
+            len(argv) >= 3
+            and Path(argv[0].decode(errors="replace")).name == "milvus"
+            and argv[1:3] == [b"run", b"standalone"]
+        ):
+            return int(entry.name)
+    return None
+
+
 class MilvusServer:
     """``milvus run standalone`` under ``base_dir`` (binaries, config, data and logs), listening on ``port``."""
 
@@ -60,6 +79,12 @@ class MilvusServer:
             from milvus import MilvusServerConfig
         except ImportError as exc:  # pragma: no cover - a declared dependency
             raise RuntimeError("the Milvus server needs the `milvus` package (pip install milvus==2.3.5)") from exc
+        other = running_standalone()
+        if other is not None:
+            raise RuntimeError(
+                f"a Milvus standalone server already runs here (pid {other}) and Milvus 2.3 allows one per machine "
+                "(a fixed pid file): point LIVELENS_MILVUS_URI at it, or stop it first"
+            )
         self.base_dir.mkdir(parents=True, exist_ok=True)
         # The package's own wait polls forever once the child has died; this one checks the child.
         server = PackagedServer(MilvusServerConfig(), wait_for_started=False)

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from streams.local import LocalStack
-from streams.milvus_server import MilvusServer
+from streams.milvus_server import MilvusServer, running_standalone
 from streams.replay import publish_raw
 from streams.schemas import ContentEvent, LiveStatusEvent
 from tests.conftest import base_settings
@@ -34,6 +34,9 @@ def alive(pid: int) -> bool:
 
 @pytest.fixture(scope="module")
 def server_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    other = running_standalone()
+    if other is not None:  # Milvus 2.3 runs one standalone server per machine
+        pytest.skip(f"a Milvus standalone server already runs on this machine (pid {other})")
     root: Path = tmp_path_factory.mktemp("milvus-server")
     settings = base_settings(root, embedded_milvus="server", local_search=False, trainer=False)
     with LocalStack(settings, root) as local:
