@@ -35,6 +35,7 @@ FULL_SIZES = (100_000, 1_000_000)
 QUICK_SIZES = (20_000,)
 DIMS = (384, 512)
 QUICK_DIMS = (384,)
+STRONG_QUERIES = 20  # a server's Strong searches wait for a time tick (~0.2-0.4 s): fewer of them
 
 
 @dataclass(frozen=True)
@@ -46,13 +47,13 @@ class IndexConfig:
     sweeps: tuple[dict[str, int], ...] = ({},)
 
 
-def default_configs(quick: bool, n: int = 100_000) -> list[IndexConfig]:
+def default_configs(quick: bool, n: int = 100_000, server: bool = False) -> list[IndexConfig]:
     """FLAT (exact, the product default) plus IVF_FLAT and HNSW with a small search-param sweep.
 
-    Above 200k items the sweep is cut to what mattered at 100k: each search there costs ~1 s of Milvus
-    Lite bookkeeping (README), and HNSW (recall 0.63-0.74 at 100k on these multi-topic queries, slowest
-    build) is left out; pass ``extra={"index_types": [...]}`` to choose."""
-    if n > 200_000:
+    Above 200k items the Milvus Lite sweep is cut to what mattered at 100k: each search there costs ~1 s
+    of Milvus Lite bookkeeping (README), and HNSW (recall 0.63-0.74 at 100k on these multi-topic queries,
+    slowest build) is left out; a server keeps the full sweep. ``extra={"index_types": [...]}`` chooses."""
+    if n > 200_000 and not server:
         return [
             IndexConfig("FLAT"),
             IndexConfig("IVF_FLAT", {"nlist": 1024}, ({"nprobe": 16}, {"nprobe": 32})),
@@ -204,11 +205,20 @@ def raw_index_time(col: Any, queries: np.ndarray, params: dict[str, int]) -> lis
     return out
 
 
-def run_size(
-    n: int, dim: int, configs: list[IndexConfig], n_queries: int, batch: int, console: Console, workdir: Path
-) -> dict[str, Any]:
-    from milvus_lite import MilvusLite
+@dataclass
+class Workload:
+    """One size's items, queries and exact answers, with the numpy reference timed on them."""
 
+    items: np.ndarray
+    queries: np.ndarray
+    live: np.ndarray
+    truth: np.ndarray
+    live_truth: np.ndarray
+    reference: dict[str, Any]
+
+
+def workload(n: int, dim: int, n_queries: int, batch: int, console: Console) -> Workload:
+    """Synthetic items and taste queries, their exact top-100, and numpy's exact search timed on them."""
     items, queries = make_data(n, dim, n_queries)
     live = np.random.default_rng(3).random(n) < LIVE_SHARE
     live_ids = np.flatnonzero(live)
@@ -237,6 +247,17 @@ def run_size(
         f"n={n:,} dim={dim}: numpy exact p50 {ref['per_query_ms'].get('p50')} ms/query, "
         f"{ref['per_batch_ms'].get('p50')} ms/batch of {batch}"
     )
+    return Workload(items, queries, live, truth, live_truth, ref)
+
+
+def run_size(
+    n: int, dim: int, configs: list[IndexConfig], n_queries: int, batch: int, console: Console, workdir: Path
+) -> dict[str, Any]:
+    from milvus_lite import MilvusLite
+
+    w = workload(n, dim, n_queries, batch, console)
+    items, queries, live, truth, live_truth, ref = w.items, w.queries, w.live, w.truth, w.live_truth, w.reference
+    del w
 
     data_dir = workdir / f"milvus_{n}_{dim}"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -307,6 +328,154 @@ def run_size(
     }
 
 
+# --- a Milvus server, over gRPC -----------------------------------------------------------------
+def server_search(
+    client: Any,
+    name: str,
+    queries: np.ndarray,
+    batch: int,
+    params: dict[str, int],
+    expr: str | None = None,
+    consistency: str = "Bounded",
+) -> tuple[list[list[int]], list[float], list[float]]:
+    """``time_searches`` through pymilvus against a server. Bounded: the index's own cost; Strong (the
+    worker's collection level) also waits for the server's next time tick (``proxy.timeTickInterval``)."""
+    sp = {"metric_type": "IP", "params": params}
+
+    def search(block: list[list[float]], filter_expr: str) -> Any:
+        return client.search(
+            name,
+            data=block,
+            limit=TOP_K,
+            filter=filter_expr,
+            output_fields=[],
+            search_params=sp,
+            consistency_level=consistency,
+        )
+
+    found: list[list[int]] = []
+    single: list[float] = []
+    for q in queries:
+        t = time.perf_counter()
+        res = search([q.tolist()], expr or "")
+        single.append(time.perf_counter() - t)
+        found.append([int(h["id"]) for h in res[0]])
+    if expr is not None:
+        return found, single, []
+    batched: list[float] = []
+    for start in range(0, len(queries) - batch + 1, batch):
+        block = [q.tolist() for q in queries[start : start + batch]]
+        t = time.perf_counter()
+        search(block, "")
+        batched.append(time.perf_counter() - t)
+    return found, single, batched
+
+
+def run_size_server(
+    n: int, dim: int, configs: list[IndexConfig], n_queries: int, batch: int, console: Console, uri: str
+) -> dict[str, Any]:
+    """``run_size`` against a Milvus server at ``uri`` (its own collection, dropped afterwards); the
+    gRPC hop is included, as a worker pays it. No index-only breakdown: the server's internals are opaque."""
+    from pymilvus import DataType, MilvusClient
+
+    w = workload(n, dim, n_queries, batch, console)
+    queries, truth, live_truth, ref = w.queries, w.truth, w.live_truth, w.reference
+    client = MilvusClient(uri)
+    name = f"livelens_bench_{n}_{dim}"
+    try:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("is_live", DataType.BOOL)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
+        client.create_collection(name, schema=schema, consistency_level="Strong")
+        t = time.perf_counter()
+        for start in range(0, n, 5_000):
+            block = w.items[start : start + 5_000].tolist()
+            flags = w.live[start : start + 5_000].tolist()
+            client.insert(
+                name,
+                [
+                    {"id": start + i, "is_live": f, "vector": v}
+                    for i, (v, f) in enumerate(zip(block, flags, strict=True))
+                ],
+            )
+        client.flush(name)
+        insert_s = time.perf_counter() - t
+        console.print(f"  insert + flush over gRPC: {insert_s:.1f} s ({n / insert_s:,.0f} rows/s)")
+        del w
+        gc.collect()
+        results: list[dict[str, Any]] = []
+        for cfg in configs:
+            client.release_collection(name)
+            for index_name in client.list_indexes(name):
+                client.drop_index(name, index_name)
+            t = time.perf_counter()
+            params = client.prepare_index_params()
+            params.add_index(field_name="vector", index_type=cfg.index_type, metric_type="IP", params=cfg.build)
+            client.create_index(name, params)  # returns once built
+            client.load_collection(name)
+            build_s = time.perf_counter() - t
+            for sp in cfg.sweeps:
+                server_search(client, name, queries[:5], batch, sp)  # warm the loaded segments
+                found, single, batched = server_search(client, name, queries, batch, sp)
+                live_q = queries[: min(len(queries), 50)]
+                found_live, single_live, _ = server_search(client, name, live_q, batch, sp, LIVE_FILTER)
+                _, strong, _ = server_search(client, name, queries[:STRONG_QUERIES], batch, sp, "", "Strong")
+                row = {
+                    "index_type": cfg.index_type,
+                    "build_params": cfg.build,
+                    "search_params": sp,
+                    "build_s": round(build_s, 2),
+                    "recall_at_100": round(recall_at_k(found, truth), 4),
+                    "per_query_ms": ms(single),
+                    "per_batch_ms": ms(batched),
+                    "per_query_in_batch_ms": ms([b / batch for b in batched]),
+                    "live_filter_recall_at_100": round(recall_at_k(found_live, live_truth[: len(live_q)]), 4),
+                    "live_filter_mean_hits": round(float(np.mean([len(f) for f in found_live])), 1),
+                    "live_filter_per_query_ms": ms(single_live),
+                    "strong_per_query_ms": ms(strong),
+                    "p99_vs_numpy_p99": _ratio(ms(single).get("p99"), ref["per_query_ms"].get("p99")),
+                }
+                results.append(row)
+                console.print(
+                    f"  {cfg.index_type} {cfg.build} {sp}: build {build_s:.1f} s, recall@100 "
+                    f"{row['recall_at_100']:.3f}, p50/p99 {row['per_query_ms'].get('p50')}/"
+                    f"{row['per_query_ms'].get('p99')} ms/query (Strong: {row['strong_per_query_ms'].get('p50')}/"
+                    f"{row['strong_per_query_ms'].get('p99')}), batch p99 {row['per_batch_ms'].get('p99')} ms, "
+                    f"live-filter recall@100 {row['live_filter_recall_at_100']:.3f} "
+                    f"p99 {row['live_filter_per_query_ms'].get('p99')} ms"
+                )
+    finally:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        client.close()
+    return {
+        "items": n,
+        "dim": dim,
+        "queries": n_queries,
+        "batch": batch,
+        "insert_s": round(insert_s, 2),
+        "insert_rows_per_s": round(n / insert_s),
+        "numpy_exact": ref,
+        "indexes": results,
+    }
+
+
+def server_engine(uri: str) -> str:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri)
+    try:
+        return (
+            f"Milvus server {client.get_server_version()} over gRPC (loopback); searches Bounded, "
+            f"strong_per_query_ms Strong (the worker's level) on {STRONG_QUERIES} queries"
+        )
+    finally:
+        client.close()
+
+
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a and b else None
 
@@ -317,18 +486,22 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     batch = (options.batch_sizes or [10])[0]
     only = set(options.extra.get("index_types", ()))
     part = options.extra.get("only")  # "tier" | "milvus": one part only; default both
+    uri = options.extra.get("milvus_uri")
     runs: list[dict[str, Any]] = []
     tier_runs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="livelens-retrieval-") as tmp:
         for n in sizes:
             # Milvus Lite search cost grows with n (see README): fewer queries at 1M keep the run short.
             n_queries = int(options.extra.get("queries", 50 if options.quick or n > 200_000 else 200))
-            configs = default_configs(options.quick, n)
+            configs = default_configs(options.quick, n, server=bool(uri))
             if only:  # any type from the full sweep, at any size
                 configs = [c for c in default_configs(options.quick) if c.index_type in only]
             for dim in dims:
                 if part != "tier":
-                    runs.append(run_size(n, dim, configs, n_queries, batch, console, Path(tmp)))
+                    if uri:
+                        runs.append(run_size_server(n, dim, configs, n_queries, batch, console, str(uri)))
+                    else:
+                        runs.append(run_size(n, dim, configs, n_queries, batch, console, Path(tmp)))
                     gc.collect()
                 if part != "milvus":
                     tier_runs.append(run_tier(n, dim, int(options.extra.get("queries", 200)), batch, console))
@@ -339,7 +512,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
         "super-topics, noise norm 1), item noise norm 1.5 (cosine to own topic ~0.55); "
         "queries are user tastes: the mean of 3 random topics plus noise norm 0.5; 2% of items are live "
         "(is_live), searched with the live feed's filter for live_filter_* (recall vs exact over live items)",
-        "engine": "milvus_lite in-process (no gRPC hop)",
+        "engine": server_engine(str(uri)) if uri else "milvus_lite in-process (no gRPC hop)",
         "goal": {"items": 1_000_000, "per_query_p99_ms": 10.0, "recall_at_100": 0.95},
         "runs": runs,
         "tier_runs": tier_runs,

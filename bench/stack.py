@@ -1,5 +1,8 @@
 """The setup the streaming benchmarks share: broker + Milvus Lite + one worker over an indexed catalogue.
 
+``LIVELENS_EMBEDDED_MILVUS=server`` puts a real Milvus server (``streams.milvus_server``) in Milvus
+Lite's place.
+
 Items are the MicroLens-50K titles (19,220 real items), encoded with the hash text encoder (384-d:
 the same dimension as MiniLM, so search costs the same, without loading a model in the driver); for
 catalogues larger than MicroLens, synthetic random unit vectors fill up the rest. Items go into
@@ -55,6 +58,7 @@ def variant(settings: Settings) -> dict[str, Any]:
         "interaction_batch_size": settings.interaction_batch_size,
         "interaction_batch_wait_s": settings.interaction_batch_wait_s,
         "trainer": settings.trainer,
+        "embedded_milvus": settings.embedded_milvus,
     }
 
 

@@ -8,6 +8,7 @@ an upsert sees it (an ended stream must disappear at once).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -40,10 +41,41 @@ def with_loaded_collection(client: Any, collection: str, timeout: float | None, 
     return call()
 
 
+class AllocTimestampUnimplemented(logging.Filter):
+    """Drops the one traceback Milvus Lite's gRPC server logs, as expected, for every new collection.
+
+    pymilvus 3 asks the server for a timestamp (``AllocTimestamp``) while it waits for an index; Milvus
+    Lite's servicer does not implement that call, so grpc logs "Exception calling application" with a
+    NotImplementedError raised in ``AllocTimestamp``, and the client, by design, carries on without it.
+    Any other record (another method, another error) passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != GRPC_SERVER_LOGGER or not record.exc_info:
+            return True
+        _, exc, tb = record.exc_info
+        if not isinstance(exc, NotImplementedError) or tb is None:
+            return True
+        while tb.tb_next is not None:  # the frame that raised
+            tb = tb.tb_next
+        return tb.tb_frame.f_code.co_name != "AllocTimestamp"
+
+
+GRPC_SERVER_LOGGER = "grpc._server"
+_ALLOC_TIMESTAMP_FILTER = AllocTimestampUnimplemented()
+
+
+def quiet_alloc_timestamp_unimplemented() -> None:
+    """Install the filter on grpc's server logger, in a process that hosts Milvus Lite (idempotent)."""
+    logging.getLogger(GRPC_SERVER_LOGGER).addFilter(_ALLOC_TIMESTAMP_FILTER)
+
+
 def open_milvus(uri: str, token: str | None, timeout: float | None) -> Any:
-    """A client for a server URL or a Milvus Lite file (whose folder is created)."""
+    """A client for a server URL or a Milvus Lite file (whose folder is created; opening it starts Milvus
+    Lite's server in this process, hence the log filter here)."""
     from pymilvus import MilvusClient
 
+    quiet_alloc_timestamp_unimplemented()
     if "://" not in uri:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
     return MilvusClient(uri, token=token or "", timeout=timeout)
@@ -93,6 +125,13 @@ def row_to_item(r: dict[str, Any]) -> IndexedItem:
         title=str(r["title"]),
         vector=np.asarray(r["vector"], dtype=np.float32),
     )
+
+
+def hit_id(hit: Any) -> str:
+    """A search hit's primary key: under its field name (Milvus Lite, Milvus >= 2.4) or, from a Milvus 2.3
+    server, which does not name the primary field in results, under ``id``."""
+    found = hit.get("item_id")
+    return str(found if found is not None else hit["id"])
 
 
 def feed_filter(feed: Feed) -> str:
@@ -228,9 +267,7 @@ class MilvusIndex:
             for h in hits:
                 e = h["entity"]
                 vec = np.asarray(e["vector"], dtype=np.float32) if with_vectors else None
-                row.append(
-                    Hit(str(h["item_id"]), float(h["distance"]), Feed(e["feed"]), e["created_at"], e["title"], vec)
-                )
+                row.append(Hit(hit_id(h), float(h["distance"]), Feed(e["feed"]), e["created_at"], e["title"], vec))
             out.append(row)
         return out
 

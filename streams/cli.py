@@ -1,4 +1,4 @@
-"""The `livelens` command line: run the worker, the embedded broker, replays, tails and the demo."""
+"""The `livelens` command line: run the worker, the embedded broker, a Milvus server, replays, tails and the demo."""
 
 from __future__ import annotations
 
@@ -108,6 +108,46 @@ def broker(
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
+
+
+@cli.command()
+def milvus(
+    port: Annotated[int | None, typer.Option(help="gRPC port; default LIVELENS_MILVUS_SERVER_PORT (19530)")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(help="binaries, data and logs; default LIVELENS_MILVUS_SERVER_DIR (DATA_DIR/milvus-server)"),
+    ] = None,
+) -> None:
+    """Run a real Milvus server (standalone, from the `milvus` package) in the foreground until Ctrl-C."""
+    from streams.milvus_server import MilvusServer
+
+    s = _settings()
+    server = MilvusServer(data_dir or s.resolved_milvus_server_dir(), port or s.milvus_server_port)
+    console.print(f"starting Milvus in {server.base_dir} (~10-30 s; the first start unpacks ~250 MB)…")
+    try:
+        server.start()
+    except RuntimeError as exc:
+        console.print(f"[red]Milvus did not start:[/] {exc}")
+        raise typer.Exit(1) from exc
+    stopped = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        console.print(f"Milvus listening on [bold]{server.uri}[/] (logs {server.log_dir}); Ctrl-C stops it")
+        console.print(f"  export LIVELENS_MILVUS_URI={server.uri}")
+        while not stopped and server.is_running():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stopped = True
+    finally:
+        code = server.stop()
+    if not stopped:  # the server ended by itself
+        console.print(f"[red]Milvus exited ({code})[/]; see {server.log_dir}")
+        raise typer.Exit(1)
 
 
 @cli.command()
@@ -446,6 +486,10 @@ def bench(
     workers: Annotated[
         int | None, typer.Option(min=1, help="model-freshness: ranking workers beside the trainer (default 2)")
     ] = None,
+    milvus_uri: Annotated[
+        str | None,
+        typer.Option(help="retrieval: measure this Milvus server (start one with `livelens milvus`), not Milvus Lite"),
+    ] = None,
     quick: Annotated[bool, typer.Option(help="short smoke run; figures are not the README's")] = False,
     output_dir: Annotated[Path | None, typer.Option(help="default: bench/results")] = None,
 ) -> None:
@@ -459,7 +503,11 @@ def bench(
         batch_sizes=list(batch_size or []),
         quick=quick,
         output_dir=output_dir or RESULTS_DIR,
-        extra={k: v for k, v in (("backlog", backlog), ("only", only), ("workers", workers)) if v},
+        extra={
+            k: v
+            for k, v in (("backlog", backlog), ("only", only), ("workers", workers), ("milvus_uri", milvus_uri))
+            if v
+        },
     )
     try:
         run_bench(name, options, console)

@@ -1,7 +1,8 @@
 """A local LiveLens stack: embedded broker + Milvus Lite server + worker processes, for demo and tests.
 
 Each piece is used only when nothing is configured for it: ``LIVELENS_KAFKA_BROKER`` and
-``LIVELENS_MILVUS_URI`` point the same code at real clusters.
+``LIVELENS_MILVUS_URI`` point the same code at real clusters. ``LIVELENS_EMBEDDED_MILVUS=server``
+starts a real Milvus standalone server (``streams.milvus_server``) instead of Milvus Lite.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any
 
 from streams.broker import EmbeddedBroker
 from streams.embedded_milvus import EmbeddedMilvus
+from streams.milvus_server import MilvusServer
 from streams.ports import free_port
 from streams.settings import Settings
 from streams.topics import ensure_topics
@@ -201,7 +203,7 @@ class LocalStack:
         self.n_workers = workers
         self.settings = settings
         self.broker: EmbeddedBroker | None = None
-        self.milvus: EmbeddedMilvus | None = None
+        self.milvus: EmbeddedMilvus | MilvusServer | None = None
         self.worker: WorkerProcess | None = None
         self.workers: list[WorkerProcess] = []
         self.trainer: TrainerProcess | None = None
@@ -224,7 +226,12 @@ class LocalStack:
             # Memory storage: a broker restart empties the changelog while the worker's RocksDB keeps its
             # offsets, and Faust's consistency check would then stop the worker.
             updates["table_consistency_check"] = False
-        if not self.base.milvus_uri:
+        if not self.base.milvus_uri and self.base.embedded_milvus == "server":
+            self.milvus = MilvusServer(self.work_dir / "milvus-server")
+            self._stack.callback(self.milvus.stop)  # before start: a start that fails half-way is still ended
+            self.milvus.start()
+            updates["milvus_uri"] = self.milvus.uri
+        elif not self.base.milvus_uri:
             self.milvus = EmbeddedMilvus(self.work_dir / "milvus", log_path=self.work_dir / "milvus.log").start()
             self._stack.callback(self.milvus.stop)
             updates["milvus_uri"] = self.milvus.uri

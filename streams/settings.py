@@ -165,6 +165,20 @@ class Settings(BaseSettings):
         default=None, description="Milvus URI (http://host:19530) or a Milvus Lite file path; unset: under data_dir."
     )
     milvus_token: str | None = Field(default=None, repr=False)
+    embedded_milvus: Literal["lite", "server"] = Field(
+        default="lite",
+        description="What the local stack (demo, tests, benches) starts when milvus_uri is unset. lite: Milvus "
+        "Lite's gRPC server (starts in ~1 s; scans every row per search); server: the Milvus standalone server "
+        "of the `milvus` package (`livelens milvus`; ~10-30 s to start, real ANN indexes).",
+    )
+    milvus_server_dir: Path | None = Field(
+        default=None,
+        description="`livelens milvus`: the server's binaries (~250 MB unpacked), data and logs; unset: "
+        "data_dir/milvus-server.",
+    )
+    milvus_server_port: int = Field(
+        default=19530, ge=1, le=65535, description="`livelens milvus`: the gRPC port it listens on (Milvus's own)."
+    )
     milvus_collection: str = "livelens_items"
     milvus_timeout_s: float = Field(
         default=30.0, gt=0, description="Longest wait for one Milvus call; a hung server then shows in /health"
@@ -450,6 +464,9 @@ class Settings(BaseSettings):
 
     def resolved_milvus_uri(self) -> str:
         return self.milvus_uri or str(self.data_dir / "milvus.db")
+
+    def resolved_milvus_server_dir(self) -> Path:
+        return self.milvus_server_dir or self.data_dir / "milvus-server"
 
     def confluent_config(self) -> dict[str, str]:
         """librdkafka settings shared by every confluent-kafka client (security passes through)."""

@@ -8,7 +8,7 @@ runner = CliRunner()
 def test_stable_command_names_have_help() -> None:
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for name in ("demo", "worker", "broker", "replay", "tail", "schemas"):
+    for name in ("demo", "worker", "broker", "milvus", "replay", "tail", "schemas"):
         assert name in result.output
         assert runner.invoke(cli, [name, "--help"]).exit_code == 0
 
