@@ -145,6 +145,7 @@ class StateWrites:
 
     ``heads`` are sent (``futures``); ``tails``, the last write of each changelog partition, wait
     for them. ``persist_heads``: whether the heads move the store's persisted offset (only without tails).
+    ``flushing``: the task that sends the tails as soon as the heads are acknowledged.
     """
 
     table: Any
@@ -152,16 +153,20 @@ class StateWrites:
     futures: dict[str, asyncio.Future[Any]]
     tails: dict[str, tuple[EventT, Any]]
     persist_heads: bool
+    flushing: asyncio.Task[None] | None = None
 
 
-def start_writes(table: Any, writes: dict[str, tuple[EventT, Any]], *, exact_end: bool) -> StateWrites:
+def start_writes(
+    table: Any, writes: dict[str, tuple[EventT, Any]], *, exact_end: bool, retry_delay_s: float = 0.5
+) -> StateWrites:
     """Write every ``user -> (event, state)`` to the changelog; with ``exact_end``, hold back one per partition.
 
     Why: the embedded broker answers ListOffsets "latest" with the base offset of the partition's last
     stored batch + 1, and Faust's table recovery reads the changelog up to that offset. The heads go
-    out now in ordinary multi-record batches; :func:`until_flushed` sends the tails (one record per
-    partition, nothing else of that partition pending, so each is a batch of its own) only once every
-    head is acknowledged. When the body returns, and so at every offset commit that covers the
+    out now in ordinary multi-record batches; a task sends the tails (one record per partition, nothing
+    else of that partition pending, so each is a batch of its own) as soon as every head is
+    acknowledged, so their round trip overlaps the recommendations' delivery; :func:`until_flushed`
+    waits for it. When the body returns, and so at every offset commit that covers the
     batch, each partition the batch wrote ends with a one-record batch: the reported end is exact.
 
     A crash between the two leaves a partition ending in a multi-record batch, and recovery reads a
@@ -177,11 +182,22 @@ def start_writes(table: Any, writes: dict[str, tuple[EventT, Any]], *, exact_end
     tails = last_per_partition({user: changelog_partition(event, table, user) for user, (event, _) in writes.items()})
     heads = {user: write for user, write in writes.items() if user not in tails}
     futures = write_states(table, heads, persist_offset=False)
-    return StateWrites(table, heads, futures, {user: writes[user] for user in tails}, persist_heads=False)
+    pending = StateWrites(table, heads, futures, {user: writes[user] for user in tails}, persist_heads=False)
+    pending.flushing = asyncio.ensure_future(_flush_writes(pending, retry_delay_s))
+    return pending
 
 
 async def until_flushed(pending: StateWrites, *, retry_delay_s: float = 0.5) -> None:
-    """Return once the broker holds every write of ``pending``: the heads, then the tails (see :func:`start_writes`)."""
+    """Return once the broker holds every write of ``pending``: the heads, then the tails (see :func:`start_writes`).
+
+    Cancelling this cancels the task that sends the tails (the batch is not acked then anyway)."""
+    if pending.flushing is not None:
+        await pending.flushing
+    else:
+        await _flush_writes(pending, retry_delay_s)
+
+
+async def _flush_writes(pending: StateWrites, retry_delay_s: float) -> None:
     await until_written(
         pending.table, pending.heads, pending.futures, persist_offset=pending.persist_heads, retry_delay_s=retry_delay_s
     )
@@ -197,20 +213,25 @@ def key_partition(key: bytes, partitions: int) -> int:
 
 @dataclass
 class RecordSends:
-    """Keyed records on their way to a topic (:func:`start_sends`): ``heads`` sent (``futures``), ``tails`` waiting."""
+    """Keyed records on their way to a topic (:func:`start_sends`): ``heads`` sent (``futures``), ``tails``
+    waiting (``flushing``: the task that sends them once the heads are acknowledged)."""
 
     topic: Any
     heads: list[Record]
     futures: list[Any]
     tails: list[Record]
+    flushing: asyncio.Task[None] | None = None
 
 
-async def start_sends(topic: Any, records: Sequence[tuple[bytes, bytes]], *, partitions: int | None) -> RecordSends:
+async def start_sends(
+    topic: Any, records: Sequence[tuple[bytes, bytes]], *, partitions: int | None, retry_delay_s: float = 0.5
+) -> RecordSends:
     """Send keyed records; with ``partitions`` (the topic's count), hold back the last of each partition.
 
     Why: the training topic's end offsets are read too (the trainer's restart check, ``training_ends``
     in the benchmarks and the evaluation), so, like the changelog, each partition a batch wrote ends
-    with a one-record batch (:func:`until_delivered`). The records go where the producer's default
+    with a one-record batch, sent by a task once the rest is acknowledged (:func:`until_delivered` waits
+    for it). The records go where the producer's default
     partitioner would put them. ``partitions=None``: every record at once, placed by the producer.
     """
     if partitions is None:
@@ -221,11 +242,21 @@ async def start_sends(topic: Any, records: Sequence[tuple[bytes, bytes]], *, par
         tails = last_per_partition({n: p for n, (_, _, p) in enumerate(placed) if p is not None})
     heads = [r for n, r in enumerate(placed) if n not in tails]
     futures = [await topic.send(key=k, value=v, partition=p) for k, v, p in heads]
-    return RecordSends(topic, heads, futures, [placed[n] for n in sorted(tails)])
+    pending = RecordSends(topic, heads, futures, [placed[n] for n in sorted(tails)])
+    if pending.tails:
+        pending.flushing = asyncio.ensure_future(_deliver(pending, retry_delay_s))
+    return pending
 
 
 async def until_delivered(pending: RecordSends, *, retry_delay_s: float = 0.5) -> None:
     """Return once the broker holds every record of ``pending``: the heads, then the tails (see :func:`start_sends`)."""
+    if pending.flushing is not None:
+        await pending.flushing
+    else:
+        await _deliver(pending, retry_delay_s)
+
+
+async def _deliver(pending: RecordSends, retry_delay_s: float) -> None:
     await until_sent(pending.topic, pending.heads, pending.futures, retry_delay_s=retry_delay_s)
     if pending.tails:
         futures = [await pending.topic.send(key=k, value=v, partition=p) for k, v, p in pending.tails]
