@@ -10,7 +10,8 @@ the interaction agent does. Modes: ``single`` (every batch one record: the worka
 ``LIVELENS_EXACT_END_OFFSETS=false``; its reported end is short here). The end offsets the broker
 reports are checked after each run: ``exact_end``.
 
-Run: ``python -m bench.changelog_flush [--batches 200] [--out FILE]``.
+Run: ``python -m bench.changelog_flush [--batches 200] [--out FILE]``. It starts its own embedded
+broker (plaintext on loopback): the clients take its address from ``Settings``.
 """
 
 from __future__ import annotations
@@ -45,10 +46,11 @@ async def run_mode(
     bootstrap: str, mode: str, batches: int, users: int, partitions: int, state_bytes: int
 ) -> dict[str, Any]:
     name = f"flush-{mode}-{uuid.uuid4().hex[:6]}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # must outlive the future
+    s = Settings(kafka_broker=bootstrap)
+    admin = AdminClient(s.confluent_config())  # must outlive the future
     admin.create_topics([NewTopic(name, partitions, 1)])[name].result(10)
-    max_batch = 1 if mode == "single" else Settings().producer_max_batch_bytes
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=max_batch)
+    max_batch = 1 if mode == "single" else s.producer_max_batch_bytes
+    producer = AIOKafkaProducer(bootstrap_servers=s.broker_url(), max_batch_size=max_batch)
     await producer.start()
     topic, value = Topic(producer, name), b"s" * state_bytes
     flush_s: list[float] = []
@@ -63,7 +65,7 @@ async def run_mode(
     finally:
         await producer.stop()
     wall = time.perf_counter() - started
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=s.broker_url())
     await consumer.start()
     try:
         tps = [TopicPartition(name, p) for p in range(partitions)]
