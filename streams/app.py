@@ -22,14 +22,24 @@ from streams.pages import USER_ID, register_pages
 from streams.params import online_models_from_settings
 from streams.roles import encoder, ranking
 from streams.roles.services import Services
-from streams.roles.shell import Worker, until_sent, until_written
+from streams.roles.shell import Worker, until_delivered, until_flushed, until_sent, until_written
 from streams.settings import Settings
 
 if TYPE_CHECKING:
     from ranking.online import OnlineModels
     from streams.model_updates import ModelUpdates
 
-__all__ = ["USER_ID", "Services", "build_app", "model_updates_of", "rocksdb_options", "until_sent", "until_written"]
+__all__ = [
+    "USER_ID",
+    "Services",
+    "build_app",
+    "model_updates_of",
+    "rocksdb_options",
+    "until_delivered",
+    "until_flushed",
+    "until_sent",
+    "until_written",
+]
 
 log = logging.getLogger(__name__)
 

@@ -3,9 +3,10 @@
 Used when ``LIVELENS_KAFKA_BROKER`` is unset (demo, tests, a laptop). Memory storage: a restart of
 the broker loses its data. Production points LiveLens at real Kafka instead.
 
-tansu 0.6 answers ListOffsets "latest" wrongly once a stored batch holds more than one record, so
-LiveLens produces single-record batches (``Settings.producer_max_batch_bytes``); see
-tests/integration/test_broker_conformance.py.
+tansu 0.6 answers ListOffsets "latest" with the base offset of the last stored batch + 1, wrong when
+that batch holds more than one record, so each micro-batch's changelog and training writes end with a
+one-record batch per partition (``Settings.exact_end_offsets``, ``streams.roles.shell.start_writes``);
+see docs/embedded-broker.md and tests/integration/test_broker_conformance.py.
 """
 
 from __future__ import annotations

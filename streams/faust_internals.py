@@ -2,7 +2,8 @@
 
 - :func:`set_in_partition_of` / :func:`write_states`: write a table key as if inside a given event, and
   keep the changelog record's future (``faust.streams._current_event``, ``Table.send_changelog``,
-  ``Table.data``).
+  ``Table.data``), optionally without moving the store's persisted offset (``Table.changelog_topic``).
+- :func:`changelog_partition`: the changelog partition such a write goes to.
 - :func:`current_event`: the event a table write is pinned to now (tests read it through fakes).
 - :func:`cap_faust_fetch_wait`: the consumer's fetch wait, which Faust hard-codes.
 
@@ -27,7 +28,18 @@ def current_event() -> EventT | None:
     return ref() if ref is not None else None
 
 
-def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any) -> asyncio.Future[Any]:
+def changelog_partition(event: EventT, table: faust.Table, key: str) -> int:
+    """The changelog partition a write of ``key`` pinned to ``event`` goes to (the event's partition)."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        return int(table.partition_for_key(key))
+    finally:
+        _current_event.reset(token)
+
+
+def set_in_partition_of(
+    event: EventT, table: faust.Table, key: str, value: Any, *, persist_offset: bool = True
+) -> asyncio.Future[Any]:
     """Write a table key as if inside ``event``'s processing; return its changelog record's future.
 
     A micro-batch mixes partitions, and Faust picks the changelog (and RocksDB) partition of a write
@@ -38,19 +50,41 @@ def set_in_partition_of(event: EventT, table: faust.Table, key: str, value: Any)
     then the store is written), but the record's future is kept: it resolves once the broker has
     acknowledged the record (or fails). ``table[key] = value`` drops it, and nothing else waits for it
     before the input offsets are committed (see ``streams.roles.shell.until_written``).
+
+    ``persist_offset=False`` sends the record without ``Table._on_changelog_sent``, the callback that
+    stores its offset in RocksDB as the point a restart resumes recovery after (and checks against the
+    changelog's reported end: ``ConsistencyError`` when the store is ahead). ``shell.start_writes``
+    lets only a micro-batch's one-record tail batches move it, so it never passes the end the
+    embedded broker reports, even after a crash between the two (docs/embedded-broker.md).
     """
     token = _current_event.set(weakref.ref(event))
     try:
-        future = table.send_changelog(table.partition_for_key(key), key, value)
+        partition = table.partition_for_key(key)
+        if persist_offset:
+            future = table.send_changelog(partition, key, value)
+        else:
+            future = table.changelog_topic.send_soon(
+                key=key,
+                value=value,
+                partition=partition,
+                key_serializer=table.key_serializer,
+                value_serializer=table.value_serializer,
+                eager_partitioning=True,
+            )
         table.data[key] = value
     finally:
         _current_event.reset(token)
     return future
 
 
-def write_states(table: faust.Table, writes: dict[str, tuple[EventT, Any]]) -> dict[str, asyncio.Future[Any]]:
+def write_states(
+    table: faust.Table, writes: dict[str, tuple[EventT, Any]], *, persist_offset: bool = True
+) -> dict[str, asyncio.Future[Any]]:
     """Write each ``user -> (event, state)`` now (see :func:`set_in_partition_of`); return their changelog futures."""
-    return {user: set_in_partition_of(event, table, user, state) for user, (event, state) in writes.items()}
+    return {
+        user: set_in_partition_of(event, table, user, state, persist_offset=persist_offset)
+        for user, (event, state) in writes.items()
+    }
 
 
 def cap_faust_fetch_wait(ms: int) -> None:

@@ -11,8 +11,10 @@ from streams.settings import Settings
 def faust_broker_options(settings: Settings) -> dict[str, Any]:
     """Faust app options that talk to the broker; the same for the worker and the conformance tests.
 
-    ``producer_max_batch_size`` (bytes) small enough that every produced batch holds one record: the
-    embedded broker's ListOffsets "latest" is only exact then, and Faust's table recovery reads it.
+    ``producer_max_batch_size`` (bytes per partition): Faust's producer batches normally. The embedded
+    broker's ListOffsets "latest" is exact only when the last batch holds one record, and Faust's table
+    recovery reads it: the ranking role ends each micro-batch's changelog writes with a one-record batch
+    per partition instead (``Settings.exact_end_offsets``, ``streams.roles.shell.start_writes``).
     """
     options: dict[str, Any] = {
         "broker": f"kafka://{settings.broker_url().replace(',', ';kafka://')}",

@@ -1,12 +1,12 @@
 """Send a micro-batch's recommendations through a batching confluent-kafka producer.
 
-Why not Faust's producer: LiveLens caps Faust's producer at single-record batches
-(``Settings.producer_max_batch_bytes``) because the embedded broker reports wrong ListOffsets "latest"
-for multi-record batches and Faust's *table recovery* reads that offset. Nothing reads end offsets of
-the feed topics: Faust only writes them, and readers start from committed or earliest offsets (a
-new reader with ``auto.offset.reset=latest`` would start a few records early, seeing some old lists
-again, never missing one). So the feed topics can take normal batches, which lifts Faust's
-~2,100 records/s cap off the recommendation path.
+Why not Faust's producer: it was capped at single-record batches until issue 15 (the embedded broker
+reports wrong ListOffsets "latest" for multi-record batches and Faust's *table recovery* reads that
+offset; now only the changelog and training writes end each micro-batch with a one-record batch,
+``Settings.exact_end_offsets``). Nothing reads end offsets of the feed topics: Faust only writes
+them, and readers start from committed or earliest offsets (a new reader with
+``auto.offset.reset=latest`` would start a few records early, seeing some old lists again, never
+missing one). The confluent producer also keeps the deliveries in its own thread, off the event loop.
 
 At-least-once: ``deliver`` returns only when the broker acknowledged every record, and the agent
 calls it before taking the next batch, so Faust never commits an input offset whose recommendation

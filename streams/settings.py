@@ -101,13 +101,23 @@ class Settings(BaseSettings):
     topic_model_deltas: str = Field(
         default="livelens.model-deltas", description="The trainer's count updates between snapshots (not compacted)."
     )
-    # Single-record producer batches: the embedded broker (tansu 0.6) reports wrong end offsets for
-    # multi-record batches and Faust's table recovery reads them. See README "Embedded broker".
-    producer_max_batch_bytes: int = Field(default=1, ge=1)
+    # The embedded broker (tansu 0.6) reports ListOffsets "latest" as the last batch's base offset + 1,
+    # and Faust's table recovery reads it: exact_end_offsets keeps it exact where it is read, so the
+    # producer batches normally (docs/embedded-broker.md). 1: every batch one record (the old workaround).
+    producer_max_batch_bytes: int = Field(
+        default=262_144, ge=1, description="aiokafka max_batch_size of Faust's producer (bytes per partition)."
+    )
+    exact_end_offsets: bool = Field(
+        default=True,
+        description="End each micro-batch's writes to the user_state changelog and the training topic with a "
+        "one-record batch per partition, sent once the others are acknowledged, so a broker that reports the last "
+        "batch's base offset + 1 as the end (the embedded tansu) reports the true end at every commit. Off against "
+        "real Kafka saves one round trip per micro-batch.",
+    )
     recs_producer: Literal["confluent", "faust"] = Field(
         default="confluent",
-        description="confluent: recommendations go out through a batching confluent-kafka producer (only Faust's "
-        "changelog needs single-record batches); faust: through Faust's producer, capped by producer_max_batch_bytes.",
+        description="confluent: recommendations go out through a confluent-kafka producer (its own batching and "
+        "thread); faust: through Faust's producer, beside the changelog and training records.",
     )
     recs_linger_ms: float = Field(default=1.0, ge=0.0, description="linger.ms of the recommendation producer.")
     consumer_fetch_wait_ms: int | None = Field(

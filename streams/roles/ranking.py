@@ -7,6 +7,7 @@ Bodies take their dependencies explicitly (:class:`Ranking`) and one event or mi
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Mapping, Sequence
@@ -16,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 from faust.types import EventT
 
 from streams import metrics
-from streams.faust_internals import write_states
 from streams.handlers import Handlers, dead_letter, parse_batch
-from streams.roles.shell import Worker, until_sent, until_written
+from streams.roles.shell import Worker, start_sends, start_writes, until_delivered, until_flushed
 from streams.schemas import InteractionEvent, LiveState, LiveStatusEvent, RejectedEvent
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 @dataclass
 class Ranking:
     """The ranking role's dependencies: ``table`` is the ``user_state`` changelog table (``get`` to read;
-    written through ``streams.faust_internals.write_states``); ``updates`` reads the trainer's models
+    written through ``streams.roles.shell.start_writes``); ``updates`` reads the trainer's models
     (None without a trainer); ``sink`` sends recommendations with confluent-kafka (None: Faust topics)."""
 
     worker: Worker
@@ -88,11 +88,12 @@ async def interactions_batch(r: Ranking, events: Sequence[EventT]) -> None:
     metrics.record_arms(handlers.arms)
     last_event_of = {ev.user_id: events[pos] for pos, ev in parsed.events}
     writes = {user: (last_event_of[user], state) for user, state in result.states.items()}
-    sent = write_states(table, writes)  # awaited at the end: recommendations go out meanwhile
+    # sent now, awaited at the end: recommendations go out meanwhile
+    sent = start_writes(table, writes, exact_end=s.exact_end_offsets)
     # training records, like the state writes, must be with the broker before the offsets commit
     training_topic = topics[s.topic_training]
     training = [(user.encode(), record) for user, record in result.training]
-    logged = [await training_topic.send(key=k, value=v) for k, v in training]
+    logged = await start_sends(training_topic, training, partitions=s.partitions if s.exact_end_offsets else None)
     for segment in result.live_comments:
         await topics[s.topic_live_segments].send(key=segment.item_id.encode(), value=segment.model_dump_json().encode())
     feed_topic_names: Mapping[str, str] = s.feed_topics()
@@ -112,9 +113,8 @@ async def interactions_batch(r: Ranking, events: Sequence[EventT]) -> None:
         if rec.trigger_ts is not None:
             metrics.FRESHNESS.labels(rec.feed.value).observe(max(0.0, time.time() - rec.trigger_ts))
     # Faust acks the batch's events when this body returns, and commits acked offsets: not before
-    # the broker holds every state written for them.
-    await until_written(table, writes, sent)
-    await until_sent(training_topic, training, logged)
+    # the broker holds every state written for them (and each partition ends with a one-record batch).
+    await asyncio.gather(until_flushed(sent), until_delivered(logged))
     metrics.BATCH_SIZE.labels("interactions").observe(len(events))
     metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
 

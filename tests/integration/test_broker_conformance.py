@@ -1,10 +1,13 @@
 """Pins the broker configuration LiveLens runs with on the embedded broker (tansu).
 
 tansu 0.6 answers ListOffsets "latest" with the base offset of the last stored batch + 1, so end
-offsets are wrong whenever a batch holds more than one record, and Faust's table recovery reads them.
-LiveLens configures single-record producer batches (Settings.producer_max_batch_bytes); these tests
-show the defect, show the configuration gives exact offsets, and show a worker restart (graceful and
-SIGKILL) recovers user state from the changelog with nothing lost and nothing applied twice.
+offsets are wrong whenever the last batch holds more than one record, and Faust's table recovery reads
+them. LiveLens's producer batches (Settings.producer_max_batch_bytes), and each micro-batch's changelog
+and training writes end with a one-record batch per partition (Settings.exact_end_offsets,
+streams.roles.shell). These tests show the defect, show that a one-record tail batch makes the end
+exact again (and that single-record batches throughout, the old workaround, do too), and show a worker
+restart (graceful and SIGKILL) recovers user state from the changelog with nothing lost and nothing
+applied twice.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from streams.broker import EmbeddedBroker
 from streams.local import WorkerProcess
 from streams.replay import make_producer, publish_raw
+from streams.roles.shell import key_partition, start_sends, until_delivered
 from streams.schemas import ContentEvent, InteractionEvent
 from streams.settings import Settings
 
@@ -79,16 +83,16 @@ def test_multi_record_batches_expose_the_end_offset_defect(bootstrap: str) -> No
     latest = latest_offset(bootstrap, topic)
     assert latest != 13, (
         "ListOffsets is exact with multi-record batches: the broker defect is gone, revisit "
-        "Settings.producer_max_batch_bytes and README 'Embedded broker'"
+        "Settings.exact_end_offsets and README 'Embedded broker'"
     )
 
 
 def test_single_record_batches_give_exact_end_offsets(bootstrap: str) -> None:
+    """The old workaround (LIVELENS_PRODUCER_MAX_BATCH_BYTES=1): every batch one record."""
     topic = new_topic(bootstrap)
-    max_batch = Settings(kafka_broker=bootstrap).producer_max_batch_bytes
 
     async def produce_and_read_end() -> int:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=max_batch, linger_ms=50)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_batch_size=1, linger_ms=50)
         await producer.start()
         try:
             futures = [await producer.send(topic, f"r{i}".encode(), partition=0) for i in range(13)]
@@ -106,6 +110,75 @@ def test_single_record_batches_give_exact_end_offsets(bootstrap: str) -> None:
     assert asyncio.run(produce_and_read_end()) == 13
     assert latest_offset(bootstrap, topic) == 13
     assert count_records(bootstrap, topic) == 13
+
+
+class AioTopic:
+    """What ``streams.roles.shell`` sends through (Faust's ``topic.send``), over a bare aiokafka producer;
+    ``before_send`` runs before each send (the test reads end offsets there)."""
+
+    def __init__(self, producer: AIOKafkaProducer, name: str, before_send: Any = None) -> None:
+        self.producer, self.name, self.before_send = producer, name, before_send
+
+    async def send(self, key: bytes, value: bytes, partition: int | None = None) -> Any:
+        if self.before_send is not None:
+            await self.before_send()
+        return await self.producer.send(self.name, value, key=key, partition=partition)
+
+
+def test_a_one_record_tail_batch_makes_the_end_exact_after_a_flush(bootstrap: str) -> None:
+    """LiveLens's design with its settings: multi-record batches, then one record per partition alone."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    name = f"conformance-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, 2, 1)])[name].result(10)
+    s = Settings(kafka_broker=bootstrap)
+    assert s.exact_end_offsets and s.producer_max_batch_bytes > 1
+
+    async def flushes() -> list[tuple[dict[int, int], dict[int, int], dict[int, int]]]:
+        # linger makes each flush's heads one batch per partition, as a loaded worker's are
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, max_batch_size=s.producer_max_batch_bytes, linger_ms=50
+        )
+        consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await producer.start()
+        await consumer.start()
+        tps = [AioTopicPartition(name, p) for p in (0, 1)]
+        seen, written = [], {0: 0, 1: 0}
+        sends, heads_n, after_heads = 0, 0, {}
+
+        async def ends() -> dict[int, int]:
+            return {tp.partition: o for tp, o in (await consumer.end_offsets(tps)).items()}
+
+        async def before_send() -> None:
+            nonlocal sends, after_heads
+            sends += 1
+            if sends == heads_n + 1:  # the first tail: sent only once every head is acknowledged
+                after_heads = await ends()
+
+        topic = AioTopic(producer, name, before_send)
+        try:
+            for flush, size in enumerate((5, 9, 3)):
+                records = [(f"user-{flush}-{n}".encode(), b"state") for n in range(size * 2)]
+                for key, _ in records:
+                    written[key_partition(key, 2)] += 1
+                sends, heads_n = 0, len(records) - len({key_partition(key, 2) for key, _ in records})
+                pending = await start_sends(topic, records, partitions=2)
+                assert len(pending.heads) == heads_n
+                await until_delivered(pending)
+                seen.append((after_heads, await ends(), dict(written)))
+        finally:
+            await producer.stop()
+            await consumer.stop()
+        return seen
+
+    seen = asyncio.run(flushes())
+    counts = {p: count_records(bootstrap, name, p) for p in (0, 1)}
+    assert sum(counts.values()) == 2 * (5 + 9 + 3)
+    assert seen[-1][2] == counts
+    for _heads, after_flush, written in seen:  # exact after every flush, through aiokafka
+        assert after_flush == written, f"end offsets after a flush {after_flush}, records written {written}"
+    assert {p: latest_offset(bootstrap, name, p) for p in (0, 1)} == counts  # librdkafka agrees
+    # the heads did go out in multi-record batches: before the tails the broker reported a short end
+    assert any(heads[p] < flush[p] - 1 for heads, flush, _ in seen for p in (0, 1)), seen
 
 
 USERS = tuple(f"u{n}" for n in range(12))
@@ -162,11 +235,12 @@ def test_worker_restarts_recover_exact_user_state(stack: Any) -> None:
     before = wait_states(stack.worker, 10)
 
     # The changelog the worker wrote has exact end offsets (what Faust's recovery reads).
+    # The training topic's too (the trainer and the benchmarks read them). Both went out in multi-record
+    # batches, each micro-batch ending with a one-record batch per partition.
     changelog = f"{s.app_id}-user_state-changelog"
-    for partition in range(s.partitions):
-        assert latest_offset(s.kafka_broker, changelog, partition) == count_records(
-            s.kafka_broker, changelog, partition
-        )
+    for topic in (changelog, s.topic_training):
+        for partition in range(s.partitions):
+            assert latest_offset(s.kafka_broker, topic, partition) == count_records(s.kafka_broker, topic, partition)
 
     # Graceful stop, local RocksDB wiped: the state must come back from the changelog, exactly.
     worker = restart(stack, signal.SIGTERM, wipe_local_store=True, n=1)

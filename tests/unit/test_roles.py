@@ -2,6 +2,8 @@
 
 The interaction body must not return (and so let Faust ack and commit the batch's offsets) before the
 broker holds every state it wrote and every training record it sent; a failed write is written again.
+With ``exact_end_offsets`` the last write of each partition goes out alone, after the others are
+acknowledged (the embedded broker's end offsets are exact only after a one-record batch).
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -17,14 +20,15 @@ from ranking.domain import ContentKind, Feed
 from streams.faust_internals import current_event
 from streams.handlers import ContentResult, InteractionResult
 from streams.roles import encoder, ranking
-from streams.roles.shell import Worker
+from streams.roles.shell import Worker, key_partition, last_per_partition
 from streams.schemas import ContentEvent, DeadLetter, InteractionEvent, InteractionType, Recommendation, RejectedEvent
 from streams.settings import Settings
 
 
 class FakeEvent:
-    def __init__(self, value: bytes) -> None:
+    def __init__(self, value: bytes, partition: int = 0) -> None:
         self.value = value
+        self.message = SimpleNamespace(partition=partition)
 
 
 class FakeTopic:
@@ -33,10 +37,14 @@ class FakeTopic:
     def __init__(self, auto: bool = True) -> None:
         self.auto = auto
         self.sent: list[tuple[bytes | None, bytes | None]] = []
+        self.partitions: list[int | None] = []
         self.futures: list[asyncio.Future[Any]] = []
 
-    async def send(self, key: bytes | None = None, value: bytes | None = None) -> asyncio.Future[Any]:
+    async def send(
+        self, key: bytes | None = None, value: bytes | None = None, partition: int | None = None
+    ) -> asyncio.Future[Any]:
         self.sent.append((key, value))
+        self.partitions.append(partition)
         future = asyncio.get_running_loop().create_future()
         if self.auto:
             future.set_result(None)
@@ -46,21 +54,38 @@ class FakeTopic:
 
 class FakeTable:
     """The calls ``streams.faust_internals.set_in_partition_of`` makes on a Faust table; each changelog
-    send records the event the write is pinned to, and its future stays pending until the test resolves it."""
+    send records the event the write is pinned to (and its partition, and whether it moves the store's
+    persisted offset), and its future stays pending until the test resolves it."""
+
+    key_serializer = value_serializer = None
 
     def __init__(self, data: dict[str, Any] | None = None) -> None:
         self.data: dict[str, Any] = dict(data or {})
         self.changelog: list[tuple[str, Any, Any]] = []
+        self.partitions: list[int] = []
+        self.persisted: list[bool] = []
         self.futures: list[asyncio.Future[Any]] = []
+        self.changelog_topic = SimpleNamespace(send_soon=self.send_soon)
 
     def get(self, key: str) -> Any:
         return self.data.get(key)
 
     def partition_for_key(self, key: str) -> int:
-        return 0
+        event = current_event()
+        return event.message.partition if event is not None else 0
 
     def send_changelog(self, partition: int, key: str, value: Any) -> asyncio.Future[Any]:
+        """``Table.send_changelog``: with the callback that moves the persisted offset."""
+        return self._record(partition, key, value, persisted=True)
+
+    def send_soon(self, *, key: str, value: Any, partition: int, **_: Any) -> asyncio.Future[Any]:
+        """``changelog_topic.send_soon`` without a callback: the persisted offset stays."""
+        return self._record(partition, key, value, persisted=False)
+
+    def _record(self, partition: int, key: str, value: Any, *, persisted: bool) -> asyncio.Future[Any]:
         self.changelog.append((key, value, current_event()))
+        self.partitions.append(partition)
+        self.persisted.append(persisted)
         future = asyncio.get_running_loop().create_future()
         self.futures.append(future)
         return future
@@ -111,8 +136,10 @@ class FakeRanker:
         )
 
 
-def ranking_role(table: FakeTable, training: FakeTopic) -> tuple[ranking.Ranking, dict[str, FakeTopic], FakeRanker]:
-    s = Settings()
+def ranking_role(
+    table: FakeTable, training: FakeTopic, exact_end: bool = True
+) -> tuple[ranking.Ranking, dict[str, FakeTopic], FakeRanker]:
+    s = Settings(exact_end_offsets=exact_end)
     topics = {name: FakeTopic() for name in (s.topic_dead_letter, s.topic_live_segments, *s.feed_topics().values())}
     topics[s.topic_training] = training
     handlers = FakeRanker()
@@ -130,7 +157,7 @@ def test_an_interaction_batch_writes_pinned_states_and_returns_only_once_the_bro
     async def scenario() -> None:
         table = FakeTable({"u1": {"seen": ["old"]}})
         training = FakeTopic(auto=False)
-        r, topics, handlers = ranking_role(table, training)
+        r, topics, handlers = ranking_role(table, training, exact_end=False)  # all at once (real Kafka)
         s = r.worker.settings
         events = [
             FakeEvent(interaction("e1", "u1")),
@@ -170,7 +197,7 @@ def test_an_interaction_batch_writes_pinned_states_and_returns_only_once_the_bro
 def test_a_failed_changelog_write_is_written_again_before_the_body_returns() -> None:
     async def scenario() -> None:
         table = FakeTable()
-        r, _, _ = ranking_role(table, FakeTopic())
+        r, _, _ = ranking_role(table, FakeTopic(), exact_end=False)
         events = [FakeEvent(interaction("e1", "u1")), FakeEvent(interaction("e2", "u2"))]
         body = asyncio.create_task(ranking.interactions_batch(r, events))
         await until(lambda: len(table.changelog) == 2)
@@ -190,7 +217,7 @@ def test_a_failed_training_record_is_sent_again_before_the_body_returns() -> Non
     async def scenario() -> None:
         table = FakeTable()
         training = FakeTopic(auto=False)
-        r, _, _ = ranking_role(table, training)
+        r, _, _ = ranking_role(table, training, exact_end=False)
         body = asyncio.create_task(ranking.interactions_batch(r, [FakeEvent(interaction("e1", "u1"))]))
         await until(lambda: len(training.sent) == 1 and len(table.futures) == 1)
         table.futures[0].set_result(None)
@@ -262,6 +289,107 @@ class FakeUpdates:
     def apply(self, arms: Any) -> bool:
         self.applied.append(arms)
         return False
+
+
+def test_last_per_partition_keeps_the_last_key_of_each_partition() -> None:
+    assert last_per_partition({"a": 0, "b": 1, "c": 0, "d": 2, "e": 1}) == {"c", "d", "e"}
+    assert last_per_partition({}) == set()
+
+
+def test_key_partition_is_the_producers_default_partitioner() -> None:
+    from aiokafka.partitioner import DefaultPartitioner
+
+    for n in range(200):
+        key = f"user-{n}".encode()
+        assert key_partition(key, 4) == DefaultPartitioner()(key, [0, 1, 2, 3], [0, 1, 2, 3])
+
+
+def test_with_exact_end_the_last_state_of_each_partition_is_written_alone_after_the_rest() -> None:
+    async def scenario() -> None:
+        table = FakeTable()
+        r, _, _ = ranking_role(table, FakeTopic())
+        events = [
+            FakeEvent(interaction("e1", "u1"), partition=0),
+            FakeEvent(interaction("e2", "u2"), partition=0),
+            FakeEvent(interaction("e3", "u3"), partition=0),
+            FakeEvent(interaction("e4", "u4"), partition=1),
+        ]
+        body = asyncio.create_task(ranking.interactions_batch(r, events))
+        await until(lambda: len(table.changelog) == 2)
+        await asyncio.sleep(0.1)
+        # the heads: partition 0 but its last write; they leave the store's persisted offset alone
+        assert [key for key, _, _ in table.changelog] == ["u1", "u2"]
+        assert table.persisted == [False, False]
+        table.futures[0].set_result(None)
+        await asyncio.sleep(0.1)
+        assert len(table.changelog) == 2, "a tail went out with a head still unacknowledged"
+        table.futures[1].set_result(None)
+        # then one record per partition, each alone in its partition, moving the persisted offset
+        await until(lambda: len(table.changelog) == 4)
+        assert sorted(zip([k for k, _, _ in table.changelog[2:]], table.partitions[2:], strict=True)) == [
+            ("u3", 0),
+            ("u4", 1),
+        ]
+        assert table.persisted[2:] == [True, True]
+        assert table.changelog[2][2] is events[2] or table.changelog[3][2] is events[2]  # still pinned
+        assert not body.done()
+        for future in table.futures[2:]:
+            future.set_result(None)
+        await asyncio.wait_for(body, 5.0)
+        assert len(table.changelog) == 4  # every state written once
+
+    asyncio.run(scenario())
+
+
+def test_with_exact_end_a_failed_head_is_written_again_before_the_tails_go() -> None:
+    async def scenario() -> None:
+        table = FakeTable()
+        r, _, _ = ranking_role(table, FakeTopic())
+        events = [FakeEvent(interaction("e1", "u1")), FakeEvent(interaction("e2", "u2"))]
+        body = asyncio.create_task(ranking.interactions_batch(r, events))
+        await until(lambda: len(table.changelog) == 1)
+        table.futures[0].set_exception(RuntimeError("broker said no"))
+        await until(lambda: len(table.changelog) == 2)  # after the retry delay (0.5 s)
+        assert table.changelog[1][0] == "u1" and table.persisted[1] is False
+        table.futures[1].set_result(None)
+        await until(lambda: len(table.changelog) == 3)
+        assert table.changelog[2][0] == "u2" and table.persisted[2] is True
+        table.futures[2].set_result(None)
+        await asyncio.wait_for(body, 5.0)
+
+    asyncio.run(scenario())
+
+
+def test_with_exact_end_the_last_training_record_of_each_partition_is_sent_after_the_rest() -> None:
+    async def scenario() -> None:
+        table = FakeTable()
+        training = FakeTopic(auto=False)
+        r, _, _ = ranking_role(table, training)
+        partitions = r.worker.settings.partitions
+        users = [f"u{n}" for n in range(12)]
+        placed = {u: key_partition(u.encode(), partitions) for u in users}
+        tails = last_per_partition({u: placed[u] for u in sorted(users)})  # FakeRanker logs users sorted
+        body = asyncio.create_task(ranking.interactions_batch(r, [FakeEvent(interaction(f"e{u}", u)) for u in users]))
+        await until(lambda: len(training.sent) == len(users) - len(tails))
+        # every record goes where the producer's partitioner would have put it
+        assert all(p == placed[k.decode()] for (k, _), p in zip(training.sent, training.partitions, strict=True))
+        assert {k.decode() for k, _ in training.sent}.isdisjoint(tails)
+        for future in table.futures:
+            future.set_result(None)
+        await asyncio.sleep(0.1)
+        assert len(training.sent) == len(users) - len(tails), "a tail went out with heads unacknowledged"
+        for future in list(training.futures):
+            future.set_result(None)
+        await until(lambda: len(training.sent) == len(users))
+        assert {k.decode() for k, _ in training.sent[-len(tails) :]} == tails
+        assert not body.done()
+        for future in training.futures[-len(tails) :]:
+            future.set_result(None)
+        await until(lambda: len(table.futures) == len(users))  # the state tail, after its heads
+        table.futures[-1].set_result(None)
+        await asyncio.wait_for(body, 5.0)
+
+    asyncio.run(scenario())
 
 
 def test_the_first_interaction_batch_waits_for_the_trainers_models_and_later_ones_do_not() -> None:
