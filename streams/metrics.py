@@ -191,7 +191,8 @@ class TimedEncoder:
 
 
 class TimedIndex:
-    """An index proxy that records ``livelens_retrieval_seconds`` and ``livelens_candidates`` around ``search``."""
+    """An index proxy that records ``livelens_retrieval_seconds`` and ``livelens_candidates`` around ``search``
+    and ``search_ids``."""
 
     def __init__(self, inner: Any, source: str = "content") -> None:
         self._inner = inner
@@ -204,6 +205,19 @@ class TimedIndex:
             RETRIEVAL.labels(getattr(feed, "value", str(feed))).observe(time.perf_counter() - started)
             for hits in results:
                 CANDIDATES.labels(self.source).observe(len(hits))
+        return results
+
+    def search_ids(self, queries: Sequence[Any], feed: Any, limit: int) -> list[list[str]]:
+        """The ranking path's search (ids only), timed and counted like ``search``."""
+        fast = getattr(self._inner, "search_ids", None)
+        if fast is None:
+            return [[h.item_id for h in hits] for hits in self.search(queries, feed, limit)]
+        started = time.perf_counter()
+        results: list[list[str]] = fast(queries, feed, limit)
+        if len(queries):
+            RETRIEVAL.labels(getattr(feed, "value", str(feed))).observe(time.perf_counter() - started)
+            for ids in results:
+                CANDIDATES.labels(self.source).observe(len(ids))
         return results
 
     def __getattr__(self, name: str) -> Any:

@@ -130,6 +130,34 @@ def test_timed_index_observes_retrieval_and_candidates_per_source() -> None:
     assert _sample("livelens_candidates_sum", {"source": "content"}) == before_candidates + 8
 
 
+class FakeIdsIndex(FakeIndex):
+    def search_ids(self, queries: list[Any], feed: Any, limit: int) -> list[list[str]]:
+        return [[f"i{n}" for n in range(limit)] for _ in queries]
+
+
+@dataclass
+class FakeHit:
+    item_id: str
+
+
+class FakeHitsIndex:
+    """An index without ``search_ids`` (a Milvus catalogue with the tier off): ids come from its hits."""
+
+    def search(self, queries: list[Any], feed: Any, limit: int, with_vectors: bool = False) -> list[list[FakeHit]]:
+        return [[FakeHit(f"h{n}") for n in range(limit)] for _ in queries]
+
+
+def test_timed_index_counts_the_ranking_paths_id_searches_too() -> None:
+    """Ranking searches through ``search_ids``: the dashboard's retrieval and candidate panels must see it."""
+    for inner, expected in ((FakeIdsIndex(), ["i0", "i1", "i2"]), (FakeHitsIndex(), ["h0", "h1", "h2"])):
+        index = metrics.TimedIndex(inner)
+        before = _sample("livelens_retrieval_seconds_count", {"feed": "short_video"})
+        before_candidates = _sample("livelens_candidates_sum", {"source": "content"})
+        assert index.search_ids([1, 2], FakeFeed("short_video"), limit=3) == [expected, expected]
+        assert _sample("livelens_retrieval_seconds_count", {"feed": "short_video"}) == before + 1
+        assert _sample("livelens_candidates_sum", {"source": "content"}) == before_candidates + 6
+
+
 @dataclass(frozen=True)
 class TP:
     topic: str
