@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 
 from streams.ports import accepts_connections, free_port, wait_for_port
+from streams.processes import end_process
 
 DEFAULT_STORAGE = "memory://tansu/"
 DEFAULT_CLUSTER_ID = "livelens"
@@ -158,14 +159,7 @@ class EmbeddedBroker:
         proc, self._proc = self._proc, None
         if proc is None:
             return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        return proc.returncode
+        return end_process(proc, signal.SIGTERM, timeout)
 
     def _read_log(self, offset: int = 0) -> str:
         try:

@@ -8,6 +8,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -81,6 +82,23 @@ def trainer(
     console.print(f"trainer stopped at version {status['version']} ({status['snapshots']} snapshots)")
 
 
+def _wait_in_foreground(is_running: Callable[[], bool]) -> bool:
+    """Block until Ctrl-C or SIGTERM (True) or until the child process ends by itself (False)."""
+    stopped = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stopped
+        stopped = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stopped and is_running():
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        stopped = True
+    return stopped
+
+
 @cli.command()
 def broker(
     port: Annotated[int, typer.Option(help="0 picks a free port")] = 0,
@@ -96,18 +114,7 @@ def broker(
             ensure_topics(_settings().model_copy(update={"kafka_broker": b.bootstrap}))
         console.print(f"broker listening on [bold]{b.bootstrap}[/] (log {log}); Ctrl-C stops it")
         console.print(f"  export LIVELENS_KAFKA_BROKER={b.bootstrap}")
-        stopped = False
-
-        def _stop(*_: object) -> None:
-            nonlocal stopped
-            stopped = True
-
-        signal.signal(signal.SIGTERM, _stop)
-        try:
-            while not stopped and b.is_running():
-                time.sleep(0.5)
-        except KeyboardInterrupt:
-            pass
+        _wait_in_foreground(b.is_running)
 
 
 @cli.command()
@@ -129,20 +136,10 @@ def milvus(
     except RuntimeError as exc:
         console.print(f"[red]Milvus did not start:[/] {exc}")
         raise typer.Exit(1) from exc
-    stopped = False
-
-    def _stop(*_: object) -> None:
-        nonlocal stopped
-        stopped = True
-
-    signal.signal(signal.SIGTERM, _stop)
     try:
         console.print(f"Milvus listening on [bold]{server.uri}[/] (logs {server.log_dir}); Ctrl-C stops it")
         console.print(f"  export LIVELENS_MILVUS_URI={server.uri}")
-        while not stopped and server.is_running():
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        stopped = True
+        stopped = _wait_in_foreground(server.is_running)
     finally:
         code = server.stop()
     if not stopped:  # the server ended by itself

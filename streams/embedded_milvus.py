@@ -6,12 +6,14 @@ own gRPC server on a free loopback port instead, and every process connects to i
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
 from types import TracebackType
 
 from streams.ports import free_port, wait_for_port
+from streams.processes import end_process
 
 
 class EmbeddedMilvus:
@@ -43,13 +45,7 @@ class EmbeddedMilvus:
     def stop(self, timeout: float = 10.0) -> None:
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+        end_process(self._proc, signal.SIGTERM, timeout)
         self._proc = None
 
     def __enter__(self) -> EmbeddedMilvus:

@@ -24,6 +24,7 @@ from streams.broker import EmbeddedBroker
 from streams.embedded_milvus import EmbeddedMilvus
 from streams.milvus_server import MilvusServer
 from streams.ports import free_port
+from streams.processes import end_process
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -110,14 +111,7 @@ class WorkerProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = end_process(self.proc, sig, timeout)
         self.proc = None
         return code
 

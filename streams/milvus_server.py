@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any
 
 from streams.ports import free_port, wait_for_port
+from streams.processes import end_process
 
 # Milvus waits this long (its default: 30 min) for a graceful stop before it quits by itself: a query
 # node holding a loaded collection does not finish a graceful stop in standalone mode.
@@ -131,14 +132,7 @@ class MilvusServer:
         proc = self._proc()
         code: int | None = None
         if proc is not None:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(timeout)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-            code = proc.returncode
+            code = end_process(proc, signal.SIGINT, timeout)
         self._server.stop()  # closes the log files it opened; the child has already exited
         self._server = None
         return code
