@@ -250,6 +250,41 @@ def workload(n: int, dim: int, n_queries: int, batch: int, console: Console) -> 
     return Workload(items, queries, live, truth, live_truth, ref)
 
 
+Timings = tuple[list[list[int]], list[float], list[float]]  # ids found per query, per-query s, per-batch s
+
+
+def result_row(
+    cfg: IndexConfig,
+    params: dict[str, int],
+    build_s: float,
+    batch: int,
+    ref: dict[str, Any],
+    searched: Timings,
+    truth: np.ndarray,
+    live: tuple[list[list[int]], list[float]],
+    live_truth: np.ndarray,
+    **extra: dict[str, float],
+) -> dict[str, Any]:
+    """One index setting's figures, the same fields for Milvus Lite and a server (plus ``extra``)."""
+    found, single, batched = searched
+    found_live, single_live = live
+    return {
+        "index_type": cfg.index_type,
+        "build_params": cfg.build,
+        "search_params": params,
+        "build_s": round(build_s, 2),
+        "recall_at_100": round(recall_at_k(found, truth), 4),
+        "per_query_ms": ms(single),
+        "per_batch_ms": ms(batched),
+        "per_query_in_batch_ms": ms([b / batch for b in batched]),
+        **extra,
+        "live_filter_recall_at_100": round(recall_at_k(found_live, live_truth[: len(found_live)]), 4),
+        "live_filter_mean_hits": round(float(np.mean([len(f) for f in found_live])), 1),
+        "live_filter_per_query_ms": ms(single_live),
+        "p99_vs_numpy_p99": _ratio(ms(single).get("p99"), ref["per_query_ms"].get("p99")),
+    }
+
+
 def run_size(
     n: int, dim: int, configs: list[IndexConfig], n_queries: int, batch: int, console: Console, workdir: Path
 ) -> dict[str, Any]:
@@ -289,21 +324,18 @@ def run_size(
                 raw = raw_index_time(col, queries[: min(len(queries), 50)], params)
                 live_q = queries[: min(len(queries), 50)]
                 found_live, single_live, _ = time_searches(col, live_q, batch, params, LIVE_FILTER)
-                row = {
-                    "index_type": cfg.index_type,
-                    "build_params": cfg.build,
-                    "search_params": params,
-                    "build_s": round(build_s, 2),
-                    "recall_at_100": round(recall_at_k(found, truth), 4),
-                    "per_query_ms": ms(single),
-                    "per_batch_ms": ms(batched),
-                    "per_query_in_batch_ms": ms([b / batch for b in batched]),
-                    "index_only_per_query_ms": ms(raw),
-                    "live_filter_recall_at_100": round(recall_at_k(found_live, live_truth[: len(live_q)]), 4),
-                    "live_filter_mean_hits": round(float(np.mean([len(f) for f in found_live])), 1),
-                    "live_filter_per_query_ms": ms(single_live),
-                    "p99_vs_numpy_p99": _ratio(ms(single).get("p99"), ref["per_query_ms"].get("p99")),
-                }
+                row = result_row(
+                    cfg,
+                    params,
+                    build_s,
+                    batch,
+                    ref,
+                    (found, single, batched),
+                    truth,
+                    (found_live, single_live),
+                    live_truth,
+                    index_only_per_query_ms=ms(raw),
+                )
                 results.append(row)
                 console.print(
                     f"  {cfg.index_type} {cfg.build} {params}: build {build_s:.1f} s, recall@100 "
@@ -423,21 +455,18 @@ def run_size_server(
                 live_q = queries[: min(len(queries), 50)]
                 found_live, single_live, _ = server_search(client, name, live_q, batch, sp, LIVE_FILTER)
                 _, strong, _ = server_search(client, name, queries[:STRONG_QUERIES], batch, sp, "", "Strong")
-                row = {
-                    "index_type": cfg.index_type,
-                    "build_params": cfg.build,
-                    "search_params": sp,
-                    "build_s": round(build_s, 2),
-                    "recall_at_100": round(recall_at_k(found, truth), 4),
-                    "per_query_ms": ms(single),
-                    "per_batch_ms": ms(batched),
-                    "per_query_in_batch_ms": ms([b / batch for b in batched]),
-                    "live_filter_recall_at_100": round(recall_at_k(found_live, live_truth[: len(live_q)]), 4),
-                    "live_filter_mean_hits": round(float(np.mean([len(f) for f in found_live])), 1),
-                    "live_filter_per_query_ms": ms(single_live),
-                    "strong_per_query_ms": ms(strong),
-                    "p99_vs_numpy_p99": _ratio(ms(single).get("p99"), ref["per_query_ms"].get("p99")),
-                }
+                row = result_row(
+                    cfg,
+                    sp,
+                    build_s,
+                    batch,
+                    ref,
+                    (found, single, batched),
+                    truth,
+                    (found_live, single_live),
+                    live_truth,
+                    strong_per_query_ms=ms(strong),
+                )
                 results.append(row)
                 console.print(
                     f"  {cfg.index_type} {cfg.build} {sp}: build {build_s:.1f} s, recall@100 "
