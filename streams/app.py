@@ -27,6 +27,7 @@ from streams.settings import Settings
 
 if TYPE_CHECKING:
     from ranking.online import OnlineModels
+    from streams.handlers import Handlers
     from streams.model_updates import ModelUpdates
 
 __all__ = [
@@ -113,7 +114,7 @@ def build_app(settings: Settings) -> faust.App:
         """Load the encoder and connect to Milvus before the first event, so /health can say ready."""
         handlers = await services.handlers()
         if updates is not None:
-            updates.start({arm: m.config_id for arm, m in handlers.arms.items()})
+            updates.start(arm_configs(handlers))
 
     if updates is not None:
 
@@ -132,6 +133,29 @@ def build_app(settings: Settings) -> faust.App:
 
     register_pages(app, s, services, user_state, updates, input_topics)
     return app
+
+
+def arm_configs(handlers: Handlers) -> dict[str, str]:
+    """Arm -> configuration id of its models: which snapshots on the models topic are this worker's."""
+    return {arm: m.config_id for arm, m in handlers.arms.items()}
+
+
+def start_loading(app: faust.App) -> None:
+    """Build the handlers and serve the trainer's latest snapshot now, in the thread that ranks, before
+    Faust starts: the consumer group's join (seconds; after a SIGKILL it also waits out the dead member's
+    session) then overlaps the loading instead of preceding it. Without it both happen on first use."""
+    services: Services = app.livelens_services  # type: ignore[attr-defined]
+    updates: ModelUpdates | None = app.livelens_model_updates  # type: ignore[attr-defined]
+    if updates is None:
+        services.start_loading()
+        return
+
+    def serve_snapshot(handlers: Handlers) -> None:
+        updates.start(arm_configs(handlers))
+        if updates.apply_until_ready(handlers.arms, timeout=60.0):
+            metrics.record_arms(handlers.arms)
+
+    services.start_loading(serve_snapshot)
 
 
 def model_updates_of(s: Settings) -> ModelUpdates:

@@ -45,7 +45,7 @@ def worker(
     """Run a stream worker (content, live-status and interaction agents) until stopped."""
     import faust
 
-    from streams.app import build_app
+    from streams.app import build_app, start_loading
     from streams.topics import ensure_topics
 
     s = _settings()
@@ -58,6 +58,7 @@ def worker(
         raise typer.Exit(2)
     ensure_topics(s)
     app = build_app(s)
+    start_loading(app)  # models and the trainer's snapshot load while the consumer group forms
     faust.Worker(app, loglevel=s.log_level).execute_from_commandline()
 
 

@@ -70,12 +70,20 @@ class ModelUpdates:
         self.waited = False
         self.last_error: str | None = None
         self.restore_s: float | None = None
+        # wall time the first snapshot was served: a restarted worker's time to the trainer's model is this
+        # minus its process start (the tests measure it; group join and recovery come on top for events)
+        self.first_served_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="livelens-model-updates", daemon=True)
 
     def start(self, configs: dict[str, str]) -> ModelUpdates:
-        self.configs = dict(configs)
-        self._thread.start()
+        """Start reading the models topic (once: a second call, e.g. from the warm-up task after an early
+        start by ``Services.start_loading``, does nothing)."""
+        with self._lock:
+            if self._thread.is_alive() or self._stop.is_set():
+                return self
+            self.configs = dict(configs)
+            self._thread.start()
         return self
 
     def close(self) -> None:
@@ -91,6 +99,17 @@ class ModelUpdates:
                 return True
             await asyncio.sleep(0.05)
         log.warning("no trainer snapshot served within %.0fs; ranking with what this worker has", timeout)
+        return False
+
+    def apply_until_ready(self, arms: dict[str, OnlineModels], timeout: float) -> bool:
+        """``wait_ready`` for the thread that ranks, before the event loop runs (``streams.app.start_loading``):
+        a restarted worker then serves the latest snapshot while its consumer group is still forming."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._stop.is_set():
+            self.apply(arms)
+            if self.ready:
+                return True
+            time.sleep(0.05)
         return False
 
     @property
@@ -194,6 +213,7 @@ class ModelUpdates:
                 arms[arm].adopt(p.models, keep=LOCAL_SIGNALS)
                 self.served[arm] = p.snapshot.version
                 self.restore_s = p.restored_s
+                self.first_served_at = self.first_served_at or time.time()
                 adopted = True
         if not self.served:
             return self._apply_from_empty(arms, deltas) or adopted
@@ -247,6 +267,7 @@ class ModelUpdates:
             "delta_version": self.delta_version,
             "applied": [[v, round(t, 4)] for v, t in list(self.applied)[-64:]],
             "restore_s": self.restore_s,
+            "first_served_at": self.first_served_at,
             "error": self.last_error,
             "pid": os.getpid(),
         }

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from streams import metrics
@@ -38,6 +39,27 @@ class Services:
         self.last_error: str | None = None
         self._lock = asyncio.Lock()
         self.search_tier: LocalSearchTier | None = None  # set when settings.local_search is on
+        self._early: Future[Handlers] | None = None
+
+    def start_loading(self, then: Callable[[Handlers], None] | None = None) -> None:
+        """Begin building the handlers now, in the index thread, without an event loop: ``livelens worker``
+        calls it before Faust starts, so loading the models, connecting to Milvus and filling the search
+        tier overlap the consumer group's join (seconds; after a SIGKILL it also waits out the dead
+        member's session) instead of following it. ``then`` runs in that thread with the handlers (the
+        worker starts reading the trainer's models there). A failure here is retried by ``handlers``."""
+        if self._early is not None or self._handlers is not None:
+            return
+
+        def build() -> Handlers:
+            handlers = self._build()
+            if then is not None:
+                try:
+                    then(handlers)
+                except Exception:  # the handlers stand; the worker then serves the snapshot on first use
+                    log.exception("serving the trainer's snapshot before start-up failed")
+            return handlers
+
+        self._early = self.index_pool.submit(build)
 
     async def handlers(self) -> Handlers:
         """The handlers, built on first use; a failed build (model missing, Milvus down) is retried.
@@ -49,7 +71,11 @@ class Services:
             delay = 0.5
             while self._handlers is None:
                 try:
-                    self._handlers = await asyncio.get_running_loop().run_in_executor(self.index_pool, self._build)
+                    early, self._early = self._early, None
+                    if early is not None:  # started before the event loop (start_loading): wait for it
+                        self._handlers = await asyncio.wrap_future(early)
+                    else:
+                        self._handlers = await asyncio.get_running_loop().run_in_executor(self.index_pool, self._build)
                     self.last_error = None
                 except Exception as exc:
                     metrics.PROCESSING_ERRORS.labels("load", type(exc).__name__).inc()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import threading
 import time
 
 import numpy as np
@@ -299,3 +300,24 @@ def test_a_large_delta_is_split_under_the_limit_into_contiguous_version_ranges()
     assert all(a.to_version == b.from_version for a, b in itertools.pairwise(parts))
     assert [o.event_id for p in parts for o in p.observations] == [o.event_id for o in obs]
     assert all(p.to_version - p.from_version == len(p.observations) for p in parts)
+
+
+def test_apply_until_ready_serves_a_snapshot_that_arrives_while_it_waits() -> None:
+    """What a restarting worker runs before its event loop (``streams.app.start_loading``): it waits for the
+    topic to be read to its end and the snapshot found there to be served, and gives up at its timeout."""
+    trainer = models()
+    served = {"a": models()}
+    updates = ModelUpdates(None, lambda arm: models(arm))  # type: ignore[arg-type]
+    updates.configs = {"a": trainer.config_id}
+    assert not updates.apply_until_ready(served, timeout=0.2)  # nothing read yet
+    trainer.learn_shared([observation(n) for n in range(4)], [])
+
+    def arrive() -> None:
+        time.sleep(0.3)
+        for c in chunk_snapshot(ModelSnapshot("a", 4, 0, trainer.config_id, {}, trainer.shared_snapshot())):
+            updates._on_chunk(encode_chunk(c))
+        updates._target = {"a": 4}  # the reader reached the end and found v4 there
+
+    threading.Thread(target=arrive).start()
+    assert updates.apply_until_ready(served, timeout=30.0)
+    assert updates.served == {"a": 4} and served["a"].version.endswith(":4") and updates.first_served_at

@@ -9,6 +9,7 @@ acknowledged (the embedded broker's end offsets are exact only after a one-recor
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -406,3 +407,40 @@ def test_the_first_interaction_batch_waits_for_the_trainers_models_and_later_one
         assert updates.applied == [handlers.arms]  # applied to the ranking handlers' arms, once
 
     asyncio.run(scenario())
+
+
+def test_handlers_started_early_are_built_once_and_a_failed_early_build_is_retried(monkeypatch: Any) -> None:
+    """``livelens worker`` starts loading before Faust runs (``start_loading``): the first ``handlers()``
+    takes that build, and the callback (which serves the trainer's snapshot) ran with it in the index thread."""
+    from streams.roles.services import Services
+
+    outcomes: list[Any] = []
+    built: list[str] = []
+
+    def build(self: Services) -> Any:
+        outcome = outcomes.pop(0)
+        built.append(str(outcome))
+        if isinstance(outcome, Exception):
+            raise outcome
+        return SimpleNamespace(name=outcome)
+
+    monkeypatch.setattr(Services, "_build", build)
+    seen: list[tuple[str, str]] = []
+
+    def then(handlers: Any) -> None:
+        seen.append((handlers.name, threading.current_thread().name))
+
+    services = Services(Settings())
+    outcomes[:] = ["early"]
+    services.start_loading(then)
+    services.start_loading(then)  # a second call starts nothing
+    assert asyncio.run(services.handlers()).name == "early" and services.ready
+    assert built == ["early"] and len(seen) == 1 and seen[0][0] == "early"
+    assert seen[0][1].startswith("livelens-index")  # where ranking runs: the snapshot is swapped in there
+
+    again = Services(Settings())
+    outcomes[:] = [RuntimeError("Milvus not up yet"), "second"]
+    seen.clear()
+    again.start_loading(then)
+    assert asyncio.run(again.handlers()).name == "second"  # retried after the failed early build
+    assert built[-2:] == ["Milvus not up yet", "second"] and seen == []  # no callback without handlers
