@@ -132,8 +132,12 @@ def assert_applied(worker: WorkerProcess, by_user: dict[str, list[InteractionEve
 
 def indexed_ids(s: Settings, ids: list[str]) -> set[str]:
     """Ids present in Milvus; empty on a failed call (the Lite server sometimes drops an idle client's
-    channel with GOAWAY "too many pings"), so waiting loops simply ask again."""
-    client = MilvusClient(s.milvus_uri)
+    channel with GOAWAY "too many pings", and pymilvus's reconnect of the cached channel can then fail in the
+    client's constructor), so waiting loops simply ask again."""
+    try:
+        client = MilvusClient(s.milvus_uri)
+    except MilvusException:
+        return set()
     try:
         return {r["item_id"] for r in client.get(s.milvus_collection, ids=ids, output_fields=["feed"])}
     except MilvusException:
