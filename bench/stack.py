@@ -13,6 +13,7 @@ platform would publish them.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Iterator
@@ -159,6 +160,62 @@ def running_stack(
                     worker.stop()
                     if any(w in tail for w in ("ERROR", "Traceback", "retrying")):
                         console.print(f"[yellow]worker log tail:[/]\n{tail}")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and every live descendant (Linux /proc; 0 if gone), so a
+    wrapper's child (the broker binary, Milvus Lite's server) counts with it."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        cpu[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += cpu.get(p, 0.0)
+        todo += [child for child, parent in parents.items() if parent == p]
+    return total
+
+
+def stack_processes(stack: LocalStack) -> dict[str, int]:
+    """Role -> pid of every process the stack runs (workers numbered when there are several)."""
+    procs: dict[str, int | None] = {
+        "broker": stack.broker.pid if stack.broker else None,
+        "milvus": getattr(stack.milvus, "pid", None),
+        "trainer": stack.trainer.proc.pid if stack.trainer and stack.trainer.proc else None,
+    }
+    workers = stack.workers or ([stack.worker] if stack.worker else [])
+    for n, w in enumerate(workers):
+        procs["worker" if len(workers) == 1 else f"worker{n + 1}"] = w.proc.pid if w.proc else None
+    return {role: pid for role, pid in procs.items() if pid is not None}
+
+
+class CpuSplit:
+    """CPU seconds each process of the stack spends between ``__init__`` and ``result()``: where a
+    benchmark's cores went (``bench throughput`` reports it beside its drain rate)."""
+
+    def __init__(self, stack: LocalStack) -> None:
+        self.pids = stack_processes(stack)
+        self.started = time.monotonic()
+        self.before = {role: tree_cpu_seconds(pid) for role, pid in self.pids.items()}
+
+    def result(self) -> dict[str, Any]:
+        wall = time.monotonic() - self.started
+        spent = {role: round(tree_cpu_seconds(pid) - self.before[role], 2) for role, pid in self.pids.items()}
+        return {
+            "wall_s": round(wall, 2),
+            "cpu_s": spent,
+            "cores_busy": {role: round(v / wall, 2) for role, v in spent.items()} if wall > 0 else {},
+            "machine_cores": os.cpu_count(),
+        }
 
 
 def wait_local_items(stack: LocalStack, n: int, timeout: float = 300.0) -> None:

@@ -22,7 +22,16 @@ from rich.console import Console
 from bench import BenchOptions
 from bench.echo import echo_max_throughput, producer, publish_paced
 from bench.freshness import drive_worker
-from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack, variant
+from bench.stack import (
+    ENCODER,
+    CpuSplit,
+    bench_settings,
+    catalogue,
+    dataset,
+    interaction_events,
+    running_stack,
+    variant,
+)
 from streams.local import LocalStack
 
 GOAL_EVENTS_PER_S = 10_000.0
@@ -90,8 +99,10 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
     known = set(feed_of_item)
     events = interaction_events(data, n, known, uuid.uuid4().hex[:6])
     histogram = batch_histogram(stack)
+    split = CpuSplit(stack)
     # waits for a drain down to 50 events/s: a shorter wait reported its own cut-off as lost events
     worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 50))
+    worker["cpu_split"] = split.result()
     worker["batch_size"] = batch_sizes(histogram, batch_histogram(stack))
     users = len({ev["user_id"] for _, ev in events})
     echo = echo_max_throughput(stack.settings, interaction_events(data, n, known, "echo"))
@@ -101,6 +112,7 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
         f"{worker['recommendation_lists']:,} lists for {users:,} users, {worker['duplicate_lists']} duplicate lists) "
         f"· echo {echo['events_per_s']:,.0f} ev/s · ratio {ratio} · micro-batches {worker['batch_size']}"
     )
+    console.print(f"cores busy while draining: {worker['cpu_split']['cores_busy']}")
     return {"backlog": n, "users": users, "livelens": worker, "echo": echo, "ratio_to_echo": ratio, "events": events}
 
 

@@ -27,6 +27,10 @@ class EmbeddedMilvus:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
     def start(self, timeout: float = 60.0) -> EmbeddedMilvus:
         self.port = self.port or free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
