@@ -21,7 +21,7 @@ from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
 from ranking.ab import ArmSplit, LastLists, Tally
-from ranking.domain import Feed
+from ranking.domain import Feed, Follow, InteractionType
 from ranking.index import Index, IndexedItem
 from ranking.model_log import encode_record, records_of
 from ranking.online import OnlineModels
@@ -29,9 +29,11 @@ from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
 from storage.modalities import InMemoryModalityStore, ModalityStore
 from streams.schemas import (
+    FOLLOW_TYPES,
     ContentEvent,
     DeadLetter,
     Event,
+    FanOutEvent,
     InteractionEvent,
     LiveSegmentEvent,
     LiveState,
@@ -113,6 +115,7 @@ def content_to_items(events: Sequence[ContentEvent], vectors: np.ndarray) -> lis
             created_at=ev.created_at,
             title=ev.title,
             vector=vectors[i],
+            creator_id=ev.creator_id or "",
         )
         for i, ev in enumerate(events)
     ]
@@ -272,12 +275,14 @@ class ContentHandlers:
                 continue
             dim = len(original)
             self.modalities.put(w.item_id, {f"live_{m}": to_common(m, v, dim) for m, v in now.items() if v is not None})
-            refreshed.append(IndexedItem(item.item_id, item.feed, item.is_live, item.created_at, item.title, vector))
+            refreshed.append(item.with_vector(vector))
         if refreshed:
             # re-check just before writing: a stream that ended meanwhile stays ended
             current = self.index.get([it.item_id for it in refreshed], use_cache=False)
             refreshed = [it for it in refreshed if (c := current.get(it.item_id)) is not None and c.is_live]
             self.index.upsert(refreshed)
+            for models in self.arms.values():  # the streams' creators move with what is on air now
+                models.learn_refresh(refreshed)
         out.items = refreshed
         return out
 
@@ -384,32 +389,62 @@ class RankingHandlers:
         (``ranking.ab.LastLists``: the online HR@K and NDCG@K of the arm that ranked it); the lists of this
         batch are recorded after, so an event is never scored against the list it triggered.
         """
-        items = self.index.get([ev.item_id for _, ev in events])
+        items = self.index.get([ev.item_id for _, ev in events if ev.item_id is not None and not ev.names_creator])
         dead: list[tuple[int, DeadLetter]] = []
         users: dict[str, UserState] = {u: UserState.from_dict(s) for u, s in states.items()}
         last_trigger: dict[tuple[str, Feed], InteractionEvent] = {}
         comments: dict[str, list[str]] = {}
         known: list[tuple[InteractionEvent, IndexedItem]] = []
+        follows: list[tuple[InteractionEvent, Follow]] = []
+
+        def reject(pos: int, ev: InteractionEvent, reason: str, detail: str) -> None:
+            err = RejectedEvent(reason, detail)
+            dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
+
         for pos, ev in events:
-            item = items.get(ev.item_id)
+            if ev.names_creator:
+                if ev.creator_id == ev.user_id:
+                    reject(pos, ev, "self_follow", f"user {ev.user_id!r} cannot {ev.type.value} themselves")
+                    continue
+                users.setdefault(ev.user_id, UserState())
+                follows.append((ev, ev.to_follow()))
+                continue
+            item = items.get(ev.item_id or "")
             if item is None:
-                err = RejectedEvent("unknown_item", f"item {ev.item_id!r} is not indexed")
-                dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
+                reject(pos, ev, "unknown_item", f"item {ev.item_id!r} is not indexed")
+                continue
+            if ev.type in FOLLOW_TYPES and item.creator_id == ev.user_id:
+                reject(pos, ev, "self_follow", f"user {ev.user_id!r} published item {ev.item_id!r}")
                 continue
             users.setdefault(ev.user_id, UserState())
+            if ev.type is InteractionType.unfollow:  # through an item: only its creator can be unfollowed
+                if not item.creator_id:
+                    reject(pos, ev, "no_creator", f"item {ev.item_id!r} names no creator to unfollow")
+                    continue
+                follows.append((ev, ev.to_follow(item.creator_id)))
+                continue
             known.append((ev, item))
             last_trigger[(ev.user_id, item.feed)] = ev
+            if ev.type is InteractionType.follow and item.creator_id:  # the older form: follow the item's creator
+                follows.append((ev, ev.to_follow(item.creator_id, event_id=f"{ev.event_id}:creator")))
+            elif item.creator_id and self._engages(ev):
+                last_trigger[(ev.user_id, Feed.creators)] = ev
+        for ev, _ in follows:  # what follows change: the creators feed and the live feed (followed streams first)
+            last_trigger[(ev.user_id, Feed.creators)] = ev
+            last_trigger[(ev.user_id, Feed.live)] = ev
         peers = [m for arm, m in self.arms.items() if arm != "a"]
         core = [(ev.to_core(), item) for ev, item in known]
         observed = self.models.observe_batch(users, core, self.index, peers=peers)
         applied = observed.applied
+        followed, follow_observations = self.models.observe_follows(users, [f for _, f in follows])
+        observations = [*observed.observations, *follow_observations]
         training: list[tuple[str, bytes]] = []
         if self.log_training:  # the trainer learns these (``streams.trainer``); nothing shared trains here
-            records = records_of(observed.observations, observed.examples)
+            records = records_of(observations, observed.examples)
             training = [(r.observation.user_id, encode_record(r)) for r in records]
         else:
             for arm in [self.models, *peers]:
-                arm.learn_shared(observed.observations, observed.examples[arm.arm])
+                arm.learn_shared(observations, observed.examples[arm.arm])
         online: dict[tuple[str, Feed], Tally] = {}
         unscored: dict[tuple[str, Feed], int] = {}
         weights = self.models.user_model.params.event_weights
@@ -423,7 +458,9 @@ class RankingHandlers:
                     unscored[key] = unscored.get(key, 0) + 1
                 else:
                     online.setdefault((outcome.arm, outcome.feed), Tally()).add(outcome)
-        duplicates = applied.count(False)
+        duplicates = applied.count(False) + sum(
+            1 for (ev, f), ok in zip(follows, followed, strict=True) if not ok and f.event_id == ev.event_id
+        )
         recs = self.recommend(users, last_trigger)
         for rec in recs:
             self.last_lists.record(rec.user_id, rec.feed, self.arm_of(rec.user_id), [i.item_id for i in rec.items])
@@ -443,13 +480,59 @@ class RankingHandlers:
             training=training,
         )
 
+    def _engages(self, ev: InteractionEvent) -> bool:
+        """A gift, a comment or a long watch: it changes the creators the user engaged with."""
+        if ev.type in (InteractionType.gift, InteractionType.comment):
+            return True
+        return ev.type is InteractionType.view and ev.value >= self.user_model.params.watch_seconds_full
+
+    def process_fanout(
+        self, events: Sequence[FanOutEvent], states: Mapping[str, dict[str, Any] | None]
+    ) -> list[Recommendation]:
+        """Refresh and emit followers' lists for a followed creator's new upload or stream gone live.
+
+        No state changes: the item is put first by ``OnlineModels.with_followed`` if the user still
+        follows its creator and has not seen it (a follower who unfollowed meanwhile gets a plain list)."""
+        users = {u: UserState.from_dict(s) for u, s in states.items()}
+        triggers: dict[tuple[str, Feed], FanOutEvent] = {}
+        pushed: dict[tuple[str, Feed], list[tuple[str, str]]] = {}
+        for ev in events:
+            users.setdefault(ev.user_id, UserState())
+            triggers[(ev.user_id, Feed(ev.feed))] = ev
+            pushed.setdefault((ev.user_id, Feed(ev.feed)), []).append((ev.item_id, ev.creator_id))
+        return self.recommend(users, triggers, pushed)
+
+    def fanout_for(self, items: Sequence[IndexedItem], max_followers: int, now: float) -> list[FanOutEvent]:
+        """One fan-out record per follower (the most recent ``max_followers`` of each creator) of each item's
+        creator: the cap bounds what one upload costs, the rest see it on their next request or event."""
+        cofollow = self.models.creator_signal("cofollow")
+        out: list[FanOutEvent] = []
+        for it in items:
+            if not it.creator_id or it.feed is Feed.creators:
+                continue
+            for user in cofollow.followers_of(it.creator_id, max_followers):  # type: ignore[attr-defined]
+                out.append(
+                    FanOutEvent(
+                        event_id=f"fanout:{it.item_id}:{'live' if it.is_live and it.feed is Feed.live else 'new'}",
+                        user_id=user,
+                        creator_id=it.creator_id,
+                        item_id=it.item_id,
+                        feed=it.feed,
+                        ts=now,
+                    )
+                )
+        return out
+
     def recommend_now(self, user: str, state: Mapping[str, Any] | None, feed: Feed) -> Recommendation:
         """The user's current list for a feed from the latest state (``GET /recommendations``); an
         unknown user (``state`` None) gets the cold-start list: what is trending in that feed."""
         return self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})[0]
 
     def recommend(
-        self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent | None]
+        self,
+        users: Mapping[str, UserState],
+        triggers: Mapping[tuple[str, Feed], InteractionEvent | FanOutEvent | None],
+        pushed: Mapping[tuple[str, Feed], Sequence[tuple[str, str]]] | None = None,
     ) -> list[Recommendation]:
         """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness.
 
@@ -457,7 +540,7 @@ class RankingHandlers:
         user without a taste yet (e.g. unknown to ``GET /recommendations``) gets the feed's trending items.
         Each list carries the version of the models that ranked it (``OnlineModels.version``).
         """
-        by_arm_feed: dict[tuple[str, Feed], list[tuple[str, InteractionEvent | None]]] = {}
+        by_arm_feed: dict[tuple[str, Feed], list[tuple[str, InteractionEvent | FanOutEvent | None]]] = {}
         for (user, feed), ev in triggers.items():
             by_arm_feed.setdefault((self.arm_of(user), feed), []).append((user, ev))
         out: list[Recommendation] = []
@@ -465,7 +548,12 @@ class RankingHandlers:
             models = self.arms[arm]
             version = models.version
             lists = models.recommend(
-                [users[u] for u, _ in wanted], feed, self.index, time.time(), user_ids=[u for u, _ in wanted]
+                [users[u] for u, _ in wanted],
+                feed,
+                self.index,
+                time.time(),
+                user_ids=[u for u, _ in wanted],
+                pushed={n: pushed[(u, feed)] for n, (u, _) in enumerate(wanted) if (u, feed) in (pushed or {})},
             )
             for (user, ev), ranked in zip(wanted, lists, strict=True):
                 out.append(

@@ -102,11 +102,12 @@ def register_pages(
 
     @app.page("/recommendations/{user_id}")
     async def recommendations_view(web: Any, request: Any, user_id: str) -> Any:
-        """GET /recommendations/{user_id}?feed=short_video|live: the current list from the latest state;
-        a user this worker has no state for gets what is trending in that feed (cold start)."""
+        """GET /recommendations/{user_id}?feed=short_video|live|creators: the current list from the latest
+        state (creators: creator ids to follow); a user this worker has no state for gets what is trending
+        in that feed (cold start; creators: the most followed)."""
         feed_name = request.query.get("feed", "short_video")
-        if feed_name not in ("short_video", "live") or not USER_ID.fullmatch(user_id):
-            return web.json({"error": "need a valid user id and feed short_video|live"}, status=400)
+        if feed_name not in ("short_video", "live", "creators") or not USER_ID.fullmatch(user_id):
+            return web.json({"error": "need a valid user id and feed short_video|live|creators"}, status=400)
         state = user_state.get(user_id)
         ok, rec = await page_call(services.index_pool, "recommend_now", user_id, state, Feed(feed_name))
         if not ok:

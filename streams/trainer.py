@@ -34,11 +34,13 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ranking.model_log import (
+    ContentRecord,
     ModelSnapshot,
     SnapshotAssembler,
+    TrainingRecord,
     chunk_snapshot,
+    decode_any,
     decode_chunk,
-    decode_record,
     encode_chunk,
     encode_deltas,
     encode_schedule,
@@ -240,9 +242,20 @@ class Trainer:
         for topic, partition, offset, value in batch:
             self.offsets[f"{topic}:{partition}"] = offset + 1
             try:
-                records.append(decode_record(value))
+                record = decode_any(value)
             except ValueError as exc:
                 log.error("skipping an unreadable training record at %s:%d:%d: %s", topic, partition, offset, exc)
+                continue
+            if isinstance(record, ContentRecord):  # creator vectors: content, in stream order, counted by no version
+                self._learn_observed(records)
+                records = []
+                for m in self.arms.values():
+                    m.learn_creator_content(record.items, refresh=record.refresh)
+            else:
+                records.append(record)
+        self._learn_observed(records)
+
+    def _learn_observed(self, records: Sequence[TrainingRecord]) -> None:
         if not records:
             return
         observations, examples = split_records(records, self.arms)
