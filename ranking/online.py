@@ -674,11 +674,12 @@ class OnlineModels:
         request.items([i for pairs in wanted.values() for i, _ in pairs])
         out = list(lists)
         for n, pairs in wanted.items():
+            servable = [(i, c) for i, c in pairs if request.servable(i)][: p.followed_slots]
+            best = max((r.score for r in lists[n]), default=0.0)  # scores stay in list order
             top = [
-                RecommendedItem(item_id=i, score=1.0, reason=followed_reason(feed, c))
-                for i, c in pairs
-                if request.servable(i)
-            ][: p.followed_slots]
+                RecommendedItem(item_id=i, score=round(best + len(servable) - k, 6), reason=followed_reason(feed, c))
+                for k, (i, c) in enumerate(servable)
+            ]
             if top:
                 firsts = {r.item_id for r in top}
                 out[n] = (top + [r for r in lists[n] if r.item_id not in firsts])[: self.params.top_k]

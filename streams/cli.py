@@ -246,7 +246,7 @@ def demo(
 @cli.command()
 def search(
     query: Annotated[str, typer.Argument(help="words to look for in titles, captions and media")],
-    feed: Annotated[str, typer.Option(help="short_video | live")] = "short_video",
+    feed: Annotated[str, typer.Option(help="short_video | live | creators (by their vectors)")] = "short_video",
     limit: Annotated[int, typer.Option(help="results, 1-100")] = 10,
     worker_url: Annotated[str | None, typer.Option(help="default: http://WEB_HOST:WEB_PORT")] = None,
 ) -> None:

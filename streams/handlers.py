@@ -8,6 +8,7 @@ handlers are testable without Faust or a broker: give them an index and an encod
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -219,6 +220,28 @@ class ContentHandlers:
                 models.learn_content(result.items)
         return result
 
+    def _search_creators(self, vector: np.ndarray, limit: int) -> list[dict[str, Any]]:
+        """Creators whose vector (the decayed mean of their items) best matches the query; the title is
+        their latest item's."""
+        models = self.arms.get("a")
+        if models is None:
+            return []
+        model = models.creator_signal("creators").model  # type: ignore[attr-defined]
+        out = []
+        for creator, score in model.search(np.asarray(vector, np.float32)[None], limit)[0]:
+            latest = model.recent.get(creator, [])
+            out.append(
+                {
+                    "item_id": creator,
+                    "title": latest[-1][3] if latest else creator,
+                    "score": round(score, 6),
+                    "feed": Feed.creators.value,
+                    "matched": "text",
+                    "modality_scores": {"text": round(score, 6)},
+                }
+            )
+        return out
+
     # --- live streams now ----------------------------------------------------------------------
     def add_live_segment(self, event: LiveSegmentEvent) -> bool:
         """Fold a segment or forwarded comments into the stream's window (cheap; no encoding here).
@@ -300,6 +323,8 @@ class ContentHandlers:
         if not query:
             raise RejectedEvent("empty_query", "the query is empty")
         vector = self.encoder.encode([query])[0]
+        if feed is Feed.creators:
+            return self._search_creators(vector, limit)
         hits = self.index.search([vector], feed, limit=limit)[0]
         queries: dict[str, np.ndarray] = {"text": vector, "live_text": vector}
         if self.media is not None and hits:
@@ -510,10 +535,14 @@ class RankingHandlers:
         for it in items:
             if not it.creator_id or it.feed is Feed.creators:
                 continue
+            kind = "live" if it.is_live and it.feed is Feed.live else "new"
+            event_id = f"fanout:{it.item_id}:{kind}"
+            if len(event_id) > 128:  # the Id bound: a long item id is named by its digest instead
+                event_id = f"fanout:{hashlib.sha1(it.item_id.encode()).hexdigest()[:20]}:{kind}"
             for user in cofollow.followers_of(it.creator_id, max_followers):  # type: ignore[attr-defined]
                 out.append(
                     FanOutEvent(
-                        event_id=f"fanout:{it.item_id}:{'live' if it.is_live and it.feed is Feed.live else 'new'}",
+                        event_id=event_id,
                         user_id=user,
                         creator_id=it.creator_id,
                         item_id=it.item_id,

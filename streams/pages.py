@@ -86,15 +86,20 @@ def register_pages(
 
     @app.page("/search")
     async def search_view(web: Any, request: Any) -> Any:
-        """GET /search?q=...&feed=short_video|live&limit=10: best-matching items for a text query."""
+        """GET /search?q=...&feed=short_video|live|creators&limit=10: best-matching items (or creators, by their
+        vectors) for a text query."""
         query = request.query.get("q", "")
         feed_name = request.query.get("feed", "short_video")
         try:
             limit = int(request.query.get("limit", "10"))
         except ValueError:
             limit = -1
-        if feed_name not in ("short_video", "live") or not 1 <= limit <= 100 or not 0 < len(query.strip()) <= 500:
-            return web.json({"error": "need q (1-500 chars), feed short_video|live, limit 1-100"}, status=400)
+        if (
+            feed_name not in ("short_video", "live", "creators")
+            or not 1 <= limit <= 100
+            or not 0 < len(query.strip()) <= 500
+        ):
+            return web.json({"error": "need q (1-500 chars), feed short_video|live|creators, limit 1-100"}, status=400)
         ok, results = await page_call(services.encoder_pool, "search", query, Feed(feed_name), limit)
         if not ok:
             return web.json({"error": results[0]}, status=results[1])

@@ -285,3 +285,20 @@ def test_live_creators_come_first_only_among_the_relevant() -> None:
     params = CreatorParams(top_k=1, live_first_pool=2)
     (ranked,) = rank_creators(models.creator_signals, RankRequest(Feed.creators, [user], 0.0, index), params)
     assert [i.item_id for i in ranked] == ["m"] and ranked[0].reason.startswith("live now: “music”")
+
+
+def test_creators_are_searchable_by_their_vectors() -> None:
+    h = handlers()
+    streamers(h)
+    assert {x["item_id"] for x in h.search("gaming", Feed.creators, 2)} == {"s1", "s2"}  # the two gamers
+    (hit,) = h.search("cooking", Feed.creators, 1)
+    assert (hit["item_id"], hit["title"], hit["feed"]) == ("s3", "cooking tips", "creators")  # latest item
+
+
+def test_a_fan_out_of_an_item_with_a_long_id_names_it_by_digest() -> None:
+    h = handlers()
+    long_id = "x" * 128
+    h.index_content([content(long_id, "s9", "music", kind="short_video")])
+    h.process_interactions([(0, event(0, "a", "follow", creator_id="s9"))], {})
+    (fan,) = h.fanout_for([h.index.get([long_id])[long_id]], 10, 1.0)
+    assert fan.item_id == long_id and len(fan.event_id) <= 128 and fan.event_id.startswith("fanout:")
