@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -302,3 +303,25 @@ def test_a_fan_out_of_an_item_with_a_long_id_names_it_by_digest() -> None:
     h.process_interactions([(0, event(0, "a", "follow", creator_id="s9"))], {})
     (fan,) = h.fanout_for([h.index.get([long_id])[long_id]], 10, 1.0)
     assert fan.item_id == long_id and len(fan.event_id) <= 128 and fan.event_id.startswith("fanout:")
+
+
+def test_the_trainer_learns_content_records_and_follows_and_counts_only_the_follows(tmp_path: Path) -> None:
+    from ranking.model_log import TrainingRecord, encode_record
+    from ranking.signal import Observation
+    from streams.trainer import Trainer
+
+    settings = Settings(kafka_broker="127.0.0.1:1", data_dir=tmp_path, trainer_torch_threads=1)
+    trainer = Trainer(settings)
+    items = (IndexedItem("v", Feed.short_video, False, 1.0, "music", np.ones(384, np.float32), creator_id="c1"),)
+    follow = Observation("f1", "u", "c1", InteractionType.follow, 2.0, 0.0, Feed.creators, ())
+    topic = settings.topic_training
+    trainer.learn(
+        [(topic, 0, 0, encode_content(ContentRecord(items))), (topic, 0, 1, encode_record(TrainingRecord(follow)))]
+    )
+    models = trainer.arms["a"]
+    assert trainer.version == 1  # the follow; content is not an event
+    assert set(models.creator_signal("creators").model.row) == {"c1"}  # type: ignore[attr-defined]
+    assert models.creator_signal("cofollow").followers_of("c1", 5) == ["u"]  # type: ignore[attr-defined]
+    assert models.signal("new_items").model.newest(Feed.short_video, 5) == []  # type: ignore[attr-defined]
+    assert trainer.offsets == {f"{topic}:0": 2}
+    trainer.consumer.close()
