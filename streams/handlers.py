@@ -30,7 +30,6 @@ from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
 from storage.modalities import InMemoryModalityStore, ModalityStore
 from streams.schemas import (
-    FOLLOW_TYPES,
     ContentEvent,
     DeadLetter,
     Event,
@@ -438,19 +437,19 @@ class RankingHandlers:
             if item is None:
                 reject(pos, ev, "unknown_item", f"item {ev.item_id!r} is not indexed")
                 continue
-            if ev.type in FOLLOW_TYPES and item.creator_id == ev.user_id:
-                reject(pos, ev, "self_follow", f"user {ev.user_id!r} published item {ev.item_id!r}")
-                continue
-            users.setdefault(ev.user_id, UserState())
+            own = item.creator_id == ev.user_id
             if ev.type is InteractionType.unfollow:  # through an item: only its creator can be unfollowed
-                if not item.creator_id:
-                    reject(pos, ev, "no_creator", f"item {ev.item_id!r} names no creator to unfollow")
+                if not item.creator_id or own:
+                    reason = "self_follow" if own else "no_creator"
+                    reject(pos, ev, reason, f"item {ev.item_id!r} names no creator {ev.user_id!r} can unfollow")
                     continue
+                users.setdefault(ev.user_id, UserState())
                 follows.append((ev, ev.to_follow(item.creator_id)))
                 continue
+            users.setdefault(ev.user_id, UserState())
             known.append((ev, item))
             last_trigger[(ev.user_id, item.feed)] = ev
-            if ev.type is InteractionType.follow and item.creator_id:  # the older form: follow the item's creator
+            if ev.type is InteractionType.follow and item.creator_id and not own:  # the older form: and its creator
                 follows.append((ev, ev.to_follow(item.creator_id, event_id=f"{ev.event_id}:creator")))
             elif item.creator_id and self._engages(ev):
                 last_trigger[(ev.user_id, Feed.creators)] = ev

@@ -325,3 +325,12 @@ def test_the_trainer_learns_content_records_and_follows_and_counts_only_the_foll
     assert models.signal("new_items").model.newest(Feed.short_video, 5) == []  # type: ignore[attr-defined]
     assert trainer.offsets == {f"{topic}:0": 2}
     trainer.consumer.close()
+
+
+def test_a_creator_following_their_own_item_in_the_older_form_is_the_interaction_it_always_was() -> None:
+    h = handlers()
+    streamers(h)
+    r = h.process_interactions([(0, event(0, "s4", "follow", item_id="s4a"))], {})
+    assert not r.dead and r.states["s4"]["follows"] == {} and r.states["s4"]["counts"] == {"follow": 1}
+    r = h.process_interactions([(0, event(1, "s4", "unfollow", item_id="s4a"))], r.states)
+    assert [d.reason for _, d in r.dead] == ["self_follow"]
