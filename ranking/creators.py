@@ -47,6 +47,7 @@ class CreatorParams:
     top_k: int = 10
     live_first_pool: int = 2  # live creators among the best live_first_pool × top_k move to the front
     # the fixed blend of the creators feed (a learned creator ranker is not built yet)
+    max_neighbours: int = 500  # co-follow counts kept per creator (the largest)
     weights: Mapping[str, float] = field(
         default_factory=lambda: {
             "creators.sim": 1.0,
@@ -86,8 +87,11 @@ class CreatorVectors:
         if self.sums.shape[1] != dim:
             if len(self.row):
                 raise ValueError(f"creator vectors have dim {self.sums.shape[1]}, got {dim}")
+            self.ids, self.free = [], []
             self.sums = np.zeros((0, dim), np.float32)
             self.unit = np.zeros((0, dim), np.float32)
+            self.weights = np.zeros(0, np.float64)
+            self.last = np.zeros(0, np.float64)
         if len(self.row) >= self.max_creators:  # the least recently updated creator makes room
             used = np.fromiter(self.row.values(), np.int64)
             self.drop(self.ids[int(used[np.argmin(self.last[used])])])
@@ -154,14 +158,16 @@ class CreatorVectors:
         """Each query's ``limit`` most similar creators (inner product with the unit mean vectors)."""
         if not len(self.row) or not len(queries) or limit <= 0:
             return [[] for _ in range(len(queries))]
-        used = np.fromiter(sorted(self.row.values()), np.int64)
-        scores = np.asarray(queries, np.float32) @ self.unit[used].T
-        k = min(limit, len(used))
+        n = len(self.ids)  # rows in use or free: free rows are masked, no copy of the matrix is made
+        scores = np.asarray(queries, np.float32) @ self.unit[:n].T
+        if self.free:
+            scores[:, self.free] = -np.inf
+        k = min(limit, len(self.row))
         out = []
         for row in scores:
             top = np.argpartition(-row, k - 1)[:k]
-            top = top[np.lexsort((used[top], -row[top]))]
-            out.append([(self.ids[int(used[j])], float(row[j])) for j in top])
+            top = top[np.lexsort((top, -row[top]))]
+            out.append([(self.ids[int(j)], float(row[j])) for j in top])
         return out
 
     def similarity(self, query: np.ndarray | None, creators: Sequence[str]) -> np.ndarray:
@@ -351,11 +357,14 @@ class CoFollowSignal(BaseSignal):
         self.co: dict[str, dict[str, float]] = {}
         self.followers: dict[str, dict[str, None]] = {}  # creator -> followers, oldest first
         self._bytes = 0
+        self._popular: tuple[int, list[str]] = (-1, [])  # (mutation count it was computed at, order)
+        self._mutations = 0
 
     def _learn(self, events: Sequence[Observation]) -> None:
         for ev in events:
             if ev.type not in (InteractionType.follow, InteractionType.unfollow) or ev.feed is not Feed.creators:
                 continue
+            self._mutations += 1
             y, on = ev.item_id, ev.type is InteractionType.follow
             seeds = [x for x in ev.context[-self.params.follow_seeds :] if x != y]
             fans = self.followers.setdefault(y, {})
@@ -388,6 +397,10 @@ class CoFollowSignal(BaseSignal):
             del row[b]
             self._bytes -= ROW_OVERHEAD
         del self.co[a]  # re-inserted last (most recently touched), or gone when empty
+        if len(row) > self.params.max_neighbours * 5 // 4:  # keep the largest counts (amortised)
+            kept = sorted(row.items(), key=lambda x: (-x[1], x[0]))[: self.params.max_neighbours]
+            self._bytes -= ROW_OVERHEAD * (len(row) - len(kept))
+            row = dict(kept)
         if row:
             self.co[a] = row
 
@@ -398,7 +411,11 @@ class CoFollowSignal(BaseSignal):
             self.forget(victim)
 
     def popular(self, limit: int) -> list[str]:
-        return sorted(self.followers, key=lambda c: (-len(self.followers[c]), c))[:limit]
+        """The most followed creators (the order is recomputed only after the counts changed)."""
+        if self._popular[0] != self._mutations:
+            order = sorted(self.followers, key=lambda c: (-len(self.followers[c]), c))[:1_000]
+            self._popular = (self._mutations, order)
+        return self._popular[1][:limit]
 
     def followers_of(self, creator: str, limit: int) -> list[str]:
         """Up to ``limit`` followers of ``creator``, most recent first (the fan-out of a new upload)."""
@@ -406,6 +423,7 @@ class CoFollowSignal(BaseSignal):
         return fans[::-1][:limit]
 
     def forget(self, item_id: str) -> None:
+        self._mutations += 1
         row = self.co.pop(item_id, {})
         self._bytes -= ROW_OVERHEAD * len(row)
         for other in row:
@@ -435,6 +453,7 @@ class CoFollowSignal(BaseSignal):
 
     def _load(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self.co, self.followers, self._bytes = {}, {}, 0
+        self._mutations += 1
         for a, b, v in zip(arrays["a"].tolist(), arrays["b"].tolist(), arrays["count"].tolist(), strict=True):
             self.co.setdefault(a, {})[b] = float(v)
             self._bytes += ROW_OVERHEAD

@@ -334,3 +334,25 @@ def test_a_creator_following_their_own_item_in_the_older_form_is_the_interaction
     assert not r.dead and r.states["s4"]["follows"] == {} and r.states["s4"]["counts"] == {"follow": 1}
     r = h.process_interactions([(0, event(1, "s4", "unfollow", item_id="s4a"))], r.states)
     assert [d.reason for _, d in r.dead] == ["self_follow"]
+
+
+def test_a_dropped_creator_is_never_found_and_co_follow_rows_keep_their_largest_counts() -> None:
+    model = CreatorVectors(CreatorParams(), max_creators=10)
+    for n, topic in enumerate(TOPICS):
+        model.add(f"c{n}", axis(topic), 0.0)
+    model.drop("c1")
+    assert "c1" not in {c for c, _ in model.search(axis("gaming")[None], 10)[0]}
+    from ranking.creators import CoFollowSignal
+    from ranking.signal import Observation
+
+    co = CoFollowSignal(CreatorParams(max_neighbours=2))
+    events = []
+    for u, others in enumerate([["a", "b"], ["a", "b"], ["a", "c"], ["a", "d"], ["a", "e"]]):
+        for n, creator in enumerate(others):
+            events.append(
+                Observation(
+                    f"{u}-{n}", f"u{u}", creator, InteractionType.follow, 0.0, 0.0, Feed.creators, tuple(others[:n])
+                )
+            )
+    co.learn(events)
+    assert co.co["a"]["b"] == 2 and len(co.co["a"]) <= 2  # b (twice) kept; one of the singles dropped
