@@ -161,3 +161,27 @@ def test_a_bad_feed_name_is_refused(stack: Any) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         stack.worker.get("/recommendations/fan1?feed=music")
     assert err.value.code == 400
+
+
+def test_creator_vectors_and_co_follow_ship_in_the_trainers_snapshots(stack: Any, inbox: Inbox) -> None:
+    from streams.params import online_models_from_settings
+    from streams.trainer import read_snapshots
+
+    s = stack.settings
+    send(stack, "sn1", "fan6", "follow", creator_id="coach_d")
+    lists(inbox, "sn1", {"creators"})
+    deadline = time.monotonic() + s.snapshot_interval_s + 60
+    while True:  # the first snapshot that has learned this follow
+        snap = read_snapshots(s).get("a")
+        if snap is not None:
+            models = online_models_from_settings(s)
+            models.restore_shared(snap.models, snap.version)
+            cofollow = models.creator_signal("cofollow")
+            if "fan6" in cofollow.followers_of("coach_d", 100):  # type: ignore[attr-defined]
+                break
+        assert time.monotonic() < deadline, "no snapshot with the follow"
+        time.sleep(2)
+    assert {"creators", "cofollow", "engaged"} <= set(snap.models)
+    vectors = models.creator_signal("creators").model  # type: ignore[attr-defined]
+    assert {"gamer_a", "gamer_b", "chef_c", "coach_d"} <= set(vectors.row)  # from the content records
+    assert {"fan3", "fan4"} <= set(cofollow.followers_of("chef_c", 100))  # type: ignore[attr-defined]
