@@ -6,7 +6,9 @@ event's ``Observation`` and, when the event was labelled, the ``Example`` each A
 the trainer feeds them to ``OnlineModels.learn_shared`` and publishes versioned snapshots of every
 model, cut into ``ModelChunk`` s that fit a Kafka message; workers assemble only complete same-version
 sets (``SnapshotAssembler``) and swap them in whole. ``ModelDelta`` carries the observations the
-trainer just applied, so workers' count signals follow within a second between snapshots.
+trainer just applied, so workers' count signals follow within a second between snapshots. ``ContentRecord``
+carries items with a creator (and their vectors) to the trainer's creator vectors: the trainer reads no
+content topic.
 
 Bytes: a 4-byte header length, a JSON header (with each array's dtype, shape and offset) and the raw
 array bytes. No pickle: the bytes cross process boundaries.

@@ -11,6 +11,10 @@ group would split partitions across trainers, while one trainer must see every r
 CPU: learning runs in this one thread; torch and BLAS are limited to ``trainer_torch_threads`` (default
 1), so the trainer takes about one core when busy and nothing when idle.
 
+Input: the ranking workers' training records, and the content records the encoder role writes beside
+them (items with a creator and their vectors, new or refreshed live): only the creator vectors learn
+those, and no version counts them (``ranking.model_log.ContentRecord``, docs/creators.md).
+
 Output: every ``delta_interval_s`` the observations just learned (``ModelDelta``) go to
 ``livelens.model-deltas``; every ``snapshot_interval_s`` and on shutdown every model of every arm goes to
 ``livelens.models`` in chunks under the message limit, after the same state is written atomically to
