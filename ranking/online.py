@@ -381,12 +381,13 @@ class OnlineModels:
         if not observations:
             return
         items = [o for o in observations if o.feed is not Feed.creators]
+        follows = [o for o in observations if o.feed is Feed.creators]
         for s in self.signals:
             if items and (names is None or s.name in names):
                 s.learn(items)
-        for s in self.creator_signals:
-            if names is None or s.name in names:
-                s.learn(observations)
+        for s in self.creator_signals:  # they learn content apart (``learn_content``), events only as follows
+            if follows and (names is None or s.name in names):
+                s.learn(follows)
 
     def observe_follows(
         self, users: Mapping[str, UserState], follows: Sequence[Follow]
