@@ -23,10 +23,6 @@ class Feed(StrEnum):
     creators = "creators"  # creators and streamers to follow (``ranking.creators``); its items are creator ids
 
 
-# the feeds whose lists hold items of the index (the creators feed holds creator ids)
-ITEM_FEEDS: tuple[Feed, ...] = (Feed.short_video, Feed.live)
-
-
 class InteractionType(StrEnum):
     view = "view"
     like = "like"
