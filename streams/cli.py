@@ -585,8 +585,8 @@ def ab_report(
 
     s = _settings()
     url = url or f"http://{s.web_host}:{s.web_port}/metrics"
-    if feed is not None and feed not in ("short_video", "live"):
-        console.print(f"[red]unknown feed {feed!r}[/]; choose short_video or live")
+    if feed is not None and feed not in ("short_video", "live", "creators"):
+        console.print(f"[red]unknown feed {feed!r}[/]; choose short_video, live or creators")
         raise typer.Exit(2)
     try:
         arms = parse_arms(fetch_metrics(url), feed)

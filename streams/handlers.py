@@ -482,6 +482,14 @@ class RankingHandlers:
                     unscored[key] = unscored.get(key, 0) + 1
                 else:
                     online.setdefault((outcome.arm, outcome.feed), Tally()).add(outcome)
+        for (_, f), ok in zip(follows, followed, strict=True):  # the creators feed's online metric: a follow
+            if ok and f.on:  # of a creator in the user's last creators list is its hit
+                outcome = self.last_lists.score(f.user_id, Feed.creators, f.creator_id)
+                if outcome is None:
+                    key = (self.arm_of(f.user_id), Feed.creators)
+                    unscored[key] = unscored.get(key, 0) + 1
+                else:
+                    online.setdefault((outcome.arm, outcome.feed), Tally()).add(outcome)
         duplicates = applied.count(False) + sum(
             1 for (ev, f), ok in zip(follows, followed, strict=True) if not ok and f.event_id == ev.event_id
         )

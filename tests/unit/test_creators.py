@@ -356,3 +356,15 @@ def test_a_dropped_creator_is_never_found_and_co_follow_rows_keep_their_largest_
             )
     co.learn(events)
     assert co.co["a"]["b"] == 2 and len(co.co["a"]) <= 2  # b (twice) kept; one of the singles dropped
+
+
+def test_a_follow_of_a_recommended_creator_scores_the_creators_feed_online() -> None:
+    h = handlers()
+    streamers(h)
+    first = h.process_interactions([(0, event(0, "u", "gift", item_id="s1a", value=10.0))], {})
+    listed = [i.item_id for i in next(r for r in first.recommendations if r.feed is Feed.creators).items]
+    second = h.process_interactions([(0, event(1, "u", "follow", creator_id=listed[1]))], first.states)
+    tally = second.online[("a", Feed.creators)]
+    assert (tally.interactions, tally.hits) == (1, 1) and tally.ndcg == pytest.approx(1 / np.log2(3))
+    third = h.process_interactions([(0, event(2, "u", "follow", creator_id="nobody"))], second.states)
+    assert (third.online[("a", Feed.creators)].interactions, third.online[("a", Feed.creators)].hits) == (1, 0)
