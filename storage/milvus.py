@@ -1,9 +1,10 @@
 """The item index in Milvus (a Milvus Lite file or a Milvus server) behind the core's ``ranking.index.Index``.
 
 The Faust agents call it through ``asyncio.to_thread``-style executors (pymilvus is blocking gRPC).
-One collection holds both feeds; ``feed`` and ``is_live`` are scalar fields so the live feed is a
+One collection holds both item feeds; ``feed`` and ``is_live`` are scalar fields so the live feed is a
 filter, and an ended stream leaves it with one upsert. Consistency is Strong so a search right after
-an upsert sees it (an ended stream must disappear at once).
+an upsert sees it (an ended stream must disappear at once). Every row names its item's ``creator_id``
+(issue 16; a collection from before is refused at start, see ``require_creator_field``).
 """
 
 from __future__ import annotations
