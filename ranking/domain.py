@@ -20,6 +20,7 @@ class ContentKind(StrEnum):
 class Feed(StrEnum):
     short_video = "short_video"
     live = "live"
+    creators = "creators"  # creators and streamers to follow (``ranking.creators``); its items are creator ids
 
 
 class InteractionType(StrEnum):
@@ -30,6 +31,7 @@ class InteractionType(StrEnum):
     gift = "gift"
     skip = "skip"
     follow = "follow"
+    unfollow = "unfollow"
 
 
 def feed_of(kind: ContentKind) -> Feed:
@@ -60,3 +62,18 @@ class RecommendedItem:
     item_id: str
     score: float
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Follow:
+    """A user starts (``on``) or stops following a creator; idempotent by ``event_id`` like an interaction.
+
+    Why apart from ``Interaction``: a follow names a creator, not an indexed item, and a creator never
+    seen before is a valid target (their first upload may come later).
+    """
+
+    event_id: str
+    user_id: str
+    creator_id: str
+    ts: float
+    on: bool = True

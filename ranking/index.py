@@ -9,7 +9,7 @@ Implementations: ``storage.milvus.MilvusIndex`` (Milvus Lite or a server, the so
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -25,9 +25,13 @@ class IndexedItem:
     created_at: float
     title: str
     vector: np.ndarray
+    creator_id: str = ""  # who published it ("" when the producer did not say)
 
     def with_live(self, is_live: bool) -> IndexedItem:
-        return IndexedItem(self.item_id, self.feed, is_live, self.created_at, self.title, self.vector)
+        return replace(self, is_live=is_live)
+
+    def with_vector(self, vector: np.ndarray) -> IndexedItem:
+        return replace(self, vector=vector)
 
 
 @dataclass(frozen=True)

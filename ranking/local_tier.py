@@ -219,9 +219,7 @@ class LocalSearchTier:
         matrix = self.feeds[item.feed]
         matrix.put(item.item_id, item.vector, searchable(item))
         vector = matrix.vectors[matrix.row_of[item.item_id]]
-        self.items[item.item_id] = IndexedItem(
-            item.item_id, item.feed, item.is_live, item.created_at, item.title, vector
-        )
+        self.items[item.item_id] = item.with_vector(vector)
 
     def merge(self, items: Iterable[IndexedItem], since_seq: int | None) -> int:
         """Apply items read from Milvus, except those this worker wrote after the read began."""

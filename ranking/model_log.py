@@ -6,7 +6,9 @@ event's ``Observation`` and, when the event was labelled, the ``Example`` each A
 the trainer feeds them to ``OnlineModels.learn_shared`` and publishes versioned snapshots of every
 model, cut into ``ModelChunk`` s that fit a Kafka message; workers assemble only complete same-version
 sets (``SnapshotAssembler``) and swap them in whole. ``ModelDelta`` carries the observations the
-trainer just applied, so workers' count signals follow within a second between snapshots.
+trainer just applied, so workers' count signals follow within a second between snapshots. ``ContentRecord``
+carries items with a creator (and their vectors) to the trainer's creator vectors: the trainer reads no
+content topic.
 
 Bytes: a 4-byte header length, a JSON header (with each array's dtype, shape and offset) and the raw
 array bytes. No pickle: the bytes cross process boundaries.
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ranking.domain import Feed, InteractionType
+from ranking.index import IndexedItem
 from ranking.ranker import Example
 from ranking.signal import Observation
 from ranking.training import TrainingScheduler
@@ -119,6 +122,40 @@ def decode_record(data: bytes) -> TrainingRecord:
     except (KeyError, ValueError, TypeError) as e:
         raise LogFormatError(f"bad training record: {e}") from e
     return TrainingRecord(ob, examples)
+
+
+@dataclass(frozen=True)
+class ContentRecord:
+    """Items just indexed (or live streams just refreshed, ``refresh``) that name a creator: what the
+    trainer's creator vectors (``ranking.creators``) learn. They are not events: no version counts them."""
+
+    items: tuple[IndexedItem, ...]
+    refresh: bool = False
+
+
+def encode_content(record: ContentRecord) -> bytes:
+    rows = [[it.item_id, it.creator_id, it.feed.value, it.is_live, it.created_at, it.title] for it in record.items]
+    vectors = np.stack([np.asarray(it.vector, np.float32) for it in record.items]) if record.items else None
+    return pack(
+        {"f": RECORD_FORMAT, "ct": rows, "refresh": record.refresh}, {"v": vectors} if vectors is not None else {}
+    )
+
+
+def decode_any(data: bytes) -> TrainingRecord | ContentRecord:
+    """A training record, or a content record (``encode_content``): both travel on the training topic."""
+    header, arrays = unpack(data)
+    if "ct" not in header:
+        return decode_record(data)
+    if header.get("f") != RECORD_FORMAT:
+        raise LogFormatError(f"content record format {header.get('f')!r}, expected {RECORD_FORMAT}")
+    try:
+        items = tuple(
+            IndexedItem(str(i), Feed(f), bool(live), float(ts), str(title), arrays["v"][n].copy(), creator_id=str(c))
+            for n, (i, c, f, live, ts, title) in enumerate(header["ct"])
+        )
+    except (KeyError, ValueError, TypeError, IndexError) as e:
+        raise LogFormatError(f"bad content record: {e}") from e
+    return ContentRecord(items, bool(header.get("refresh", False)))
 
 
 def records_of(observations: Sequence[Observation], examples: Mapping[str, Sequence[Example]]) -> list[TrainingRecord]:

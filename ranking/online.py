@@ -30,7 +30,15 @@ import numpy as np
 
 from ranking.ab import config_id
 from ranking.coengagement import CoEngagementParams
-from ranking.domain import Feed, Interaction, RecommendedItem
+from ranking.creators import (
+    CreatorParams,
+    CreatorVectorsSignal,
+    default_creator_signals,
+    followed_items,
+    followed_reason,
+    rank_creators,
+)
+from ranking.domain import Feed, Follow, Interaction, InteractionType, RecommendedItem
 from ranking.index import Index, IndexedItem
 from ranking.next_item import NextItemLearner
 from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
@@ -68,6 +76,8 @@ def user_context(user_id: str, state: UserState, user_model: UserModel) -> UserC
         seen=state.seen_items,
         query=user_model.query_vector(state),
         recent=tuple((r.item_id, r.type, r.weight) for r in state.recent),
+        follows=state.follows,
+        creators=state.creators,
     )
 
 
@@ -192,10 +202,15 @@ class OnlineModels:
     arm: str = "a"
     # what else the configuration depends on (encoder names, ...): part of the config id, never read
     describes: Mapping[str, Any] = field(default_factory=dict)
+    # the creators feed's signals (``ranking.creators``): shared like ``signals``, but they rank creators
+    creator_params: CreatorParams = field(default_factory=CreatorParams)
+    creator_signals: list[Signal] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.signals:
             self.signals = default_signals(self.params)
+        if not self.creator_signals:
+            self.creator_signals = default_creator_signals(self.creator_params)
         if self.ranker is None:
             # the linear part starts at the hand blend whose weights live in RankingParams, unless the
             # ranker's parameters name a prior of their own
@@ -222,6 +237,8 @@ class OnlineModels:
             [type(s).__name__ for s in self.signals],
             type(getattr(self.signal("next_item"), "model", None)).__name__ if "next_item" in self.sources else "",
             dict(self.describes),
+            self.creator_params,
+            [type(s).__name__ for s in self.creator_signals],
         )
 
     # --- version ---------------------------------------------------------------------------------
@@ -264,9 +281,31 @@ class OnlineModels:
         return self.signal("next_item").model  # type: ignore[attr-defined,no-any-return]
 
     # --- learning --------------------------------------------------------------------------------
+    @property
+    def all_signals(self) -> list[Signal]:
+        """Every shared model: the item feeds' signals, then the creators feed's."""
+        return [*self.signals, *self.creator_signals]
+
+    def creator_signal(self, name: str) -> Signal:
+        return next(s for s in self.creator_signals if s.name == name)
+
     def learn_content(self, items: Sequence[IndexedItem]) -> None:
-        for s in self.signals:
+        for s in self.all_signals:
             s.learn_content(items)  # type: ignore[attr-defined]
+
+    def learn_refresh(self, items: Sequence[IndexedItem]) -> None:
+        """Refreshed live streams move their creators' vectors (the item signals learn nothing from it)."""
+        self.learn_creator_content(items, refresh=True)
+
+    def learn_creator_content(self, items: Sequence[IndexedItem], refresh: bool = False) -> None:
+        """Only the creator signals learn these items: the trainer's path (its item signals never saw
+        content before issue 16, and must not start to)."""
+        for s in self.creator_signals:
+            if isinstance(s, CreatorVectorsSignal):
+                if refresh:
+                    s.learn_refresh(items)
+                else:
+                    s.learn_content(items)
 
     def end_live(self, item_id: str) -> None:
         """An ended stream leaves every signal at once."""
@@ -318,7 +357,7 @@ class OnlineModels:
         for ev, item in events:
             state = users[ev.user_id]
             before = tuple(positives(state))
-            ok = self.user_model.learn_one(state, ev, item.vector)
+            ok = self.user_model.learn_one(state, ev, item.vector, item.creator_id)
             applied.append(ok)
             if ok and shared:
                 weight = state.recent[-1].weight
@@ -332,25 +371,65 @@ class OnlineModels:
     def learn_shared(self, observations: Sequence[Observation], examples: Sequence[Example]) -> None:
         """The shared models learn a batch's applied events and labelled examples (on schedule): in the
         worker without a trainer, or in the trainer from the workers' logged records."""
-        if observations:
-            for s in self.signals:
-                s.learn(observations)
+        self._learn_signals(observations, None)
         assert self.schedule is not None
         self.schedule.add(examples, len(observations))
+
+    def _learn_signals(self, observations: Sequence[Observation], names: Collection[str] | None) -> None:
+        """Follow observations (feed ``creators``) go to the creator signals only: an item signal must
+        never take a creator id for an item."""
+        if not observations:
+            return
+        items = [o for o in observations if o.feed is not Feed.creators]
+        follows = [o for o in observations if o.feed is Feed.creators]
+        for s in self.signals:
+            if items and (names is None or s.name in names):
+                s.learn(items)
+        for s in self.creator_signals:  # they learn content apart (``learn_content``), events only as follows
+            if follows and (names is None or s.name in names):
+                s.learn(follows)
+
+    def observe_follows(
+        self, users: Mapping[str, UserState], follows: Sequence[Follow]
+    ) -> tuple[list[bool], list[Observation]]:
+        """Apply follows and unfollows to the users' states in order; per event whether it was applied,
+        and the applied ones as the shared models learn them (context: the user's follows before it)."""
+        applied: list[bool] = []
+        observations: list[Observation] = []
+        for f in follows:
+            state = users[f.user_id]
+            before = tuple(state.follows)
+            ok = self.user_model.learn_follow(state, f)
+            applied.append(ok)
+            if ok:
+                kind = InteractionType.follow if f.on else InteractionType.unfollow
+                observations.append(
+                    Observation(f.event_id, f.user_id, f.creator_id, kind, f.ts, 0.0, Feed.creators, before)
+                )
+        return applied, observations
+
+    def learn_follows(
+        self, users: Mapping[str, UserState], follows: Sequence[Follow], shared: bool = True
+    ) -> list[bool]:
+        """``observe_follows``, and (``shared``) the shared models learn them: without a trainer, offline."""
+        applied, observations = self.observe_follows(users, follows)
+        if shared:
+            self.learn_shared(observations, [])
+        return applied
 
     # --- serving the trainer's models --------------------------------------------------------------
     def shared_snapshot(self) -> dict[str, bytes]:
         """Every signal's and the ranker's snapshot by name: what the trainer publishes."""
         assert self.ranker is not None
-        return {**{s.name: s.snapshot() for s in self.signals}, "ranker": self.ranker.snapshot()}
+        return {**{s.name: s.snapshot() for s in self.all_signals}, "ranker": self.ranker.snapshot()}
 
     def restore_shared(self, models: Mapping[str, bytes], events: int) -> None:
         """Load a snapshot set into this (fresh, unserved) object; its version counter becomes ``events``."""
         assert self.ranker is not None and self.schedule is not None
-        missing = {*self.sources, "ranker"} - set(models)
+        missing = {*(s.name for s in self.all_signals), "ranker"} - set(models)
         if missing:
             raise ValueError(f"snapshot set lacks {sorted(missing)}")
-        for s in self.signals:
+        for s in self.all_signals:
             s.restore(models[s.name])
         self.ranker.restore(models["ranker"])
         self.schedule.events = events
@@ -364,13 +443,16 @@ class OnlineModels:
         signals = [
             mine if mine.name in keep else theirs for mine, theirs in zip(self.signals, other.signals, strict=True)
         ]
+        creators = [
+            mine if mine.name in keep else theirs
+            for mine, theirs in zip(self.creator_signals, other.creator_signals, strict=True)
+        ]
         self.signals, self.ranker, self.schedule = signals, other.ranker, other.schedule
+        self.creator_signals = creators
 
     def learn_counts(self, observations: Sequence[Observation], names: Collection[str]) -> None:
         """A trainer's delta: only the named (count) signals learn; the version and the ranker stay."""
-        for s in self.signals:
-            if s.name in names:
-                s.learn(observations)
+        self._learn_signals(observations, names)
 
     def learn_one(self, state: UserState, event: Interaction, item: IndexedItem, shared: bool = True) -> bool:
         """``learn_batch`` of one event for one user, without a catalogue: nothing is labelled."""
@@ -549,10 +631,64 @@ class OnlineModels:
         index: Index,
         now: float,
         user_ids: Sequence[str] | None = None,
+        pushed: Mapping[int, Sequence[tuple[str, str]]] | None = None,
     ) -> list[list[RecommendedItem]]:
         """One list per user for one feed. A user without a taste vector yet (unknown, or only skips)
-        gets the cold-start list: trending in the feed, then the newest items."""
+        gets the cold-start list: trending in the feed, then the newest items.
+
+        The creators feed ranks creators (``ranking.creators.rank_creators``). In the item feeds, the
+        items of followed creators come first (:meth:`with_followed`); ``pushed`` adds, per user index,
+        (item, creator) pairs a fan-out names, in case this worker's creator vectors have not seen them yet."""
         ids = list(user_ids) if user_ids is not None else [f"user-{n}" for n in range(len(users))]
+        if feed is Feed.creators:
+            contexts = [user_context(u, s, self.user_model) for u, s in zip(ids, users, strict=True)]
+            request = RankRequest(feed, contexts, now, index)
+            return rank_creators(self.creator_signals, request, replace(self.creator_params, top_k=self.params.top_k))
+        lists = self._recommend_items(users, feed, index, now, ids)
+        return self.with_followed(lists, users, feed, index, now, pushed or {})
+
+    def with_followed(
+        self,
+        lists: list[list[RecommendedItem]],
+        users: Sequence[UserState],
+        feed: Feed,
+        index: Index,
+        now: float,
+        pushed: Mapping[int, Sequence[tuple[str, str]]],
+    ) -> list[list[RecommendedItem]]:
+        """Each list with the user's followed creators' new items (live streams on the live feed) first,
+        at most ``followed_slots``, each with the reason "new from X, whom you follow"; unseen and servable."""
+        p = self.creator_params
+        model = self.creator_signal("creators").model  # type: ignore[attr-defined]
+        wanted: dict[int, list[tuple[str, str]]] = {}
+        for n, state in enumerate(users):
+            found = [(i, c) for i, c in pushed.get(n, ()) if c in state.follows]
+            if state.follows:
+                found += [(i, c) for i, c, _ in followed_items(model, state.follows, feed, now, p.followed_window_s)]
+            seen = state.seen_items
+            found = [(i, c) for i, c in dict(found).items() if i not in seen]
+            if found:
+                wanted[n] = found
+        if not wanted:
+            return lists
+        request = RankRequest(feed, [], now, index)
+        request.items([i for pairs in wanted.values() for i, _ in pairs])
+        out = list(lists)
+        for n, pairs in wanted.items():
+            servable = [(i, c) for i, c in pairs if request.servable(i)][: p.followed_slots]
+            best = max((r.score for r in lists[n]), default=0.0)  # scores stay in list order
+            top = [
+                RecommendedItem(item_id=i, score=round(best + len(servable) - k, 6), reason=followed_reason(feed, c))
+                for k, (i, c) in enumerate(servable)
+            ]
+            if top:
+                firsts = {r.item_id for r in top}
+                out[n] = (top + [r for r in lists[n] if r.item_id not in firsts])[: self.params.top_k]
+        return out
+
+    def _recommend_items(
+        self, users: Sequence[UserState], feed: Feed, index: Index, now: float, ids: list[str]
+    ) -> list[list[RecommendedItem]]:
         warm = [n for n, s in enumerate(users) if self.user_model.query_vector(s) is not None]
         out: list[list[RecommendedItem]] = [[] for _ in users]
         if warm:

@@ -51,6 +51,9 @@ class UserContext:
     seen: set[str]  # never recommended again
     query: np.ndarray | None  # unit taste vector (None: no taste yet)
     recent: tuple[tuple[str, InteractionType, float], ...] = ()  # (item, type, weight), oldest first
+    follows: Mapping[str, float] = field(default_factory=dict)  # followed creator -> when, oldest first
+    # creator -> [gifts, comments, long watches, weight, last ts] of the user's strong engagement
+    creators: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ranking.domain import Interaction, InteractionType
+from ranking.domain import Follow, Interaction, InteractionType
 
 DEFAULT_EVENT_WEIGHTS: dict[str, float] = {
     # Stronger commitment -> larger pull of the user's taste toward the item (skip pushes away).
@@ -65,6 +65,11 @@ class UserState:
     # Ids of the last events applied: the dedupe record lives in the same table value as the state
     # it guards, so a changelog replay restores both together.
     applied_event_ids: list[str] = field(default_factory=list)
+    # creator -> event time of the follow, oldest first (``UserModel.learn_follow``)
+    follows: dict[str, float] = field(default_factory=dict)
+    # creator -> [gifts, comments, long watches, engagement weight, last event time] of the user's strong
+    # engagement with that creator's items: the creators feed proposes them and says why
+    creators: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +80,8 @@ class UserState:
             "counts": dict(self.counts),
             "recent": [[r.item_id, r.type.value, r.ts, r.weight] for r in self.recent],
             "applied_event_ids": list(self.applied_event_ids),
+            "follows": dict(self.follows),
+            "creators": {c: list(v) for c, v in self.creators.items()},
         }
 
     @classmethod
@@ -89,6 +96,8 @@ class UserState:
             counts=dict(data.get("counts", {})),
             recent=[RecentItem(i, InteractionType(t), float(ts), float(w)) for i, t, ts, w in data.get("recent", [])],
             applied_event_ids=list(data.get("applied_event_ids", [])),
+            follows={str(c): float(ts) for c, ts in data.get("follows", {}).items()},
+            creators={str(c): [float(x) for x in v] for c, v in data.get("creators", {}).items()},
         )
 
     @property
@@ -107,6 +116,8 @@ class UserModelParams:
     watch_seconds_full: float = 30.0
     recent_items: int = 50
     dedupe_window: int = 512
+    max_follows: int = 5_000  # a user's follows kept (oldest dropped beyond)
+    max_creators: int = 200  # creators whose engagement is kept per user (least recent dropped beyond)
 
 
 def event_weight(event: Interaction, params: UserModelParams) -> float:
@@ -133,8 +144,13 @@ class UserModel:
         self.params = params
         self.long_weight = long_weight
 
-    def learn_one(self, state: UserState, event: Interaction, item_vector: Sequence[float] | None) -> bool:
-        """Apply one interaction in place; returns False (and changes nothing) for a replayed event."""
+    def learn_one(
+        self, state: UserState, event: Interaction, item_vector: Sequence[float] | None, creator_id: str = ""
+    ) -> bool:
+        """Apply one interaction in place; returns False (and changes nothing) for a replayed event.
+
+        ``creator_id``: who published the item; a gift, a comment or a long watch counts toward that
+        creator's engagement (``UserState.creators``)."""
         if state.has_applied(event.event_id):
             return False
         p = self.params
@@ -155,6 +171,44 @@ class UserModel:
         del state.recent[: -p.recent_items]
         state.applied_event_ids.append(event.event_id)
         del state.applied_event_ids[: -p.dedupe_window]
+        if creator_id and creator_id != event.user_id:
+            self._engage(state, event, creator_id, weight)
+        return True
+
+    def _engage(self, state: UserState, event: Interaction, creator_id: str, weight: float) -> None:
+        slot = {InteractionType.gift: 0, InteractionType.comment: 1}.get(event.type)
+        if slot is None and event.type is InteractionType.view and event.value >= self.params.watch_seconds_full:
+            slot = 2
+        if slot is None:
+            return
+        row = state.creators.pop(creator_id, [0.0, 0.0, 0.0, 0.0, 0.0])
+        row[slot] += 1
+        row[3] += max(weight, 0.0)
+        row[4] = max(row[4], event.ts)
+        state.creators[creator_id] = row  # most recent last
+        while len(state.creators) > self.params.max_creators:
+            del state.creators[next(iter(state.creators))]
+
+    def learn_follow(self, state: UserState, follow: Follow) -> bool:
+        """Follow or unfollow a creator in place; False (nothing changes) for a replayed event id.
+
+        A creator never seen before is kept: their content may come later. Unfollowing one not followed
+        changes only the counts."""
+        if state.has_applied(follow.event_id):
+            return False
+        if follow.on:
+            state.follows.pop(follow.creator_id, None)
+            state.follows[follow.creator_id] = follow.ts
+            while len(state.follows) > self.params.max_follows:
+                del state.follows[next(iter(state.follows))]
+        else:
+            state.follows.pop(follow.creator_id, None)
+        kind = InteractionType.follow if follow.on else InteractionType.unfollow
+        state.last_ts = max(state.last_ts, follow.ts)
+        state.n_events += 1
+        state.counts[kind.value] = state.counts.get(kind.value, 0) + 1
+        state.applied_event_ids.append(follow.event_id)
+        del state.applied_event_ids[: -self.params.dedupe_window]
         return True
 
     def query_vector(self, state: UserState) -> np.ndarray | None:
@@ -195,7 +249,7 @@ def _user_differences(expected: Mapping[str, Any], actual: Mapping[str, Any], to
         out.append(f"events applied twice {twice}")
     if not out and want != got:
         out.append("events applied in another order")
-    for key in ("n_events", "counts", "last_ts"):
+    for key in ("n_events", "counts", "last_ts", "follows"):
         if expected.get(key) != actual.get(key):
             out.append(f"{key} {actual.get(key)!r} != {expected.get(key)!r}")
     want_recent, got_recent = expected.get("recent", []), actual.get("recent", [])

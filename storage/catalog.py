@@ -12,12 +12,19 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from ranking.index import IndexedItem
-from storage.milvus import WRITE_STAMP, collection_fields, open_milvus, row_to_item, with_loaded_collection
+from storage.milvus import (
+    CREATOR_FIELD,
+    WRITE_STAMP,
+    collection_fields,
+    open_milvus,
+    row_to_item,
+    with_loaded_collection,
+)
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-ITEM_FIELDS = ["item_id", "feed", "is_live", "created_at", "title", "vector"]
+ITEM_FIELDS = ["item_id", "feed", "is_live", "created_at", "title", "vector", CREATOR_FIELD]
 
 
 def refuses_unbounded(message: str) -> bool:

@@ -1,9 +1,10 @@
 """The item index in Milvus (a Milvus Lite file or a Milvus server) behind the core's ``ranking.index.Index``.
 
 The Faust agents call it through ``asyncio.to_thread``-style executors (pymilvus is blocking gRPC).
-One collection holds both feeds; ``feed`` and ``is_live`` are scalar fields so the live feed is a
+One collection holds both item feeds; ``feed`` and ``is_live`` are scalar fields so the live feed is a
 filter, and an ended stream leaves it with one upsert. Consistency is Strong so a search right after
-an upsert sees it (an ended stream must disappear at once).
+an upsert sees it (an ended stream must disappear at once). Every row names its item's ``creator_id``
+(issue 16; a collection from before is refused at start, see ``require_creator_field``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ranking.index import Hit, IndexedItem
 
 TITLE_MAX_CHARS = 300
 WRITE_STAMP = "indexed_at"  # the writer's clock at upsert: lets readers poll "what changed since t"
+CREATOR_FIELD = "creator_id"  # every indexed item names its creator ("" when the producer did not say)
 COLLECTION_NOT_LOADED = 101  # Milvus error code: "collection ... is in state 'released'"
 T = TypeVar("T")
 
@@ -115,6 +117,16 @@ def collection_fields(client: Any, collection: str) -> set[str]:
     return {f["name"] for f in client.describe_collection(collection)["fields"]}
 
 
+def require_creator_field(client: Any, collection: str) -> None:
+    """Refuse a collection created before items named their creator: Milvus Lite cannot add a field, and
+    serving it would silently lose every creator (the creators feed, creator vectors, fan-out)."""
+    if CREATOR_FIELD not in collection_fields(client, collection):
+        raise RuntimeError(
+            f"Milvus collection {collection!r} has no {CREATOR_FIELD!r} field (created before issue 16): "
+            "use a new collection name (LIVELENS_MILVUS_COLLECTION) and replay the content, or drop the old one"
+        )
+
+
 def row_to_item(r: dict[str, Any]) -> IndexedItem:
     """A Milvus row (``item_id`` plus the item fields) as an ``IndexedItem``."""
     return IndexedItem(
@@ -124,6 +136,7 @@ def row_to_item(r: dict[str, Any]) -> IndexedItem:
         created_at=float(r["created_at"]),
         title=str(r["title"]),
         vector=np.asarray(r["vector"], dtype=np.float32),
+        creator_id=str(r.get("creator_id") or ""),
     )
 
 
@@ -181,8 +194,10 @@ class MilvusIndex:
             schema.add_field("created_at", DataType.DOUBLE)
             schema.add_field("title", DataType.VARCHAR, max_length=4 * TITLE_MAX_CHARS)
             schema.add_field(WRITE_STAMP, DataType.DOUBLE)
+            schema.add_field(CREATOR_FIELD, DataType.VARCHAR, max_length=128)
 
         ensure_collection(self._client, self.collection, self.dim, add_fields, self.index_type, self.index_params)
+        require_creator_field(self._client, self.collection)
         # collections created before the stamp existed lack it (Milvus Lite cannot add a field): readers
         # then fall back to created_at plus a full id scan (storage.catalog.MilvusCatalog)
         self.stamps_writes = WRITE_STAMP in collection_fields(self._client, self.collection)
@@ -204,6 +219,7 @@ class MilvusIndex:
                 "is_live": it.is_live,
                 "created_at": float(it.created_at),
                 "title": it.title[:TITLE_MAX_CHARS],
+                CREATOR_FIELD: it.creator_id,
                 "vector": np.asarray(it.vector, dtype=np.float32).tolist(),
                 **stamp,
             }
@@ -232,7 +248,7 @@ class MilvusIndex:
             else:
                 missing.append(item_id)
         if missing:
-            fields = ["feed", "is_live", "created_at", "title", "vector"]
+            fields = ["feed", "is_live", "created_at", "title", "vector", CREATOR_FIELD]
             with self._lock:
                 rows = self._loaded(
                     lambda: self._client.get(self.collection, ids=missing, output_fields=fields, timeout=self.timeout)

@@ -84,8 +84,10 @@ def build_app(settings: Settings) -> faust.App:
 
     inputs = {name: topic(name) for name in (s.topic_content, s.topic_live_status, s.topic_interactions)}
     inputs[s.topic_live_segments] = segments_topic = topic(s.topic_live_segments)
+    inputs[s.topic_fanout] = fanout_topic = topic(s.topic_fanout)
     outputs = {name: topic(name) for name in (s.topic_dead_letter, s.topic_training, *s.feed_topics().values())}
     outputs[s.topic_live_segments] = segments_topic
+    outputs[s.topic_fanout] = fanout_topic
     worker = Worker(s, services, outputs, log=app.log)
     updates = model_updates_of(s) if s.trainer and s.worker_role != "encoder" else None
     app.livelens_model_updates = updates  # type: ignore[attr-defined]

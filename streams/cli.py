@@ -247,7 +247,7 @@ def demo(
 @cli.command()
 def search(
     query: Annotated[str, typer.Argument(help="words to look for in titles, captions and media")],
-    feed: Annotated[str, typer.Option(help="short_video | live")] = "short_video",
+    feed: Annotated[str, typer.Option(help="short_video | live | creators (by their vectors)")] = "short_video",
     limit: Annotated[int, typer.Option(help="results, 1-100")] = 10,
     worker_url: Annotated[str | None, typer.Option(help="default: http://WEB_HOST:WEB_PORT")] = None,
 ) -> None:
@@ -309,6 +309,14 @@ def evaluate(
         Literal["exact", "ann"],
         typer.Option(help="ann: search as the worker's IVF tier does (LIVELENS_LOCAL_SEARCH_*), at any size"),
     ] = "exact",
+    feed: Annotated[
+        Literal["items", "creators"],
+        typer.Option(
+            help="creators: the creators feed on pseudo-creators and derived follows, leave-one-out on follows, "
+            "beside popularity, co-follow and the most-engaged creator (docs/creators.md); --users N evaluates "
+            "the first N users with a follow"
+        ),
+    ] = "items",
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
     from dataclasses import replace
@@ -340,6 +348,9 @@ def evaluate(
     except (DatasetNotFound, FileNotFoundError, KeyError, ValueError) as exc:
         console.print(f"[red]cannot load the dataset: {exc}[/]")
         raise typer.Exit(2) from exc
+    if feed == "creators":
+        _eval_creators(s, data, users, output)
+        return
     data = data.head(users)
     if through_kafka:
         _eval_through_kafka(s, data, Protocol(variant=variant, target=target), output, all_items, ranking_workers, pace)
@@ -442,6 +453,53 @@ def _eval_through_kafka(
     console.print(f"wrote {path}")
 
 
+def _eval_creators(s: Settings, data: Any, users: int | None, output: Path) -> None:
+    """``livelens eval --feed creators``: the creators feed's replay (``ranking.creator_eval``)."""
+    import json
+
+    from rich.table import Table
+
+    from ranking.creator_eval import CreatorProtocol, evaluate_creators
+    from streams.demo import progress_bar
+    from streams.params import user_model_params_from_settings
+
+    encode = _cached_encoder(s, data.name)
+    vectors = encode([data.items[i].title for i in sorted(data.items)])  # the item evaluation's order (cache)
+    results = {}
+    for cutoff in ("trigger", "discovery"):
+        with progress_bar(console) as bar:
+            task = bar.add_task(f"rank every user's creators ({cutoff})", total=None)
+
+            def tick(n: int, total: int, task: Any = task, bar: Any = bar) -> None:
+                bar.update(task, total=total, advance=n)
+
+            results[cutoff] = evaluate_creators(
+                data,
+                vectors,
+                user_model_params_from_settings(s),
+                users=users,
+                protocol=CreatorProtocol(cutoff=cutoff),
+                tick=tick,
+            )
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "creators.json"
+    path.write_text(json.dumps({c: r.to_json() for c, r in results.items()}, indent=2) + "\n")
+    for cutoff, result in results.items():
+        d = result.dataset
+        table = Table(
+            title=f"{d['name']} creators feed, cutoff {cutoff}: {d['users_evaluated']} of {d['users_with_a_follow']} "
+            f"users with a follow, {d['pseudo_creators']} pseudo-creators"
+        )
+        metrics = list(next(iter(result.methods.values())))
+        table.add_column("method")
+        for m in metrics:
+            table.add_column(m, justify="right")
+        for name, values in result.methods.items():
+            table.add_row(name, *(f"{values[m]:.4f}" for m in metrics))
+        console.print(table)
+    console.print(f"written: {path}")
+
+
 def _cached_encoder(s: Settings, dataset_name: str) -> Any:
     """Encode titles once per dataset and encoder; later runs read the vectors from data_dir/cache."""
     import hashlib
@@ -528,8 +586,8 @@ def ab_report(
 
     s = _settings()
     url = url or f"http://{s.web_host}:{s.web_port}/metrics"
-    if feed is not None and feed not in ("short_video", "live"):
-        console.print(f"[red]unknown feed {feed!r}[/]; choose short_video or live")
+    if feed is not None and feed not in ("short_video", "live", "creators"):
+        console.print(f"[red]unknown feed {feed!r}[/]; choose short_video, live or creators")
         raise typer.Exit(2)
     try:
         arms = parse_arms(fetch_metrics(url), feed)

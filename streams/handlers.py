@@ -8,6 +8,7 @@ handlers are testable without Faust or a broker: give them an index and an encod
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from encoders.live import LiveWindow, LiveWindows, refreshed_vector
 from encoders.pipeline import MediaPipeline
 from encoders.video import MediaError, confine_path
 from ranking.ab import ArmSplit, LastLists, Tally
-from ranking.domain import Feed
+from ranking.domain import Feed, Follow, InteractionType
 from ranking.index import Index, IndexedItem
 from ranking.model_log import encode_record, records_of
 from ranking.online import OnlineModels
@@ -32,6 +33,7 @@ from streams.schemas import (
     ContentEvent,
     DeadLetter,
     Event,
+    FanOutEvent,
     InteractionEvent,
     LiveSegmentEvent,
     LiveState,
@@ -113,6 +115,7 @@ def content_to_items(events: Sequence[ContentEvent], vectors: np.ndarray) -> lis
             created_at=ev.created_at,
             title=ev.title,
             vector=vectors[i],
+            creator_id=ev.creator_id or "",
         )
         for i, ev in enumerate(events)
     ]
@@ -216,6 +219,28 @@ class ContentHandlers:
                 models.learn_content(result.items)
         return result
 
+    def _search_creators(self, vector: np.ndarray, limit: int) -> list[dict[str, Any]]:
+        """Creators whose vector (the decayed mean of their items) best matches the query; the title is
+        their latest item's."""
+        models = self.arms.get("a")
+        if models is None:
+            return []
+        model = models.creator_signal("creators").model  # type: ignore[attr-defined]
+        out = []
+        for creator, score in model.search(np.asarray(vector, np.float32)[None], limit)[0]:
+            latest = model.recent.get(creator, [])
+            out.append(
+                {
+                    "item_id": creator,
+                    "title": latest[-1][3] if latest else creator,
+                    "score": round(score, 6),
+                    "feed": Feed.creators.value,
+                    "matched": "text",
+                    "modality_scores": {"text": round(score, 6)},
+                }
+            )
+        return out
+
     # --- live streams now ----------------------------------------------------------------------
     def add_live_segment(self, event: LiveSegmentEvent) -> bool:
         """Fold a segment or forwarded comments into the stream's window (cheap; no encoding here).
@@ -272,12 +297,14 @@ class ContentHandlers:
                 continue
             dim = len(original)
             self.modalities.put(w.item_id, {f"live_{m}": to_common(m, v, dim) for m, v in now.items() if v is not None})
-            refreshed.append(IndexedItem(item.item_id, item.feed, item.is_live, item.created_at, item.title, vector))
+            refreshed.append(item.with_vector(vector))
         if refreshed:
             # re-check just before writing: a stream that ended meanwhile stays ended
             current = self.index.get([it.item_id for it in refreshed], use_cache=False)
             refreshed = [it for it in refreshed if (c := current.get(it.item_id)) is not None and c.is_live]
             self.index.upsert(refreshed)
+            for models in self.arms.values():  # the streams' creators move with what is on air now
+                models.learn_refresh(refreshed)
         out.items = refreshed
         return out
 
@@ -295,6 +322,8 @@ class ContentHandlers:
         if not query:
             raise RejectedEvent("empty_query", "the query is empty")
         vector = self.encoder.encode([query])[0]
+        if feed is Feed.creators:
+            return self._search_creators(vector, limit)
         hits = self.index.search([vector], feed, limit=limit)[0]
         queries: dict[str, np.ndarray] = {"text": vector, "live_text": vector}
         if self.media is not None and hits:
@@ -384,32 +413,62 @@ class RankingHandlers:
         (``ranking.ab.LastLists``: the online HR@K and NDCG@K of the arm that ranked it); the lists of this
         batch are recorded after, so an event is never scored against the list it triggered.
         """
-        items = self.index.get([ev.item_id for _, ev in events])
+        items = self.index.get([ev.item_id for _, ev in events if ev.item_id is not None and not ev.names_creator])
         dead: list[tuple[int, DeadLetter]] = []
         users: dict[str, UserState] = {u: UserState.from_dict(s) for u, s in states.items()}
         last_trigger: dict[tuple[str, Feed], InteractionEvent] = {}
         comments: dict[str, list[str]] = {}
         known: list[tuple[InteractionEvent, IndexedItem]] = []
+        follows: list[tuple[InteractionEvent, Follow]] = []
+
+        def reject(pos: int, ev: InteractionEvent, reason: str, detail: str) -> None:
+            err = RejectedEvent(reason, detail)
+            dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
+
         for pos, ev in events:
-            item = items.get(ev.item_id)
+            if ev.names_creator:
+                if ev.creator_id == ev.user_id:
+                    reject(pos, ev, "self_follow", f"user {ev.user_id!r} cannot {ev.type.value} themselves")
+                    continue
+                users.setdefault(ev.user_id, UserState())
+                follows.append((ev, ev.to_follow()))
+                continue
+            item = items.get(ev.item_id or "")
             if item is None:
-                err = RejectedEvent("unknown_item", f"item {ev.item_id!r} is not indexed")
-                dead.append((pos, dead_letter(self.topics["interactions"], ev.model_dump_json().encode(), err)))
+                reject(pos, ev, "unknown_item", f"item {ev.item_id!r} is not indexed")
+                continue
+            own = item.creator_id == ev.user_id
+            if ev.type is InteractionType.unfollow:  # through an item: only its creator can be unfollowed
+                if not item.creator_id or own:
+                    reason = "self_follow" if own else "no_creator"
+                    reject(pos, ev, reason, f"item {ev.item_id!r} names no creator {ev.user_id!r} can unfollow")
+                    continue
+                users.setdefault(ev.user_id, UserState())
+                follows.append((ev, ev.to_follow(item.creator_id)))
                 continue
             users.setdefault(ev.user_id, UserState())
             known.append((ev, item))
             last_trigger[(ev.user_id, item.feed)] = ev
+            if ev.type is InteractionType.follow and item.creator_id and not own:  # the older form: and its creator
+                follows.append((ev, ev.to_follow(item.creator_id, event_id=f"{ev.event_id}:creator")))
+            elif item.creator_id and self._engages(ev):
+                last_trigger[(ev.user_id, Feed.creators)] = ev
+        for ev, _ in follows:  # what follows change: the creators feed and the live feed (followed streams first)
+            last_trigger[(ev.user_id, Feed.creators)] = ev
+            last_trigger[(ev.user_id, Feed.live)] = ev
         peers = [m for arm, m in self.arms.items() if arm != "a"]
         core = [(ev.to_core(), item) for ev, item in known]
         observed = self.models.observe_batch(users, core, self.index, peers=peers)
         applied = observed.applied
+        followed, follow_observations = self.models.observe_follows(users, [f for _, f in follows])
+        observations = [*observed.observations, *follow_observations]
         training: list[tuple[str, bytes]] = []
         if self.log_training:  # the trainer learns these (``streams.trainer``); nothing shared trains here
-            records = records_of(observed.observations, observed.examples)
+            records = records_of(observations, observed.examples)
             training = [(r.observation.user_id, encode_record(r)) for r in records]
         else:
             for arm in [self.models, *peers]:
-                arm.learn_shared(observed.observations, observed.examples[arm.arm])
+                arm.learn_shared(observations, observed.examples[arm.arm])
         online: dict[tuple[str, Feed], Tally] = {}
         unscored: dict[tuple[str, Feed], int] = {}
         weights = self.models.user_model.params.event_weights
@@ -423,7 +482,17 @@ class RankingHandlers:
                     unscored[key] = unscored.get(key, 0) + 1
                 else:
                     online.setdefault((outcome.arm, outcome.feed), Tally()).add(outcome)
-        duplicates = applied.count(False)
+        for (_, f), ok in zip(follows, followed, strict=True):  # the creators feed's online metric: a follow
+            if ok and f.on:  # of a creator in the user's last creators list is its hit
+                outcome = self.last_lists.score(f.user_id, Feed.creators, f.creator_id)
+                if outcome is None:
+                    key = (self.arm_of(f.user_id), Feed.creators)
+                    unscored[key] = unscored.get(key, 0) + 1
+                else:
+                    online.setdefault((outcome.arm, outcome.feed), Tally()).add(outcome)
+        duplicates = applied.count(False) + sum(
+            1 for (ev, f), ok in zip(follows, followed, strict=True) if not ok and f.event_id == ev.event_id
+        )
         recs = self.recommend(users, last_trigger)
         for rec in recs:
             self.last_lists.record(rec.user_id, rec.feed, self.arm_of(rec.user_id), [i.item_id for i in rec.items])
@@ -443,13 +512,63 @@ class RankingHandlers:
             training=training,
         )
 
+    def _engages(self, ev: InteractionEvent) -> bool:
+        """A gift, a comment or a long watch: it changes the creators the user engaged with."""
+        if ev.type in (InteractionType.gift, InteractionType.comment):
+            return True
+        return ev.type is InteractionType.view and ev.value >= self.user_model.params.watch_seconds_full
+
+    def process_fanout(
+        self, events: Sequence[FanOutEvent], states: Mapping[str, dict[str, Any] | None]
+    ) -> list[Recommendation]:
+        """Refresh and emit followers' lists for a followed creator's new upload or stream gone live.
+
+        No state changes: the item is put first by ``OnlineModels.with_followed`` if the user still
+        follows its creator and has not seen it (a follower who unfollowed meanwhile gets a plain list)."""
+        users = {u: UserState.from_dict(s) for u, s in states.items()}
+        triggers: dict[tuple[str, Feed], FanOutEvent] = {}
+        pushed: dict[tuple[str, Feed], list[tuple[str, str]]] = {}
+        for ev in events:
+            users.setdefault(ev.user_id, UserState())
+            triggers[(ev.user_id, Feed(ev.feed))] = ev
+            pushed.setdefault((ev.user_id, Feed(ev.feed)), []).append((ev.item_id, ev.creator_id))
+        return self.recommend(users, triggers, pushed)
+
+    def fanout_for(self, items: Sequence[IndexedItem], max_followers: int, now: float) -> list[FanOutEvent]:
+        """One fan-out record per follower (the most recent ``max_followers`` of each creator) of each item's
+        creator: the cap bounds what one upload costs, the rest see it on their next request or event."""
+        cofollow = self.models.creator_signal("cofollow")
+        out: list[FanOutEvent] = []
+        for it in items:
+            if not it.creator_id or it.feed is Feed.creators:
+                continue
+            kind = "live" if it.is_live and it.feed is Feed.live else "new"
+            event_id = f"fanout:{it.item_id}:{kind}"
+            if len(event_id) > 128:  # the Id bound: a long item id is named by its digest instead
+                event_id = f"fanout:{hashlib.sha1(it.item_id.encode()).hexdigest()[:20]}:{kind}"
+            for user in cofollow.followers_of(it.creator_id, max_followers):  # type: ignore[attr-defined]
+                out.append(
+                    FanOutEvent(
+                        event_id=event_id,
+                        user_id=user,
+                        creator_id=it.creator_id,
+                        item_id=it.item_id,
+                        feed=it.feed,
+                        ts=now,
+                    )
+                )
+        return out
+
     def recommend_now(self, user: str, state: Mapping[str, Any] | None, feed: Feed) -> Recommendation:
         """The user's current list for a feed from the latest state (``GET /recommendations``); an
         unknown user (``state`` None) gets the cold-start list: what is trending in that feed."""
         return self.recommend({user: UserState.from_dict(state)}, {(user, feed): None})[0]
 
     def recommend(
-        self, users: Mapping[str, UserState], triggers: Mapping[tuple[str, Feed], InteractionEvent | None]
+        self,
+        users: Mapping[str, UserState],
+        triggers: Mapping[tuple[str, Feed], InteractionEvent | FanOutEvent | None],
+        pushed: Mapping[tuple[str, Feed], Sequence[tuple[str, str]]] | None = None,
     ) -> list[Recommendation]:
         """One refreshed list per (user, feed); the trigger (if any) is recorded for freshness.
 
@@ -457,7 +576,7 @@ class RankingHandlers:
         user without a taste yet (e.g. unknown to ``GET /recommendations``) gets the feed's trending items.
         Each list carries the version of the models that ranked it (``OnlineModels.version``).
         """
-        by_arm_feed: dict[tuple[str, Feed], list[tuple[str, InteractionEvent | None]]] = {}
+        by_arm_feed: dict[tuple[str, Feed], list[tuple[str, InteractionEvent | FanOutEvent | None]]] = {}
         for (user, feed), ev in triggers.items():
             by_arm_feed.setdefault((self.arm_of(user), feed), []).append((user, ev))
         out: list[Recommendation] = []
@@ -465,7 +584,12 @@ class RankingHandlers:
             models = self.arms[arm]
             version = models.version
             lists = models.recommend(
-                [users[u] for u, _ in wanted], feed, self.index, time.time(), user_ids=[u for u, _ in wanted]
+                [users[u] for u, _ in wanted],
+                feed,
+                self.index,
+                time.time(),
+                user_ids=[u for u, _ in wanted],
+                pushed={n: pushed[(u, feed)] for n, (u, _) in enumerate(wanted) if (u, feed) in (pushed or {})},
             )
             for (user, ev), ranked in zip(wanted, lists, strict=True):
                 out.append(

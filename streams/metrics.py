@@ -35,6 +35,12 @@ DEAD_LETTERS = Counter(
 RECOMMENDATIONS = Counter(
     "livelens_recommendations_total", "Recommendation lists produced.", ["feed"], registry=REGISTRY
 )
+FANOUT = Counter(
+    "livelens_fanout_total",
+    "Fan-out records written: a followed creator's new item or live stream, one per follower refreshed at once.",
+    ["feed"],
+    registry=REGISTRY,
+)
 DUPLICATES = Counter(
     "livelens_duplicate_events_total", "Interactions ignored because their event_id was applied.", registry=REGISTRY
 )

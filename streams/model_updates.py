@@ -35,8 +35,9 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-# signals a delta updates (interaction counts); the next-item model and the ranker change only by snapshot
-COUNT_SIGNALS = frozenset({"co", "neighbours", "trending", "live"})
+# signals a delta updates (interaction and follow counts); the next-item model, the ranker and the creator
+# vectors change only by snapshot
+COUNT_SIGNALS = frozenset({"co", "neighbours", "trending", "live", "cofollow"})
 # signals the worker keeps when it adopts a snapshot: fed by this worker's content stream
 LOCAL_SIGNALS = frozenset({"new_items"})
 DELTA_BUFFER_BYTES = 64 << 20

@@ -86,15 +86,20 @@ def register_pages(
 
     @app.page("/search")
     async def search_view(web: Any, request: Any) -> Any:
-        """GET /search?q=...&feed=short_video|live&limit=10: best-matching items for a text query."""
+        """GET /search?q=...&feed=short_video|live|creators&limit=10: best-matching items (or creators, by their
+        vectors) for a text query."""
         query = request.query.get("q", "")
         feed_name = request.query.get("feed", "short_video")
         try:
             limit = int(request.query.get("limit", "10"))
         except ValueError:
             limit = -1
-        if feed_name not in ("short_video", "live") or not 1 <= limit <= 100 or not 0 < len(query.strip()) <= 500:
-            return web.json({"error": "need q (1-500 chars), feed short_video|live, limit 1-100"}, status=400)
+        if (
+            feed_name not in ("short_video", "live", "creators")
+            or not 1 <= limit <= 100
+            or not 0 < len(query.strip()) <= 500
+        ):
+            return web.json({"error": "need q (1-500 chars), feed short_video|live|creators, limit 1-100"}, status=400)
         ok, results = await page_call(services.encoder_pool, "search", query, Feed(feed_name), limit)
         if not ok:
             return web.json({"error": results[0]}, status=results[1])
@@ -102,11 +107,12 @@ def register_pages(
 
     @app.page("/recommendations/{user_id}")
     async def recommendations_view(web: Any, request: Any, user_id: str) -> Any:
-        """GET /recommendations/{user_id}?feed=short_video|live: the current list from the latest state;
-        a user this worker has no state for gets what is trending in that feed (cold start)."""
+        """GET /recommendations/{user_id}?feed=short_video|live|creators: the current list from the latest
+        state (creators: creator ids to follow); a user this worker has no state for gets what is trending
+        in that feed (cold start; creators: the most followed)."""
         feed_name = request.query.get("feed", "short_video")
-        if feed_name not in ("short_video", "live") or not USER_ID.fullmatch(user_id):
-            return web.json({"error": "need a valid user id and feed short_video|live"}, status=400)
+        if feed_name not in ("short_video", "live", "creators") or not USER_ID.fullmatch(user_id):
+            return web.json({"error": "need a valid user id and feed short_video|live|creators"}, status=400)
         state = user_state.get(user_id)
         ok, rec = await page_call(services.index_pool, "recommend_now", user_id, state, Feed(feed_name))
         if not ok:

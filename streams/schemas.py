@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from encoders.live import LiveSegment
 from ranking import domain
@@ -97,19 +97,61 @@ class LiveSegmentEvent(Event):
         )
 
 
+FOLLOW_TYPES = (InteractionType.follow, InteractionType.unfollow)
+
+
 class InteractionEvent(Event):
-    """One user action on one item; ``value`` is watch seconds for views, amount for gifts."""
+    """One user action on one item, or a follow/unfollow of a creator; ``value`` is watch seconds for views,
+    amount for gifts.
+
+    ``follow`` and ``unfollow`` name a ``creator_id`` (a creator never seen before is valid). A ``follow``
+    naming only an ``item_id`` (the form before issue 16) still works: it is an interaction with that item
+    and a follow of the item's creator when the index knows one. Every other type names an ``item_id``.
+    """
 
     event_id: Id
     user_id: Id
-    item_id: Id
+    item_id: Id | None = None
+    creator_id: Id | None = None
     type: InteractionType
     value: Annotated[float, Field(ge=0, le=1e9, allow_inf_nan=False)] = 0.0
     comment: ShortText | None = None
     ts: Timestamp = Field(default_factory=time.time)
 
+    @model_validator(mode="after")
+    def _names_its_target(self) -> InteractionEvent:
+        if self.type in FOLLOW_TYPES:
+            if self.creator_id is None and self.item_id is None:
+                raise ValueError(f"a {self.type.value} names a creator_id")
+        else:
+            if self.item_id is None:
+                raise ValueError(f"a {self.type.value} names an item_id")
+            if self.creator_id is not None:
+                raise ValueError("creator_id is for follow and unfollow events only")
+        return self
+
+    @property
+    def names_creator(self) -> bool:
+        """A follow or unfollow of a creator named by id (not through an item)."""
+        return self.type in FOLLOW_TYPES and self.creator_id is not None
+
+    def to_follow(self, creator_id: str | None = None, event_id: str | None = None) -> domain.Follow:
+        """The follow as the core applies it (``creator_id``: resolved from the item, for the older form)."""
+        creator = creator_id or self.creator_id
+        if creator is None:
+            raise ValueError("a follow without a creator")
+        return domain.Follow(
+            event_id=event_id or self.event_id,
+            user_id=self.user_id,
+            creator_id=creator,
+            ts=self.ts,
+            on=self.type is not InteractionType.unfollow,
+        )
+
     def to_core(self) -> domain.Interaction:
         """The event as the core learns from it (``ranking.domain.Interaction``); ``comment`` stays here."""
+        if self.item_id is None:
+            raise ValueError(f"event {self.event_id!r} names no item")
         return domain.Interaction(
             event_id=self.event_id,
             user_id=self.user_id,
@@ -130,6 +172,22 @@ class InteractionEvent(Event):
             value=interaction.value,
             ts=interaction.ts,
         )
+
+
+class FanOutEvent(Event):
+    """A followed creator published an item or went live: refresh this follower's list for that feed.
+
+    Written by the worker that indexed the item (or applied the live status) to ``livelens.fanout``, one
+    per follower up to ``LIVELENS_FANOUT_MAX_FOLLOWERS``, keyed by the follower, so the worker holding
+    the follower's state refreshes and emits their list without any event from them.
+    """
+
+    event_id: Id
+    user_id: Id
+    creator_id: Id
+    item_id: Id
+    feed: Literal[Feed.short_video, Feed.live]
+    ts: Timestamp = Field(default_factory=time.time)
 
 
 class RecommendedItem(Event):
@@ -231,6 +289,7 @@ SCHEMA_MODELS: dict[str, type[Event]] = {
     "live_status": LiveStatusEvent,
     "interaction": InteractionEvent,
     "live_segment": LiveSegmentEvent,
+    "fanout": FanOutEvent,
     "recommendation": Recommendation,
     "dead_letter": DeadLetter,
 }

@@ -91,6 +91,13 @@ class Settings(BaseSettings):
     topic_live_segments: str = "livelens.live-segments"
     topic_recs_short_video: str = "livelens.recs.short-video"
     topic_recs_live: str = "livelens.recs.live"
+    topic_recs_creators: str = Field(
+        default="livelens.recs.creators", description="Creators and streamers to follow, per user (docs/creators.md)."
+    )
+    topic_fanout: str = Field(
+        default="livelens.fanout",
+        description="A followed creator's new upload or stream going live, one record per follower (keyed by user).",
+    )
     topic_dead_letter: str = "livelens.dead-letter"
     topic_training: str = Field(
         default="livelens.training", description="Training records ranking workers log for the trainer."
@@ -432,6 +439,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Last lists kept (per user and feed, least recently emitted dropped) to score the online hit rate.",
     )
+    fanout_max_followers: int = Field(
+        default=1_000,
+        ge=0,
+        description="Followers whose lists a new upload or a stream going live refreshes at once (most recent "
+        "followers first); the others see it first on their next request or event (docs/creators.md).",
+    )
 
     # --- Data -----------------------------------------------------------------------------------
     datasets_dir: Path = Field(default_factory=default_datasets_dir)
@@ -495,7 +508,11 @@ class Settings(BaseSettings):
         return conf
 
     def feed_topics(self) -> dict[str, str]:
-        return {"short_video": self.topic_recs_short_video, "live": self.topic_recs_live}
+        return {
+            "short_video": self.topic_recs_short_video,
+            "live": self.topic_recs_live,
+            "creators": self.topic_recs_creators,
+        }
 
 
 def _validated_overrides(overrides: dict[str, Any]) -> dict[str, Any]:

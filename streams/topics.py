@@ -15,6 +15,8 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_live_segments,
         settings.topic_recs_short_video,
         settings.topic_recs_live,
+        settings.topic_recs_creators,
+        settings.topic_fanout,
         settings.topic_dead_letter,
         settings.topic_training,
     ]

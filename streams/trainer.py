@@ -11,6 +11,10 @@ group would split partitions across trainers, while one trainer must see every r
 CPU: learning runs in this one thread; torch and BLAS are limited to ``trainer_torch_threads`` (default
 1), so the trainer takes about one core when busy and nothing when idle.
 
+Input: the ranking workers' training records, and the content records the encoder role writes beside
+them (items with a creator and their vectors, new or refreshed live): only the creator vectors learn
+those, and no version counts them (``ranking.model_log.ContentRecord``, docs/creators.md).
+
 Output: every ``delta_interval_s`` the observations just learned (``ModelDelta``) go to
 ``livelens.model-deltas``; every ``snapshot_interval_s`` and on shutdown every model of every arm goes to
 ``livelens.models`` in chunks under the message limit, after the same state is written atomically to
@@ -34,11 +38,13 @@ import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from ranking.model_log import (
+    ContentRecord,
     ModelSnapshot,
     SnapshotAssembler,
+    TrainingRecord,
     chunk_snapshot,
+    decode_any,
     decode_chunk,
-    decode_record,
     encode_chunk,
     encode_deltas,
     encode_schedule,
@@ -240,9 +246,20 @@ class Trainer:
         for topic, partition, offset, value in batch:
             self.offsets[f"{topic}:{partition}"] = offset + 1
             try:
-                records.append(decode_record(value))
+                record = decode_any(value)
             except ValueError as exc:
                 log.error("skipping an unreadable training record at %s:%d:%d: %s", topic, partition, offset, exc)
+                continue
+            if isinstance(record, ContentRecord):  # creator vectors: content, in stream order, counted by no version
+                self._learn_observed(records)
+                records = []
+                for m in self.arms.values():
+                    m.learn_creator_content(record.items, refresh=record.refresh)
+            else:
+                records.append(record)
+        self._learn_observed(records)
+
+    def _learn_observed(self, records: Sequence[TrainingRecord]) -> None:
         if not records:
             return
         observations, examples = split_records(records, self.arms)

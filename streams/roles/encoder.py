@@ -12,9 +12,11 @@ from typing import Any
 
 from faust.types import EventT
 
+from ranking.index import IndexedItem
+from ranking.model_log import ContentRecord, encode_content
 from streams import metrics
 from streams.handlers import dead_letter, parse_batch
-from streams.roles.shell import Worker
+from streams.roles.shell import Worker, send_fanout, start_sends, until_delivered
 from streams.schemas import ContentEvent, LiveSegmentEvent, RejectedEvent
 
 
@@ -36,8 +38,29 @@ async def content_batch(w: Worker, events: Sequence[EventT]) -> None:
         metrics.ITEMS_INDEXED.labels(item.feed.value).inc()
         if item.is_live:
             metrics.LIVE_NOW.inc()
+    await follow_graph(w, content.items, refresh=False)
     metrics.BATCH_SIZE.labels("content").observe(len(events))
     metrics.PROCESSING.labels("content").observe(time.perf_counter() - started)
+
+
+async def follow_graph(w: Worker, items: Sequence[IndexedItem], refresh: bool) -> None:
+    """What indexed items mean for creators: with a trainer, a content record for its creator vectors
+    (``ranking.model_log.ContentRecord``); for a new upload or stream, one fan-out record per follower
+    (``streams.roles.ranking.fanout_batch`` refreshes their lists). Returns once the broker holds them."""
+    s = w.settings
+    with_creator = [it for it in items if it.creator_id]
+    if not with_creator:
+        return
+    if s.trainer:
+        record = encode_content(ContentRecord(tuple(with_creator), refresh=refresh))
+        logged = await start_sends(
+            w.topics[s.topic_training],
+            [(with_creator[0].creator_id.encode(), record)],
+            partitions=s.partitions if s.exact_end_offsets else None,
+        )
+        await until_delivered(logged)
+    if not refresh:
+        await send_fanout(w, with_creator)
 
 
 async def live_segment(w: Worker, raw: bytes | None) -> None:
@@ -65,6 +88,7 @@ async def refresh_live_streams(w: Worker) -> None:
         return
     started = time.perf_counter()
     refreshed = await w.run_in(services.encoder_pool, handlers.refresh_live, due)
+    await follow_graph(w, refreshed.items, refresh=True)
     metrics.LIVE_REFRESHES.inc(len(refreshed.items))
     for reason in refreshed.media_errors:
         metrics.MEDIA_ERRORS.labels(reason).inc()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 from aiokafka.partitioner import murmur2
 from faust.types import EventT
 
+from ranking.index import IndexedItem
 from streams import metrics
 from streams.faust_internals import changelog_partition, write_states
 from streams.roles.services import Services
@@ -74,6 +76,18 @@ class Worker:
                 continue
             services.last_error = None
             return result
+
+
+async def send_fanout(w: Worker, items: Sequence[IndexedItem]) -> None:
+    """One fan-out record per follower of each item's creator, capped per creator (``fanout_max_followers``),
+    keyed by follower: the worker holding their state refreshes their list (``streams.roles.ranking``)."""
+    s = w.settings
+    handlers = await w.services.handlers()
+    events = handlers.fanout_for(items, s.fanout_max_followers, time.time())
+    topic = w.topics[s.topic_fanout]
+    for ev in events:
+        await topic.send(key=ev.user_id.encode(), value=ev.model_dump_json().encode())
+        metrics.FANOUT.labels(ev.feed.value).inc()
 
 
 async def until_written(

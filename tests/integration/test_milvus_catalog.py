@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ranking.index import IndexedItem
 from ranking.local_tier import LocalSearchTier
@@ -53,6 +54,7 @@ def test_a_collection_without_write_stamps_still_syncs(tmp_path: Path) -> None:
         schema.add_field("is_live", DataType.BOOL)  # type: ignore[attr-defined]
         schema.add_field("created_at", DataType.DOUBLE)  # type: ignore[attr-defined]
         schema.add_field("title", DataType.VARCHAR, max_length=1200)  # type: ignore[attr-defined]
+        schema.add_field("creator_id", DataType.VARCHAR, max_length=128)  # type: ignore[attr-defined]
 
     client = open_milvus(milvus_file, None, None)
     ensure_collection(client, "old", DIM, old_fields)
@@ -67,3 +69,25 @@ def test_a_collection_without_write_stamps_still_syncs(tmp_path: Path) -> None:
     assert tier.refresh()["live_flips"] == 1
     assert tier.count() == 13  # the late items by the quiet poll's count check
     assert set(catalog.changed_since(99.0)) == {"a0", "a1", "live0"}  # by created_at
+
+
+def test_a_collection_from_before_creator_ids_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    from pymilvus import DataType
+
+    milvus_file = str(tmp_path / "milvus.db")
+
+    def before_issue_16(schema: object) -> None:  # the schema every run before issue 16 created
+        schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=128)  # type: ignore[attr-defined]
+        schema.add_field("feed", DataType.VARCHAR, max_length=32)  # type: ignore[attr-defined]
+        schema.add_field("is_live", DataType.BOOL)  # type: ignore[attr-defined]
+        schema.add_field("created_at", DataType.DOUBLE)  # type: ignore[attr-defined]
+        schema.add_field("title", DataType.VARCHAR, max_length=1200)  # type: ignore[attr-defined]
+        schema.add_field("indexed_at", DataType.DOUBLE)  # type: ignore[attr-defined]
+
+    ensure_collection(open_milvus(milvus_file, None, None), "before", DIM, before_issue_16)
+    with pytest.raises(RuntimeError, match=r"no 'creator_id' field.*LIVELENS_MILVUS_COLLECTION"):
+        MilvusIndex(milvus_file, "before", DIM)
+    fresh = MilvusIndex(milvus_file, "after", DIM)  # a new collection has the field, and keeps it
+    fresh.upsert([IndexedItem("x", Feed.short_video, False, 0.0, "x", np.ones(DIM, np.float32), creator_id="c1")])
+    assert MilvusIndex(milvus_file, "after", DIM).get(["x"], use_cache=False)["x"].creator_id == "c1"
+    assert MilvusCatalog(milvus_file, "after").fetch(["x"])[0].creator_id == "c1"

@@ -57,7 +57,7 @@ def test_unknown_user_gets_trending_per_feed(index: InMemoryIndex) -> None:
     learn(m, index, crowd, "e2", "v3", "share", 1.0)
     learn(m, index, crowd, "e3", "v1", "view", 2.0)
     learn(m, index, crowd, "e4", "l2", "gift", 3.0)
-    short, live = (m.recommend([UserState()], feed, index, 0.0)[0] for feed in Feed)
+    short, live = (m.recommend([UserState()], feed, index, 0.0)[0] for feed in (Feed.short_video, Feed.live))
     assert [r.item_id for r in short] == ["v3", "v1"]  # like 1.2 + share 1.8 > a short view
     assert {r.reason for r in short} == {"trending now"}
     assert [(r.item_id, r.reason) for r in live] == [("l2", "trending live now")]

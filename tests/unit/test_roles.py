@@ -270,7 +270,7 @@ def test_build_app_wires_the_agents_of_its_role(role: str, tmp_path: Any) -> Non
     app = build_app(s)
     topics = {next(iter(agent.channel.topics)) for agent in app.agents.values()}
     encoder_inputs = {s.topic_content, s.topic_live_segments}
-    ranking_inputs = {s.topic_live_status, s.topic_interactions}
+    ranking_inputs = {s.topic_live_status, s.topic_interactions, s.topic_fanout}
     expected = {"encoder": encoder_inputs, "ranking": ranking_inputs, "all": encoder_inputs | ranking_inputs}
     assert topics == expected[role]
 

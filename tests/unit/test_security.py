@@ -125,7 +125,7 @@ def test_faust_serializers_are_raw_or_json(tmp_path: Path) -> None:
     app = build_app(Settings(kafka_broker="127.0.0.1:1", data_dir=tmp_path))
     assert (app.conf.key_serializer, app.conf.value_serializer) == ("raw", "raw")
     assert (app.serializers.key_serializer, app.serializers.value_serializer) == ("raw", "raw")
-    assert len(app.agents) == 4  # content, live segments, live status, interactions
+    assert len(app.agents) == 5  # content, live segments, live status, interactions, fan-out
     for agent in app.agents.values():
         for serializer in (agent.channel.key_serializer, agent.channel.value_serializer):
             assert serializer in (None, "raw", "json"), agent.name  # None: the app's raw default

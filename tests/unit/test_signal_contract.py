@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from ranking.coengagement import CoEngagementParams
+from ranking.creators import CoFollowSignal, CreatorParams, CreatorVectorsSignal, EngagedCreatorsSignal
 from ranking.domain import Feed, InteractionType
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
@@ -41,6 +42,7 @@ class Case:
     make: Callable[[], Signal]  # a fresh signal, configured to hold about ``capacity`` items
     capacity: int
     keeps_items: bool = True  # False: reads only the catalogue (forget has nothing to drop)
+    follows: bool = False  # True: its stream also holds follows and unfollows of creators (feed ``creators``)
 
 
 def _transformer(cap: int) -> TransformerNextItem:
@@ -60,7 +62,11 @@ SIGNALS: dict[str, Case] = {
     "trending": Case(lambda: TrendingSignal(max_bytes=200_000), 300),
     "live": Case(lambda: LiveSignal(max_bytes=200_000), 300),
     "new_items": Case(lambda: NewItemsSignal(max_bytes=200_000), 300),
+    "creators": Case(lambda: CreatorVectorsSignal(CreatorParams(), max_bytes=200_000), 300),
+    "cofollow": Case(lambda: CoFollowSignal(CreatorParams(), max_bytes=200_000), 300, follows=True),
+    "engaged": Case(lambda: EngagedCreatorsSignal(max_bytes=200_000), 0, keeps_items=False),
 }
+CREATORS = 10
 
 
 def vec(seed: int) -> np.ndarray:
@@ -70,20 +76,36 @@ def vec(seed: int) -> np.ndarray:
 
 def catalogue() -> InMemoryIndex:
     index = InMemoryIndex(DIM)
-    items = [IndexedItem(f"i{n}", Feed.short_video, False, float(n), f"video {n}", vec(n)) for n in range(40)]
-    items += [IndexedItem(f"l{n}", Feed.live, True, float(n), f"stream {n}", vec(100 + n)) for n in range(8)]
+    items = [
+        IndexedItem(f"i{n}", Feed.short_video, False, float(n), f"video {n}", vec(n), creator_id=f"c{n % CREATORS}")
+        for n in range(40)
+    ]
+    items += [
+        IndexedItem(f"l{n}", Feed.live, True, float(n), f"stream {n}", vec(100 + n), creator_id=f"c{n}")
+        for n in range(8)
+    ]
     items.append(IndexedItem(UNKNOWN, Feed.short_video, False, 0.0, "never seen", vec(999)))
     index.upsert(items)
     return index
 
 
-def stream(n_events: int, n_items: int = 40, prefix: str = "e") -> list[Observation]:
-    """A deterministic interaction stream: 12 users, short videos and some live gifts and comments."""
+def stream(n_events: int, n_items: int = 40, prefix: str = "e", follows: bool = False) -> list[Observation]:
+    """A deterministic interaction stream: 12 users, short videos and some live gifts and comments
+    (``follows``: every third event follows or unfollows one of ``CREATORS`` creators instead)."""
     rng = np.random.default_rng(5)
     history: dict[str, list[str]] = {}
+    followed: dict[str, list[str]] = {}
     out = []
     for n in range(n_events):
         user = f"u{rng.integers(0, 12)}"
+        if follows and n % 3 == 0:
+            creator = f"c{rng.integers(0, CREATORS)}"
+            mine = followed.setdefault(user, [])
+            on = creator not in mine or rng.random() < 0.3
+            kind = InteractionType.follow if on else InteractionType.unfollow
+            out.append(Observation(f"{prefix}{n}", user, creator, kind, float(n), 0.0, Feed.creators, tuple(mine)))
+            mine[:] = [c for c in mine if c != creator] + ([creator] if on else [])
+            continue
         live = rng.random() < 0.2
         item = f"l{rng.integers(0, 8)}" if live else f"i{rng.integers(0, n_items)}"
         kind = InteractionType.gift if live and rng.random() < 0.5 else InteractionType.comment
@@ -111,8 +133,8 @@ def content_of(index: InMemoryIndex) -> list[IndexedItem]:
 
 def request(index: InMemoryIndex, feed: Feed) -> RankRequest:
     users = [
-        UserContext("u1", ("i1", "i2", "i3"), {"i1", "i2", "i3"}, vec(1), ()),
-        UserContext("u2", ("i5",), {"i5"}, vec(5), ()),
+        UserContext("u1", ("i1", "i2", "i3"), {"i1", "i2", "i3"}, vec(1), (), {"c1": 1.0}, {"c2": [1, 0, 0, 3.0, 1.0]}),
+        UserContext("u2", ("i5",), {"i5"}, vec(5), (), {"c3": 2.0, "c4": 3.0}),
     ]
     return RankRequest(feed, users, 50.0, index)
 
@@ -131,7 +153,7 @@ def every_item(req: RankRequest, index: InMemoryIndex, n_sources: int = 1) -> Ca
         user=np.repeat(np.arange(len(req.users)), len(ids)),
         items=items,
         offsets=np.arange(len(req.users) + 1) * len(ids),
-        vectors=np.stack([known[i].vector for i in items]),
+        vectors=np.stack([known[i].vector for i in items]) if items else np.zeros((0, DIM), np.float32),
         created_at=np.asarray([known[i].created_at for i in items]),
         sources=np.zeros((len(items), n_sources), bool),
     )
@@ -147,7 +169,7 @@ def observe(signal: Signal, index: InMemoryIndex, feed: Feed) -> tuple[list[list
 def trained(case: Case, index: InMemoryIndex) -> Signal:
     s = case.make()
     s.learn_content(content_of(index))  # type: ignore[attr-defined]
-    events = stream(300)
+    events = stream(300, follows=case.follows)
     for start in range(0, len(events), 50):
         s.learn(events[start : start + 50])
     return s
@@ -172,7 +194,7 @@ def test_a_replayed_event_changes_nothing(name: str, index: InMemoryIndex) -> No
     s = trained(SIGNALS[name], index)
     before = [observe(s, index, feed) for feed in Feed]
     meta, arrays = decode_snapshot(s.snapshot(), s.name, s.version)  # type: ignore[attr-defined]
-    s.learn(stream(300)[100:160])  # delivered again: the same event ids
+    s.learn(stream(300, follows=SIGNALS[name].follows)[100:160])  # delivered again: the same event ids
     after = [observe(s, index, feed) for feed in Feed]
     for (c1, f1), (c2, f2) in zip(before, after, strict=True):
         assert c1 == c2
@@ -193,7 +215,7 @@ def test_a_snapshot_restores_identical_features_and_learning(name: str, index: I
         (c1, f1), (c2, f2) = observe(s, index, feed), observe(copy, index, feed)
         assert c1 == c2
         np.testing.assert_allclose(f1, f2, rtol=1e-6, atol=1e-6)
-    more = stream(400, prefix="more")[300:]  # both go on learning the same way
+    more = stream(400, prefix="more", follows=case.follows)[300:]  # both go on learning the same way
     s.learn(more)
     copy.learn(more)
     np.testing.assert_allclose(
@@ -227,7 +249,10 @@ def test_memory_stays_under_its_bound(name: str) -> None:
     s = case.make()
     distinct = max(10 * case.capacity, 100)
     rng = np.random.default_rng(3)
-    items = [IndexedItem(f"x{n}", Feed.short_video, False, float(n), f"x {n}", vec(n)) for n in range(distinct)]
+    items = [
+        IndexedItem(f"x{n}", Feed.short_video, False, float(n), f"x {n}", vec(n), creator_id=f"k{n}")
+        for n in range(distinct)
+    ]
     peak = 0
     for start in range(0, distinct, 100):
         s.learn_content(items[start : start + 100])  # type: ignore[attr-defined]
@@ -245,6 +270,20 @@ def test_memory_stays_under_its_bound(name: str) -> None:
             )
             for n in range(start, min(distinct, start + 100))
         ]
+        if case.follows:  # every user follows ever more creators
+            batch = [
+                Observation(
+                    f"m{n}",
+                    f"u{rng.integers(0, 500)}",
+                    f"k{n}",
+                    InteractionType.follow,
+                    float(n),
+                    0.0,
+                    Feed.creators,
+                    (f"k{max(0, n - 1)}", f"k{max(0, n - 2)}"),
+                )
+                for n in range(start, min(distinct, start + 100))
+            ]
         s.learn(batch)
         peak = max(peak, s.memory_bytes())
     assert 0 < peak <= s.max_bytes
