@@ -9,7 +9,7 @@ from encoders.music import MusicParams, TrackDescriptors, analyse_track, refine_
 from ranking.music import InMemoryTrackStore, MusicTrack, parse_music_query, search_tracks
 from tests.music_clips import TIMBRES, make_clip
 
-SECONDS = 15.0
+SECONDS = 12.0
 
 
 def classify_tempo(estimate: float, truth: float) -> str:
