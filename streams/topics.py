@@ -15,6 +15,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_live_segments,
         settings.topic_recs_short_video,
         settings.topic_recs_live,
+        settings.topic_recs_music,
         settings.topic_dead_letter,
         settings.topic_training,
     ]
