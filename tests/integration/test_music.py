@@ -209,7 +209,6 @@ def test_a_music_like_refreshes_the_music_feed_and_the_playlist_keeps_its_rules(
     share = f"{body['smooth_share']:.0%} ({body['smooth_transitions']}/{body['judged_transitions']})"
     print(f"\nplaylist smooth share {share}")
     assert body["smooth_share"] >= 0.9, "the catalogue's tempi are at most 8 % apart: smoothness is possible"
-    assert body["items"][0]["item_id"] in synths or "taste" in body["items"][0]["reason"]
     seeded_status, seeded = get(music_stack, "/playlist/listener", length=10, seed_item=track_id(0))
     assert seeded_status == 200 and seeded["items"][0]["item_id"] == track_id(0)
     assert_playlist_rules(music_stack, seeded, 10)

@@ -36,7 +36,8 @@ def test_a_varied_catalogue_gives_the_length_spacing_and_smooth_tempo() -> None:
     print(f"\nsmooth share {p.smooth_share:.2%} ({p.smooth_transitions}/{p.judged_transitions})")
     assert p.smooth_share is not None and p.smooth_share >= 0.9
     assert all(e.reason for e in p.entries)
-    assert p.entries[0].item_id == max(tracks, key=lambda t: t.relevance).item_id, "no seed: the most relevant opens"
+    mean_all = np.mean([t.relevance for t in tracks])
+    assert np.mean([e.relevance for e in p.entries]) > mean_all, "among smooth windows, the most relevant one"
 
 
 def test_a_catalogue_of_three_tempo_islands_takes_the_fewest_jumps_and_says_so() -> None:
@@ -47,7 +48,7 @@ def test_a_catalogue_of_three_tempo_islands_takes_the_fewest_jumps_and_says_so()
     assert_rules(p, 3)
     assert p.judged_transitions - p.smooth_transitions == 2, "two jumps join three islands; every other step smooth"
     jumps = [e.reason for e in p.entries if "tempo jump" in e.reason]
-    assert len(jumps) == 2 and all("no smoother track left" in r for r in jumps)
+    assert len(jumps) == 2 and all("the closest that fits" in r for r in jumps)
 
 
 def test_among_equally_smooth_tracks_the_most_relevant_come_first() -> None:
@@ -83,3 +84,23 @@ def test_length_must_be_positive() -> None:
     with pytest.raises(ValueError):
         build_playlist([], 0)
     assert build_playlist([], 5).entries == []
+
+
+def test_a_chain_of_tempi_is_walked_without_stranding_at_either_end() -> None:
+    """24 tracks, each tempo 3.6 % above the last (70-160 bpm): every ordering step can be smooth, but a walk
+    that starts in the middle and follows relevance alone strands at one end and must jump back."""
+    shares = []
+    for seed in range(20):
+        rng = np.random.default_rng(seed)
+        tempi = 70.0 * 1.036 ** np.arange(24)
+        order = rng.permutation(24)
+        tracks = [
+            Candidate(f"t{i}", f"artist{i % 8}", f"track {i}", float(tempi[i]), float(rng.uniform(0.2, 0.9)))
+            for i in order
+        ]
+        p = build_playlist(tracks, 16)
+        assert len(p.entries) == 16
+        assert_rules(p, 3)
+        shares.append(p.smooth_share)
+    print(f"\nsmooth share over 20 random relevance orders: min {min(shares):.0%}, mean {np.mean(shares):.1%}")
+    assert min(shares) >= 0.9
