@@ -7,6 +7,7 @@ audio analysis is seconds of librosa DSP per track). The pure parts are ``encode
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from ranking.user_state import UserModel, UserState, normalized
 from streams.schemas import ContentEvent, RejectedEvent
 
 MAX_PLAYLIST_LENGTH = 200
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -77,7 +79,11 @@ class MusicHandlers:
             audio = extract_audio(path, self.params.sample_rate, self.params.max_seconds)
         except MediaError as exc:
             return None, f"music_{exc.reason}"
-        return analyse_track(audio, self.params), None
+        try:
+            return analyse_track(audio, self.params), None
+        except Exception:  # odd audio must cost its descriptors, never the batch (a retried batch would loop)
+            log.exception("analysing the audio of track %r failed", ev.item_id)
+            return None, "music_analysis_failed"
 
     def index_tracks(self, events: Sequence[ContentEvent], text_vectors: Mapping[str, np.ndarray]) -> TrackResult:
         """Store the tracks (and live streams tagged music) of a batch that the item index accepted."""
