@@ -230,14 +230,15 @@ def demo(
     show: Annotated[int, typer.Option(help="users to print")] = 3,
     rate: Annotated[float | None, typer.Option(help="pace interactions (ev/s); default: one burst")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="keep logs and data here (default: a temp dir)")] = None,
+    music: Annotated[bool, typer.Option(help="then index generated music tracks and print a playlist")] = True,
 ) -> None:
-    """Start everything locally, replay MicroLens-50K, print recommendations and latency, stop."""
+    """Start everything locally, replay MicroLens-50K, print recommendations and latency, a playlist, stop."""
     from ranking.datasets import DatasetNotFound
     from streams.demo import run_demo
 
     s = _settings()
     try:
-        run_demo(s, users=limit, show=show, work_dir=work_dir, console=console, rate=rate)
+        run_demo(s, users=limit, show=show, work_dir=work_dir, console=console, rate=rate, music=music)
     except DatasetNotFound as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc

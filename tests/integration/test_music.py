@@ -18,10 +18,10 @@ import pytest
 
 from ranking.playlist import is_smooth
 from streams.consumer import TopicReader, as_dead_letter, as_recommendation
+from streams.music_clips import make_clip, write_wav
 from streams.replay import publish_many, publish_raw
 from streams.schemas import ContentEvent, InteractionEvent
 from tests.conftest import base_settings
-from tests.music_clips import make_clip, write_wav
 
 pytestmark = pytest.mark.integration
 

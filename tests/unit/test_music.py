@@ -7,7 +7,7 @@ import pytest
 
 from encoders.music import MusicParams, TrackDescriptors, analyse_track, refine_tempo
 from ranking.music import InMemoryTrackStore, MusicTrack, parse_music_query, search_tracks
-from tests.music_clips import TIMBRES, make_clip
+from streams.music_clips import TIMBRES, make_clip
 
 SECONDS = 12.0
 

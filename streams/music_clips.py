@@ -1,4 +1,4 @@
-"""Generated music clips with known tempo and timbre, for the music tests (no recordings ship here).
+"""Generated music clips with known tempo and timbre, for the demo and the music tests (no recordings ship here).
 
 Each clip is built from plain numpy: notes and drum hits placed on a beat grid at a known tempo, in one
 of five timbres. ``acoustic`` timbres (plucked strings, a struck piano-like tone) decay after each note;
