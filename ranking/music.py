@@ -37,7 +37,8 @@ class MusicTrack:
 
 
 class TrackStore(Protocol):
-    """Tracks by id; every track (scanned whole for conditions on descriptors); the nearest by text vector."""
+    """Tracks by id; every track (scanned whole for conditions on descriptors); the nearest tracks by text
+    vector (live streams left out: they are searched in the live feed, where ended ones are gone)."""
 
     def upsert(self, tracks: Sequence[MusicTrack]) -> None: ...
     def get(self, item_ids: Iterable[str]) -> dict[str, MusicTrack]: ...
@@ -61,7 +62,8 @@ class InMemoryTrackStore:
         return list(self._rows.values())[:limit]
 
     def search(self, vector: np.ndarray, limit: int) -> list[tuple[MusicTrack, float]]:
-        scored = [(t, float(np.dot(vector, t.vector))) for t in self._rows.values() if t.vector is not None]
+        rows = [t for t in self._rows.values() if t.vector is not None and not t.is_live]
+        scored = [(t, float(np.dot(vector, t.vector))) for t in rows]
         return sorted(scored, key=lambda p: -p[1])[:limit]
 
 
@@ -259,7 +261,7 @@ def search_tracks(
     """Tracks meeting every facet, ranked by mean facet fit, plus text similarity when there is text.
 
     Without facets, this ranks by text similarity alone (title, tags, lyrics). Live streams have no
-    descriptors, so only text-only queries find them.
+    descriptors, so no facet finds them (the shell leaves them out of music search altogether).
     """
     out: list[MusicHit] = []
     for t in tracks:

@@ -102,6 +102,7 @@ class MilvusTrackStore:
             lambda: self._client.search(
                 self.collection,
                 data=[np.asarray(vector, dtype=np.float32).tolist()],
+                filter="is_live == false",
                 limit=limit,
                 output_fields=[*_SCALARS, "vector"],
                 search_params={"metric_type": "IP"},

@@ -121,11 +121,10 @@ class MusicHandlers:
         if not parsed.facets and not parsed.text:
             raise RejectedEvent("empty_query", f"nothing to search for in {query!r} (only filler words)")
         text_vector = encode([parsed.text])[0] if parsed.text else None
-        if parsed.facets:
-            hits = search_tracks(
-                parsed, self.tracks.scan(self.scan_limit, with_vectors=text_vector is not None), text_vector, limit
-            )
-        else:
+        if parsed.facets:  # live music streams have no descriptors: the facets leave them out
+            scanned = self.tracks.scan(self.scan_limit, with_vectors=text_vector is not None)
+            hits = search_tracks(parsed, scanned, text_vector, limit)
+        else:  # live music streams are searched in the live feed, where ended ones are gone
             found = [t for t, _ in self.tracks.search(text_vector, limit)]
             hits = search_tracks(parsed, found, text_vector, limit)
         return [
@@ -140,7 +139,6 @@ class MusicHandlers:
                 "query_words": list(parsed.words),
                 "text_query": parsed.text,
                 "descriptors": h.track.descriptors.to_dict() if h.track.descriptors else None,
-                "is_live": h.track.is_live,
             }
             for h in hits
         ]

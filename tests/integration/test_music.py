@@ -282,3 +282,39 @@ def test_a_track_whose_audio_cannot_be_read_is_still_found_by_its_text(music_sta
     hits = search(music_stack, "velvet thunder anthem", limit=3)
     assert hits[0]["item_id"] == "m_broken" and hits[0]["descriptors"] is None
     assert "m_broken" not in {r["item_id"] for r in search(music_stack, "fast")}, "no audio, no tempo"
+
+
+def test_a_live_music_stream_that_fits_the_taste_ends_the_playlist_while_it_is_live(music_stack: Any) -> None:
+    s, worker = music_stack.settings, music_stack.worker
+    dj = ContentEvent(
+        item_id="live_dj",
+        kind="live_stream",
+        title="Live synth set: electronic dance music all night",
+        tags=["music"],
+        creator_id="dj1",
+    )
+    cooking = ContentEvent(item_id="live_cook", kind="live_stream", title="Live cooking show: dumplings", tags=["food"])
+    before = worker.get("/stats")["livelens_items_indexed"]
+    publish_many(s, s.topic_content, [(ev.item_id, ev.model_dump_json()) for ev in (dj, cooking)])
+    worker.wait_for("livelens_items_indexed", before + 2, timeout=60)
+    synths = sorted(expected(music_stack, lambda t: t["timbre"] == "synth"))
+    like(music_stack, "fan", synths[:2])
+    gift = InteractionEvent(event_id="fan-gift", user_id="fan", item_id="live_dj", type="gift", value=10)
+    publish_raw(s, s.topic_interactions, "fan", gift.model_dump_json())
+    wait_state(music_stack, "fan", 3)
+
+    status, body = get(music_stack, "/playlist/fan", length=6)
+    assert status == 200, body
+    ids = [i["item_id"] for i in body["items"]]
+    assert len(ids) == 6 and ids[-1] == "live_dj" and body["items"][-1]["is_live"], body
+    assert "live now" in body["items"][-1]["reason"] and "live_cook" not in ids, "only streams tagged music"
+    assert body["judged_transitions"] == 4, "the step onto a stream without a tempo is not judged"
+    assert "live_dj" not in {r["item_id"] for r in search(music_stack, "electronic dance music all night")}
+
+    publish_raw(s, s.topic_live_status, "live_dj", json.dumps({"item_id": "live_dj", "status": "ended"}))
+    deadline = time.monotonic() + 30
+    while "live_dj" in [i["item_id"] for i in get(music_stack, "/playlist/fan", length=6)[1]["items"]]:
+        assert time.monotonic() < deadline, "an ended stream stayed in the playlist"
+        time.sleep(0.5)
+    status, after = get(music_stack, "/playlist/fan", length=6)
+    assert status == 200 and len(after["items"]) == 6 and not any(i["is_live"] for i in after["items"])
