@@ -27,7 +27,7 @@ class MusicParams:
     sample_rate: int = 22_050
     max_seconds: float = 30.0  # analysed per track, from the start
     start_bpm: float = 120.0  # centre of the tempo prior (librosa's default)
-    max_doubled_bpm: float = 180.0  # a half-tempo estimate is doubled up to this (see _between_beats)
+    max_doubled_bpm: float = 165.0  # a half-tempo estimate is doubled up to this (see _between_beats)
     double_ratio: float = 0.3  # generated clips: 0.4-0.5 for kick-snare, under 0.1 with notes on the beat only
 
 

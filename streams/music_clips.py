@@ -15,6 +15,8 @@ import numpy as np
 
 SR = 22_050
 TIMBRES = ("clicks", "drums", "pluck", "synth", "vocal")
+# a rock beat: kick and snare on the beats, a hi-hat on every eighth note (an ambiguous tempo: see make_rock_beat)
+ROCK = "rock"
 # A minor pentatonic-ish line, so consecutive notes differ
 _SCALE = (220.0, 261.63, 293.66, 329.63, 392.0, 440.0)
 
@@ -105,6 +107,25 @@ def make_clip(tempo_bpm: float, timbre: str, seconds: float = 20.0, seed: int = 
         electronic=timbre in ("synth", "clicks"),
         vocal=timbre == "vocal",
     )
+
+
+def make_rock_beat(tempo_bpm: float, seconds: float = 12.0, seed: int = 0, hat: float = 0.15) -> Clip:
+    """Kick, snare, kick, snare on the beats and a hi-hat (``hat`` of full level) between them too.
+
+    Half the hits fall between beats, so the felt tempo is ambiguous: slow ones are often heard, and
+    tracked, at double tempo. Used to measure that octave error apart from plain misses.
+    """
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SR)
+    out = np.zeros(n)
+    half = 30.0 / tempo_bpm
+    for k, start in enumerate(np.arange(0.0, seconds - 0.05, half)):
+        i = round(start * SR)
+        m = min(n - i, int(half * SR))
+        if k % 2 == 0:
+            out[i : i + m] += _kick(m) if (k // 2) % 2 == 0 else 0.6 * _noise_hit(m, rng, 25)
+        out[i : i + m] += hat * 3 * np.diff(np.r_[0.0, _noise_hit(m, rng, 80)])
+    return Clip((0.7 * out / max(float(np.max(np.abs(out))), 1e-9)).astype(np.float32), tempo_bpm, ROCK, False, False)
 
 
 def write_wav(clip: Clip, path: Path) -> Path:
