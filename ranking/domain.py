@@ -15,12 +15,14 @@ from enum import StrEnum
 class ContentKind(StrEnum):
     short_video = "short_video"
     live_stream = "live_stream"
+    music = "music"  # a track: artist as creator_id, lyrics, audio (docs/music.md)
 
 
 class Feed(StrEnum):
     short_video = "short_video"
     live = "live"
     creators = "creators"  # creators and streamers to follow (``ranking.creators``); its items are creator ids
+    music = "music"
 
 
 class InteractionType(StrEnum):
@@ -36,7 +38,7 @@ class InteractionType(StrEnum):
 
 def feed_of(kind: ContentKind) -> Feed:
     """The feed an item of this kind is served in."""
-    return Feed.live if kind is ContentKind.live_stream else Feed.short_video
+    return {ContentKind.live_stream: Feed.live, ContentKind.music: Feed.music}.get(kind, Feed.short_video)
 
 
 @dataclass(frozen=True, slots=True)

@@ -190,7 +190,7 @@ def replay(
 
 @cli.command()
 def tail(
-    feed: Annotated[str, typer.Option(help="short_video | live | dead-letter")] = "short_video",
+    feed: Annotated[str, typer.Option(help="short_video | live | music | dead-letter")] = "short_video",
     from_beginning: Annotated[bool, typer.Option(help="start at the oldest message")] = False,
     seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print raw JSON lines")] = False,
@@ -231,14 +231,15 @@ def demo(
     show: Annotated[int, typer.Option(help="users to print")] = 3,
     rate: Annotated[float | None, typer.Option(help="pace interactions (ev/s); default: one burst")] = None,
     work_dir: Annotated[Path | None, typer.Option(help="keep logs and data here (default: a temp dir)")] = None,
+    music: Annotated[bool, typer.Option(help="then index generated music tracks and print a playlist")] = True,
 ) -> None:
-    """Start everything locally, replay MicroLens-50K, print recommendations and latency, stop."""
+    """Start everything locally, replay MicroLens-50K, print recommendations and latency, a playlist, stop."""
     from ranking.datasets import DatasetNotFound
     from streams.demo import run_demo
 
     s = _settings()
     try:
-        run_demo(s, users=limit, show=show, work_dir=work_dir, console=console, rate=rate)
+        run_demo(s, users=limit, show=show, work_dir=work_dir, console=console, rate=rate, music=music)
     except DatasetNotFound as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from exc
@@ -247,7 +248,10 @@ def demo(
 @cli.command()
 def search(
     query: Annotated[str, typer.Argument(help="words to look for in titles, captions and media")],
-    feed: Annotated[str, typer.Option(help="short_video | live | creators (by their vectors)")] = "short_video",
+    feed: Annotated[
+        str,
+        typer.Option(help="short_video | live | music (words like slow, 120 bpm) | creators (by their vectors)"),
+    ] = "short_video",
     limit: Annotated[int, typer.Option(help="results, 1-100")] = 10,
     worker_url: Annotated[str | None, typer.Option(help="default: http://WEB_HOST:WEB_PORT")] = None,
 ) -> None:
@@ -272,6 +276,51 @@ def search(
         matched = hit.get("matched", "text")
         line = f"{n:>2}. [bold]{hit['score']:.3f}[/] {hit['item_id']}  {hit['title']}"
         console.print(f"{line}  [dim](matched: {matched})[/]")
+
+
+@cli.command()
+def playlist(
+    user: Annotated[str, typer.Argument(help="the listener's user id")],
+    length: Annotated[int, typer.Option(help="tracks, 1-200")] = 20,
+    seed_item: Annotated[str | None, typer.Option(help="a music track to start from")] = None,
+    worker_url: Annotated[str | None, typer.Option(help="default: http://WEB_HOST:WEB_PORT")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the worker's JSON answer")] = False,
+) -> None:
+    """An ordered playlist for USER from a running worker: relevant, smooth in tempo, artists spaced apart."""
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    s = _settings()
+    base = worker_url or f"http://{s.web_host}:{s.web_port}"
+    params = {"length": length, **({"seed_item": seed_item} if seed_item else {})}
+    url = f"{base}/playlist/{urllib.parse.quote(user, safe='')}?" + urllib.parse.urlencode(params)
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        console.print(f"[red]playlist failed ({exc.code}):[/] {exc.read().decode(errors='replace')}")
+        raise typer.Exit(2) from exc
+    except urllib.error.URLError as exc:
+        console.print(f"[red]no worker at {base}[/] ({exc.reason}); start `livelens worker` or pass --worker-url")
+        raise typer.Exit(2) from exc
+    if as_json:
+        sys.stdout.write(raw.decode() + "\n")
+        return
+    data = json.loads(raw)
+    for n, item in enumerate(data["items"], 1):
+        tempo = f"{item['tempo_bpm']:.0f} bpm" if item["tempo_bpm"] else "live" if item["is_live"] else "? bpm"
+        console.print(
+            f"{n:>3}. {item['item_id']}  {item['title']} — {item['creator_id']} [dim]({tempo}; {item['reason']})[/]"
+        )
+    share = data["smooth_share"]
+    smooth = "n/a" if share is None else f"{share:.0%}"
+    console.print(
+        f"smooth transitions (tempo within {data['max_tempo_step']:.0%}): {data['smooth_transitions']}/"
+        f"{data['judged_transitions']} = {smooth}; no artist twice within {data['artist_spacing']} tracks"
+    )
+    if data.get("note"):
+        console.print(f"[yellow]{data['note']}[/]")
 
 
 @cli.command(name="eval")

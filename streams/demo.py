@@ -16,9 +16,14 @@ from rich.table import Table
 from ranking.datasets import Dataset, load_dataset
 from streams.consumer import TopicReader, as_recommendation
 from streams.local import LocalStack
-from streams.replay import publish_content, publish_interactions
-from streams.schemas import Recommendation
+from streams.music_clips import make_clip, write_wav
+from streams.replay import publish_content, publish_interactions, publish_many, publish_raw
+from streams.schemas import ContentEvent, InteractionEvent, Recommendation
 from streams.settings import Settings
+
+# the demo's music: generated tracks (MicroLens has none), one per tempo, timbres and artists in turn
+DEMO_TEMPI = (72, 78, 84, 90, 97, 104, 112, 120, 128, 137, 146, 156)
+DEMO_TIMBRES = ("pluck", "synth", "vocal", "drums")
 
 
 @dataclass
@@ -54,7 +59,13 @@ def progress_bar(console: Console) -> Progress:
 
 
 def run_demo(
-    settings: Settings, users: int, show: int, work_dir: Path | None, console: Console, rate: float | None = None
+    settings: Settings,
+    users: int,
+    show: int,
+    work_dir: Path | None,
+    console: Console,
+    rate: float | None = None,
+    music: bool = True,
 ) -> dict[str, float]:
     started = time.perf_counter()
     dataset: Dataset = load_dataset("microlens-50k", settings.datasets_dir).head(users)
@@ -66,11 +77,17 @@ def run_demo(
     tmp = tempfile.TemporaryDirectory(prefix="livelens-demo-") if work_dir is None else None
     root = Path(tmp.name) if tmp else work_dir
     assert root is not None
+    if music:  # the generated tracks are written here, so the worker must accept media from it
+        settings = settings.model_copy(update={"media_roots": [*settings.media_roots, root / "music"]})
     try:
         with console.status("starting broker, Milvus Lite and a worker (loads MiniLM)…"):
             stack = LocalStack(settings, root).__enter__()
         try:
-            return _run(stack, dataset, items, show, console, started, rate)
+            figures = _run(stack, dataset, items, show, console, started, rate)
+            if music:
+                figures.update(_music(stack, root / "music", console))
+                console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
+            return figures
         finally:
             with console.status("stopping…"):
                 stack.__exit__(None, None, None)
@@ -140,8 +157,62 @@ def _run(
     )
     if missing:
         console.print(f"[red]{missing} users got no recommendation for their last event[/]")
-    console.print(f"demo finished in {figures['total_seconds']:.0f} s")
+    console.print(f"recommendations part finished in {figures['total_seconds']:.0f} s")
     return figures
+
+
+def _music(stack: LocalStack, media: Path, console: Console) -> dict[str, float]:
+    """Generated tracks (no style tags) indexed and analysed by the worker; a music search; a listener's playlist."""
+    s, worker = stack.settings, stack.worker
+    assert worker is not None
+    events = []
+    for n, bpm in enumerate(DEMO_TEMPI):
+        timbre = DEMO_TIMBRES[n % len(DEMO_TIMBRES)]
+        path = write_wav(make_clip(float(bpm), timbre, seconds=8.0, seed=n), media / f"track{n:02d}.wav")
+        ev = ContentEvent(
+            item_id=f"track{n:02d}",
+            kind="music",
+            title=f"Demo track {n}",  # no style words: what the track is like comes from its audio
+            creator_id=f"artist{n % 5}",
+            audio_path=str(path),
+            lyrics="la la la" if timbre == "vocal" else "",
+        )
+        events.append((ev.item_id, ev.model_dump_json()))
+    before = worker.get("/stats").get("livelens_items_indexed", 0)
+    with console.status(f"music: {len(events)} generated tracks analysed by the worker (librosa; the first warms up)…"):
+        publish_many(s, s.topic_content, events)
+        worker.wait_for("livelens_items_indexed", before + len(events), timeout=300)
+    found = worker.get("/search?q=fast&feed=music&limit=5")["results"]
+    console.print(
+        '\n[bold]music search "fast"[/] (no tags: the tempo is measured): '
+        + ", ".join(f"{r['item_id']} [dim]({r['matched']})[/]" for r in found)
+    )
+    for n, item in enumerate(["track01", "track05"]):  # two synth tracks
+        like = InteractionEvent(event_id=f"demo-music-{n}", user_id="demo-listener", item_id=item, type="like")
+        publish_raw(s, s.topic_interactions, like.user_id, like.model_dump_json())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if worker.get("/state/demo-listener").get("n_events", 0) >= 2:
+                break
+        except OSError:
+            pass  # 404 until the first like is applied
+        time.sleep(0.3)
+    playlist = worker.get("/playlist/demo-listener?length=8", timeout=60)
+    table = Table(title="playlist for demo-listener (liked track01 and track05)", show_lines=False)
+    for col in ("#", "track", "generated as", "artist", "bpm (measured)", "why"):
+        table.add_column(col)
+    made_as = {f"track{n:02d}": f"{DEMO_TIMBRES[n % len(DEMO_TIMBRES)]}, {bpm} bpm" for n, bpm in enumerate(DEMO_TEMPI)}
+    for n, item in enumerate(playlist["items"], 1):
+        bpm = f"{item['tempo_bpm']:.1f}" if item["tempo_bpm"] else "–"
+        table.add_row(str(n), item["title"], made_as.get(item["item_id"], "–"), item["creator_id"], bpm, item["reason"])
+    console.print(table)
+    share = playlist["smooth_share"]
+    console.print(
+        f"smooth transitions (tempo within {playlist['max_tempo_step']:.0%}): {playlist['smooth_transitions']}/"
+        f"{playlist['judged_transitions']}; no artist twice within {playlist['artist_spacing']} tracks"
+    )
+    return {"playlist_length": float(len(playlist["items"])), "playlist_smooth_share": float(share or 0.0)}
 
 
 def _print_users(console: Console, dataset: Dataset, collected: Collected, show: int) -> None:

@@ -29,6 +29,7 @@ from ranking.online import OnlineModels
 from ranking.recommender import RankingParams
 from ranking.user_state import UserModel, UserState
 from storage.modalities import InMemoryModalityStore, ModalityStore
+from streams.music import MusicHandlers, check_music_paths
 from streams.schemas import (
     ContentEvent,
     DeadLetter,
@@ -169,9 +170,11 @@ class ContentHandlers:
         fusion_weights: Mapping[str, float] | None = None,
         live_refresh_alpha: float = 0.3,
         arms: dict[str, OnlineModels] | None = None,
+        music: MusicHandlers | None = None,
     ) -> None:
         self.index = index
         self.encoder = encoder
+        self.music = music  # tracks: descriptors, music search, playlists (None: music items are text only)
         self.topics = topics
         self.media = media
         self.modalities: ModalityStore = modalities if modalities is not None else InMemoryModalityStore()
@@ -188,6 +191,10 @@ class ContentHandlers:
         that merely fail to decode cost only their modality and are reported in ``media_errors``.
         """
         result = ContentResult()
+        if self.music is not None:
+            result.dead.extend(check_music_paths(events, self.music.media_roots))
+            rejected = {id(ev) for ev, _ in result.dead}
+            events = [ev for ev in events if id(ev) not in rejected]
         if not events:
             return result
         vectors = self.encoder.encode([ev.text() for ev in events])
@@ -217,6 +224,10 @@ class ContentHandlers:
             self.index.upsert(result.items)
             for models in self.arms.values():
                 models.learn_content(result.items)
+            if self.music is not None:
+                text_of = {ev.item_id: vectors[i] for i, ev in enumerate(events)}
+                tracks = self.music.index_tracks(kept, text_of)
+                result.media_errors.extend(tracks.media_errors)
         return result
 
     def _search_creators(self, vector: np.ndarray, limit: int) -> list[dict[str, Any]]:
@@ -321,6 +332,8 @@ class ContentHandlers:
         query = query.strip()
         if not query:
             raise RejectedEvent("empty_query", "the query is empty")
+        if feed is Feed.music and self.music is not None:  # words onto descriptors, the rest as text
+            return self.music.search(query, limit, self.encoder.encode)
         vector = self.encoder.encode([query])[0]
         if feed is Feed.creators:
             return self._search_creators(vector, limit)
@@ -396,7 +409,7 @@ class RankingHandlers:
         if item is None:
             raise RejectedEvent("unknown_item", f"item {event.item_id!r} is not indexed")
         if item.feed is not Feed.live:
-            raise RejectedEvent("not_live_stream", f"item {event.item_id!r} is a short video")
+            raise RejectedEvent("not_live_stream", f"item {event.item_id!r} is not a live stream ({item.feed.value})")
         if event.status is LiveState.ended:
             self.live_windows.forget(event.item_id)
             for models in self.arms.values():
@@ -628,6 +641,7 @@ class Handlers(RankingHandlers, ContentHandlers):
         split: ArmSplit | None = None,
         online_lists: int = 100_000,
         log_training: bool = False,
+        music: MusicHandlers | None = None,
     ) -> None:
         windows = live_windows if live_windows is not None else LiveWindows()
         RankingHandlers.__init__(
@@ -656,4 +670,13 @@ class Handlers(RankingHandlers, ContentHandlers):
             fusion_weights=fusion_weights,
             live_refresh_alpha=live_refresh_alpha,
             arms=arms,  # the same dict: a model swapped in by the trainer is the one content teaches
+            music=music,
         )
+
+    def playlist(
+        self, user_id: str, state: Mapping[str, Any] | None, length: int, seed_item: str | None
+    ) -> dict[str, Any]:
+        """``GET /playlist/{user}``: an ordered, explained playlist (``streams.music.MusicHandlers.playlist``)."""
+        if self.music is None:
+            raise RejectedEvent("no_music", "this worker has no track store")
+        return self.music.playlist(user_id, state, length, seed_item, self.models.user_model)

@@ -1,4 +1,4 @@
-"""The worker's web views: /ready, /health, /metrics, /stats, /search, /recommendations, /state."""
+"""The worker's web views: /ready, /health, /metrics, /stats, /search, /recommendations, /playlist, /state."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from streams import metrics
+from streams.music import MAX_PLAYLIST_LENGTH
 from streams.roles.services import Services
 from streams.schemas import Feed, RejectedEvent
 from streams.settings import Settings
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from streams.model_updates import ModelUpdates
 
 USER_ID = re.compile(r"[A-Za-z0-9_.:@-]{1,128}")
+FEEDS = tuple(feed.value for feed in Feed)
+DEFAULT_PLAYLIST_LENGTH = 20
 
 
 def register_pages(
@@ -86,20 +89,17 @@ def register_pages(
 
     @app.page("/search")
     async def search_view(web: Any, request: Any) -> Any:
-        """GET /search?q=...&feed=short_video|live|creators&limit=10: best-matching items (or creators, by their
-        vectors) for a text query."""
+        """GET /search?q=...&feed=short_video|live|music|creators&limit=10: best-matching items for a text query
+        (music: words of the vocabulary in docs/music.md match descriptors, the rest the text; creators: creators
+        by their vectors)."""
         query = request.query.get("q", "")
         feed_name = request.query.get("feed", "short_video")
         try:
             limit = int(request.query.get("limit", "10"))
         except ValueError:
             limit = -1
-        if (
-            feed_name not in ("short_video", "live", "creators")
-            or not 1 <= limit <= 100
-            or not 0 < len(query.strip()) <= 500
-        ):
-            return web.json({"error": "need q (1-500 chars), feed short_video|live|creators, limit 1-100"}, status=400)
+        if feed_name not in FEEDS or not 1 <= limit <= 100 or not 0 < len(query.strip()) <= 500:
+            return web.json({"error": f"need q (1-500 chars), feed {'|'.join(FEEDS)}, limit 1-100"}, status=400)
         ok, results = await page_call(services.encoder_pool, "search", query, Feed(feed_name), limit)
         if not ok:
             return web.json({"error": results[0]}, status=results[1])
@@ -107,17 +107,41 @@ def register_pages(
 
     @app.page("/recommendations/{user_id}")
     async def recommendations_view(web: Any, request: Any, user_id: str) -> Any:
-        """GET /recommendations/{user_id}?feed=short_video|live|creators: the current list from the latest
+        """GET /recommendations/{user_id}?feed=short_video|live|music|creators: the current list from the latest
         state (creators: creator ids to follow); a user this worker has no state for gets what is trending
         in that feed (cold start; creators: the most followed)."""
         feed_name = request.query.get("feed", "short_video")
-        if feed_name not in ("short_video", "live", "creators") or not USER_ID.fullmatch(user_id):
-            return web.json({"error": "need a valid user id and feed short_video|live|creators"}, status=400)
+        if feed_name not in FEEDS or not USER_ID.fullmatch(user_id):
+            return web.json({"error": f"need a valid user id and feed {'|'.join(FEEDS)}"}, status=400)
         state = user_state.get(user_id)
         ok, rec = await page_call(services.index_pool, "recommend_now", user_id, state, Feed(feed_name))
         if not ok:
             return web.json({"error": rec[0]}, status=rec[1])
         return web.json(json.loads(rec.model_dump_json()))
+
+    @app.page("/playlist/{user_id}")
+    async def playlist_view(web: Any, request: Any, user_id: str) -> Any:
+        """GET /playlist/{user_id}?length=N&seed_item=ID: an ordered, explained playlist (docs/music.md);
+        400 with the reason for a bad length (1-200), an unknown seed or an invalid user id."""
+        if not USER_ID.fullmatch(user_id):
+            return web.json({"error": "invalid user id: need 1-128 of A-Z a-z 0-9 _ . : @ -"}, status=400)
+        raw_length = request.query.get("length", str(DEFAULT_PLAYLIST_LENGTH))
+        try:
+            length = int(raw_length)
+        except ValueError:
+            return web.json(
+                {"error": f"bad length {raw_length[:20]!r}: need a whole number 1-{MAX_PLAYLIST_LENGTH}"}, status=400
+            )
+        if not 1 <= length <= MAX_PLAYLIST_LENGTH:
+            return web.json({"error": f"bad length {length}: need 1-{MAX_PLAYLIST_LENGTH}"}, status=400)
+        seed = request.query.get("seed_item") or None
+        if seed is not None and not USER_ID.fullmatch(seed):
+            return web.json({"error": "unknown seed_item: not a valid item id"}, status=400)
+        state = user_state.get(user_id)
+        ok, result = await page_call(services.index_pool, "playlist", user_id, state, length, seed)
+        if not ok:
+            return web.json({"error": result[0]}, status=result[1])
+        return web.json(result)
 
     @app.page("/state/{user_id}")
     async def state_view(web: Any, request: Any, user_id: str) -> Any:

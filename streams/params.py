@@ -8,11 +8,13 @@ same knobs mean the same thing everywhere.
 from __future__ import annotations
 
 from encoders.live import LiveWindows
+from encoders.music import MusicParams
 from encoders.params import EncoderParams
 from ranking.ab import ArmSplit
 from ranking.feed_matrix import SearchTierParams
 from ranking.next_item import NextItemLearner, NextItemModel
 from ranking.online import OnlineModels, default_signals
+from ranking.playlist import PlaylistParams
 from ranking.ranker import RankerParams
 from ranking.recommender import RankingParams
 from ranking.training import ScheduleParams
@@ -24,8 +26,10 @@ __all__ = [
     "arm_split_from_settings",
     "encoder_params_from_settings",
     "live_windows_from_settings",
+    "music_params_from_settings",
     "online_arms_from_settings",
     "online_models_from_settings",
+    "playlist_params_from_settings",
     "ranking_params_from_settings",
     "search_tier_params_from_settings",
     "user_model_params_from_settings",
@@ -152,4 +156,16 @@ def search_tier_params_from_settings(s: Settings) -> SearchTierParams:
         exact_below=s.local_search_exact_below,
         codes=s.local_search_codes,
         retrain_growth=s.local_search_retrain_growth,
+    )
+
+
+def music_params_from_settings(s: Settings) -> MusicParams:
+    return MusicParams(max_seconds=s.music_max_seconds)
+
+
+def playlist_params_from_settings(s: Settings) -> PlaylistParams:
+    return PlaylistParams(
+        artist_spacing=s.playlist_artist_spacing,
+        max_tempo_step=s.playlist_max_tempo_step,
+        live_slots=s.playlist_live_slots,
     )

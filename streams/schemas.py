@@ -34,7 +34,12 @@ class Event(BaseModel):
 
 
 class ContentEvent(Event):
-    """A new short video or live stream."""
+    """A new short video, live stream or music track.
+
+    A track (``kind: music``) names its artist as ``creator_id`` (required: playlists space artists apart) and
+    may carry ``lyrics``; its ``audio_path`` is analysed for tempo and timbre (``encoders.music``). A track
+    without audio is still indexed by its text, with no tempo. ``lyrics`` belong to tracks only.
+    """
 
     item_id: Id
     kind: ContentKind
@@ -48,14 +53,28 @@ class ContentEvent(Event):
     keyframe_paths: Annotated[list[MediaPath], Field(max_length=64)] = []
     video_path: MediaPath | None = None
     audio_path: MediaPath | None = None
+    lyrics: Annotated[str, Field(max_length=20_000)] = ""
+
+    @model_validator(mode="after")
+    def _music_fields(self) -> ContentEvent:
+        if self.kind is ContentKind.music and self.creator_id is None:
+            raise ValueError("a music track needs creator_id (its artist)")
+        if self.lyrics and self.kind is not ContentKind.music:
+            raise ValueError(f"lyrics belong to music tracks, not {self.kind.value}")
+        return self
 
     @property
     def feed(self) -> Feed:
         return feed_of(self.kind)
 
+    @property
+    def is_live_music(self) -> bool:
+        """A live stream tagged ``music``: playlists may include it while it is live (docs/music.md)."""
+        return self.kind is ContentKind.live_stream and any(t.lower() == "music" for t in self.tags)
+
     def text(self) -> str:
-        """What the text encoder reads: title, description and hashtags."""
-        parts = [self.title, self.description, " ".join(f"#{t}" for t in self.tags)]
+        """What the text encoder reads: title, description, hashtags and, for tracks, the lyrics."""
+        parts = [self.title, self.description, " ".join(f"#{t}" for t in self.tags), self.lyrics]
         return " ".join(p for p in parts if p).strip()
 
 

@@ -16,9 +16,11 @@ from pydantic import Field, TypeAdapter, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from encoders.fusion import DEFAULT_WEIGHTS as DEFAULT_FUSION_WEIGHTS
+from encoders.music import MusicParams
 from encoders.params import AudioEncoderKind, Device, EncoderParams, ImageEncoderKind, TextEncoderKind
 from ranking.domain import InteractionType
 from ranking.feed_matrix import Codes, SearchKind, SearchTierParams
+from ranking.playlist import PlaylistParams
 from ranking.ranker import RankerParams
 from ranking.recommender import RankingParams
 from ranking.training import ScheduleParams
@@ -98,6 +100,7 @@ class Settings(BaseSettings):
         default="livelens.fanout",
         description="A followed creator's new upload or stream going live, one record per follower (keyed by user).",
     )
+    topic_recs_music: str = "livelens.recs.music"
     topic_dead_letter: str = "livelens.dead-letter"
     topic_training: str = Field(
         default="livelens.training", description="Training records ranking workers log for the trainer."
@@ -301,6 +304,34 @@ class Settings(BaseSettings):
     audio_sample_rate: int = Field(default=EncoderParams.audio_sample_rate, ge=8_000, le=48_000)
     audio_max_seconds: float = Field(
         default=EncoderParams.audio_max_seconds, gt=0, description="Audio decoded per item, at most."
+    )
+    music_max_seconds: float = Field(
+        default=MusicParams.max_seconds,
+        gt=0,
+        le=600,
+        description="Seconds of a music track analysed for tempo, timbre and voice (from its start).",
+    )
+    music_tracks_scanned: int = Field(
+        default=16_384,
+        ge=1,
+        le=16_384,
+        description="Tracks read per music search or playlist (the whole catalogue up to this; Milvus caps one query "
+        "at 16,384 rows).",
+    )
+    playlist_artist_spacing: int = Field(
+        default=PlaylistParams.artist_spacing,
+        ge=1,
+        le=50,
+        description="No artist twice within this many consecutive playlist tracks.",
+    )
+    playlist_max_tempo_step: float = Field(
+        default=PlaylistParams.max_tempo_step,
+        gt=0,
+        le=1,
+        description="A playlist transition is smooth when the tempo changes by at most this fraction.",
+    )
+    playlist_live_slots: int = Field(
+        default=PlaylistParams.live_slots, ge=0, le=10, description="Live music streams a playlist may end with."
     )
     keyframes: int = Field(
         default=EncoderParams.keyframes, ge=1, le=64, description="Frames per item: cover/keyframes/video keyframes."
@@ -512,6 +543,7 @@ class Settings(BaseSettings):
             "short_video": self.topic_recs_short_video,
             "live": self.topic_recs_live,
             "creators": self.topic_recs_creators,
+            "music": self.topic_recs_music,
         }
 
 

@@ -17,6 +17,7 @@ def topic_names(settings: Settings) -> list[str]:
         settings.topic_recs_live,
         settings.topic_recs_creators,
         settings.topic_fanout,
+        settings.topic_recs_music,
         settings.topic_dead_letter,
         settings.topic_training,
     ]

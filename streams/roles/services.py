@@ -14,7 +14,9 @@ from streams.params import (
     arm_split_from_settings,
     encoder_params_from_settings,
     live_windows_from_settings,
+    music_params_from_settings,
     online_arms_from_settings,
+    playlist_params_from_settings,
     ranking_params_from_settings,
     search_tier_params_from_settings,
 )
@@ -90,6 +92,8 @@ class Services:
         from encoders.text import build_text_encoder
         from storage.milvus import MilvusIndex
         from storage.modalities import MilvusModalityStore
+        from storage.tracks import MilvusTrackStore
+        from streams.music import MusicHandlers
 
         s = self.settings
         encoder_params = encoder_params_from_settings(s)
@@ -132,6 +136,20 @@ class Services:
         arms = online_arms_from_settings(s)
         metrics.MODEL_INFO.info({"text_encoder": encoder.name, "dim": str(encoder.dim), "device": encoder.device})
         metrics.record_arms(arms, [feed.value for feed in Feed], describe=True)
+        music = MusicHandlers(
+            index,
+            MilvusTrackStore(
+                s.resolved_milvus_uri(),
+                f"{s.milvus_collection}_tracks",
+                encoder.dim,
+                token=s.milvus_token,
+                timeout=s.milvus_timeout_s,
+            ),
+            media_roots=s.media_roots,
+            params=music_params_from_settings(s),
+            playlist=playlist_params_from_settings(s),
+            scan_limit=s.music_tracks_scanned,
+        )
         return Handlers(
             index=index,
             encoder=encoder,
@@ -155,6 +173,7 @@ class Services:
             split=arm_split_from_settings(s),
             online_lists=s.online_metric_lists,
             log_training=s.trainer,
+            music=music,
         )
 
     def dependency_error(self) -> str | None:

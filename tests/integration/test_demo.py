@@ -24,3 +24,6 @@ def test_demo_recommends_for_every_replayed_user(datasets_dir: Path, tmp_path: P
     assert figures["throughput_events_per_s"] > 0 and figures["latency_p99_ms"] >= figures["latency_p50_ms"] > 0
     # Real titles and reasons are printed for the first users (MicroLens user ids 1 and 2).
     assert "user 1" in text and "user 2" in text and "because you commented on" in text
+    # then the music part: generated tracks analysed by the worker, and a playlist that keeps its rules
+    assert figures["playlist_length"] == 8 and figures["playlist_smooth_share"] >= 0.9, text
+    assert "playlist for demo-listener" in text and 'music search "fast"' in text

@@ -42,3 +42,11 @@ def test_bench_rejects_an_unknown_part_before_running_anything(tmp_path) -> None
         result.output.replace("│", " ").split()
     )
     assert not list(tmp_path.iterdir())
+
+
+def test_playlist_has_help_and_says_when_no_worker_answers() -> None:
+    helped = runner.invoke(cli, ["playlist", "--help"])
+    assert helped.exit_code == 0 and "--seed-item" in helped.output and "--length" in helped.output
+    result = runner.invoke(cli, ["playlist", "someone", "--worker-url", "http://127.0.0.1:1"])
+    assert result.exit_code == 2
+    assert "no worker at http://127.0.0.1:1" in result.output

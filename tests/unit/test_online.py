@@ -57,10 +57,12 @@ def test_unknown_user_gets_trending_per_feed(index: InMemoryIndex) -> None:
     learn(m, index, crowd, "e2", "v3", "share", 1.0)
     learn(m, index, crowd, "e3", "v1", "view", 2.0)
     learn(m, index, crowd, "e4", "l2", "gift", 3.0)
-    short, live = (m.recommend([UserState()], feed, index, 0.0)[0] for feed in (Feed.short_video, Feed.live))
+    feeds = (Feed.short_video, Feed.live, Feed.music)
+    short, live, music = (m.recommend([UserState()], feed, index, 0.0)[0] for feed in feeds)
     assert [r.item_id for r in short] == ["v3", "v1"]  # like 1.2 + share 1.8 > a short view
     assert {r.reason for r in short} == {"trending now"}
     assert [(r.item_id, r.reason) for r in live] == [("l2", "trending live now")]
+    assert music == [], "no music in this index: the music feed has nothing to trend"
 
 
 def test_first_interaction_makes_a_personal_list_and_replays_change_nothing(index: InMemoryIndex) -> None:
