@@ -190,7 +190,7 @@ def replay(
 
 @cli.command()
 def tail(
-    feed: Annotated[str, typer.Option(help="short_video | live | music | dead-letter")] = "short_video",
+    feed: Annotated[str, typer.Option(help="short_video | live | music | creators | dead-letter")] = "short_video",
     from_beginning: Annotated[bool, typer.Option(help="start at the oldest message")] = False,
     seconds: Annotated[float | None, typer.Option(help="stop after this long")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print raw JSON lines")] = False,

@@ -21,6 +21,15 @@ from streams.replay import publish_content, publish_interactions, publish_many, 
 from streams.schemas import ContentEvent, InteractionEvent, Recommendation
 from streams.settings import Settings
 
+# the demo's streamers: live streams and videos with creator ids (MicroLens has none); item -> (creator, kind, title)
+DEMO_STREAMS = {
+    "demo_st_game1": ("gamer_ana", "live_stream", "Live video game speedrun: racing through the boss levels"),
+    "demo_st_game2": ("gamer_bo", "live_stream", "Live video game tournament: players battle in the arena"),
+    "demo_v_game3": ("gamer_cy", "short_video", "Video game speedrun world record in ten minutes"),
+    "demo_st_cook": ("chef_dee", "live_stream", "Live cooking show: frying dumplings and noodles with the chef"),
+    "demo_st_ball": ("coach_eli", "live_stream", "Live football match commentary and goals"),
+}
+
 # the demo's music: generated tracks (MicroLens has none), one per tempo, timbres and artists in turn
 DEMO_TEMPI = (72, 78, 84, 90, 97, 104, 112, 120, 128, 137, 146, 156)
 DEMO_TIMBRES = ("pluck", "synth", "vocal", "drums")
@@ -84,6 +93,7 @@ def run_demo(
             stack = LocalStack(settings, root).__enter__()
         try:
             figures = _run(stack, dataset, items, show, console, started, rate)
+            figures.update(_streamers(stack, console))
             if music:
                 figures.update(_music(stack, root / "music", console))
                 console.print(f"demo finished in {time.perf_counter() - started:.0f} s")
@@ -159,6 +169,38 @@ def _run(
         console.print(f"[red]{missing} users got no recommendation for their last event[/]")
     console.print(f"recommendations part finished in {figures['total_seconds']:.0f} s")
     return figures
+
+
+def _streamers(stack: LocalStack, console: Console) -> dict[str, float]:
+    """Streamers to follow: a fan gifts one gaming streamer and gets similar streamers, with reasons."""
+    s, worker = stack.settings, stack.worker
+    assert worker is not None
+    events = [
+        (item, ContentEvent(item_id=item, kind=kind, title=title, creator_id=creator).model_dump_json())  # type: ignore[arg-type]
+        for item, (creator, kind, title) in DEMO_STREAMS.items()
+    ]
+    before = worker.get("/stats").get("livelens_items_indexed", 0)
+    with console.status(f"streamers: {len(events)} streams and videos with creator ids…"):
+        publish_many(s, s.topic_content, events)
+        worker.wait_for("livelens_items_indexed", before + len(events), timeout=120)
+    gift = InteractionEvent(event_id="demo-gift-0", user_id="demo-fan", item_id="demo_st_game1", type="gift", value=10)
+    publish_raw(s, s.topic_interactions, gift.user_id, gift.model_dump_json())
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if worker.get("/state/demo-fan").get("n_events", 0) >= 1:
+                break
+        except OSError:
+            pass  # 404 until the gift is applied
+        time.sleep(0.3)
+    rec = worker.get("/recommendations/demo-fan?feed=creators", timeout=30)
+    table = Table(title="streamers to follow for demo-fan (gifted gamer_ana's speedrun stream)", show_lines=False)
+    for col in ("#", "creator", "score", "why"):
+        table.add_column(col)
+    for n, item in enumerate(rec["items"][:5], 1):
+        table.add_row(str(n), item["item_id"], f"{item['score']:.2f}", item["reason"])
+    console.print(table)
+    return {"creators_listed": float(len(rec["items"]))}
 
 
 def _music(stack: LocalStack, media: Path, console: Console) -> dict[str, float]:

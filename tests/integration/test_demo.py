@@ -27,3 +27,5 @@ def test_demo_recommends_for_every_replayed_user(datasets_dir: Path, tmp_path: P
     # then the music part: generated tracks analysed by the worker, and a playlist that keeps its rules
     assert figures["playlist_length"] == 8 and figures["playlist_smooth_share"] >= 0.9, text
     assert "playlist for demo-listener" in text and 'music search "fast"' in text
+    # and streamers: a fan who gifted one gaming streamer is shown the other gaming streamer, with reasons
+    assert figures["creators_listed"] >= 2 and "streamers to follow for demo-fan" in text and "gamer_bo" in text, text

@@ -226,7 +226,7 @@ def test_a_music_like_refreshes_the_music_feed_and_the_playlist_keeps_its_rules(
         ("/playlist/listener", {"length": 5, "seed_item": "bad seed!"}, "unknown seed_item"),
         ("/playlist/bad%20user!", {"length": 5}, "invalid user id"),
         ("/search", {"q": "songs", "feed": "music"}, "empty_query"),
-        ("/search", {"q": "fast", "feed": "podcasts"}, "feed short_video|live|music"),
+        ("/search", {"q": "fast", "feed": "podcasts"}, "feed short_video|live|creators|music"),
     ],
 )
 def test_bad_requests_get_400_with_the_reason(music_stack: Any, path: str, params: dict[str, Any], reason: str) -> None:
