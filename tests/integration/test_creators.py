@@ -159,7 +159,7 @@ def test_bad_follows_are_rejected_with_a_reason(
 
 def test_a_bad_feed_name_is_refused(stack: Any) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
-        stack.worker.get("/recommendations/fan1?feed=music")
+        stack.worker.get("/recommendations/fan1?feed=podcasts")
     assert err.value.code == 400
 
 
