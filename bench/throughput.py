@@ -8,6 +8,9 @@ broker: the ratio is LiveLens's share of what any Kafka app could do here.
 Correctness under load, checked in the same run: every event must be covered by a recommendation
 (at least once), and re-publishing events with ids already applied must leave user state alone
 (the worker's duplicate counter rises by exactly that many).
+
+Before the backlog, the stack idles for ``IDLE_S`` and its CPU split is recorded: cores spent with
+nothing to do are cores the drain cannot use.
 """
 
 from __future__ import annotations
@@ -31,11 +34,13 @@ from bench.stack import (
     interaction_events,
     running_stack,
     variant,
+    wait_local_items,
 )
 from streams.local import LocalStack
 
 GOAL_EVENTS_PER_S = 10_000.0
 GOAL_RATIO = 0.5
+IDLE_S = 20.0  # the idle phase before the backlog: long enough for several tier polls at 19,220 items
 
 
 def duplicates_counted(stack: LocalStack) -> float:
@@ -116,6 +121,16 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
     return {"backlog": n, "users": users, "livelens": worker, "echo": echo, "ratio_to_echo": ratio, "events": events}
 
 
+def idle_cpu_split(stack: LocalStack, n_items: int, console: Console, seconds: float = IDLE_S) -> dict[str, Any]:
+    """What the stack burns with nothing to do (the tier's polls, idle fetches): cores the drain can't use."""
+    wait_local_items(stack, n_items)
+    split = CpuSplit(stack)
+    time.sleep(seconds)
+    out = split.result()
+    console.print(f"cores busy while idle ({seconds:.0f} s): {out['cores_busy']}")
+    return out
+
+
 def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     n = int(options.extra.get("backlog", 0)) or (10_000 if options.quick else 60_000)
     settings = bench_settings()
@@ -123,6 +138,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     items = catalogue(data, options.items)
     feed_of_item = {it.item_id: it.feed.value for it in items}
     with running_stack(settings, items, console) as (stack, upsert_s):
+        idle = idle_cpu_split(stack, len(items), console)
         point = measure(stack, data, n, feed_of_item, console)
         dedupe = check_dedupe(stack, point.pop("events"), min(1_000, n))
     console.print(f"dedupe: {dedupe}")
@@ -136,5 +152,6 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
         "item_vectors": ENCODER,
         "variant": variant(settings),
         "milvus_upsert_s": round(upsert_s, 1),
+        "idle_cpu_split": idle,
         **point,
     }

@@ -7,8 +7,11 @@ a numpy matrix (``ranking.feed_matrix``) and answers ``search`` from an IVF inde
 from a dict. Milvus stays the source of truth: writes go to Milvus first and then here
 (write-through), and a background thread polls Milvus for what other workers wrote (new items,
 live-status flips), so those appear within
-``refresh_s`` (or one poll's duration, when a poll takes longer: at 1M items in Milvus Lite a scan
-takes seconds, and back-to-back polls would keep a core busy). Exact search is O(items) per query
+``refresh_s``, or longer where polls are dear: Milvus Lite evaluates every query over every row
+(~0.65 s of server CPU per query at 19,220 items, whatever the filter), so the wait between polls
+grows to keep polling under ``max_poll_share`` of the time, and the count check that catches writes
+the stamps missed runs at most every ``count_check_s``. Back-to-back polls at 1 s kept half a core
+of this 2-core machine busy while idle. Exact search is O(items) per query
 (~42 interactions/s drained at 1M items); the IVF index keeps recall@100 near 1 at a fraction of that.
 """
 
@@ -72,6 +75,8 @@ class LocalSearchTier:
         lookback_s: float = 0.0,
         start: bool = True,
         search: SearchTierParams | None = None,
+        max_poll_share: float = 0.2,
+        count_check_s: float = 30.0,
     ) -> None:
         self.source = source
         self.catalog = catalog
@@ -85,6 +90,9 @@ class LocalSearchTier:
         self._seq = 0
         self._stamp = 0.0  # newest catalog stamp taken in (see Catalog)
         self.last_poll_s = 0.0
+        self.max_poll_share = max_poll_share
+        self.count_check_s = count_check_s
+        self._next_count_check = 0.0  # monotonic time; the first quiet poll checks
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -268,8 +276,9 @@ class LocalSearchTier:
 
     def refresh(self) -> dict[str, int]:
         """One poll: what changed since the stamp watermark (minus a look-back for late or skewed writers);
-        without write stamps also the live set; and, when the poll brought nothing new, a count check
-        that fetches whatever is still missing (writes the stamps missed)."""
+        without write stamps also the live set; and, when the poll brought nothing new and no count check
+        ran in the last ``count_check_s``, a count check that fetches whatever is still missing (writes
+        the stamps missed)."""
         started = time.perf_counter()
         with self._lock:
             seq, stamp = self._seq, self._stamp
@@ -287,17 +296,24 @@ class LocalSearchTier:
             flipped = self.merge_live(live, seq)
             self.merge(self.catalog.fetch(sorted(live)), seq)
         missing: list[str] = []
-        if not new and self.catalog.count() != self.count():
-            known = set(self.items)
-            missing = [i for i in self.catalog.changed_since(None) if i not in known]
-            self._catch_up(dict.fromkeys(missing, 0.0), seq)
+        if not new and time.monotonic() >= self._next_count_check:
+            self._next_count_check = time.monotonic() + self.count_check_s
+            if self.catalog.count() != self.count():
+                known = set(self.items)
+                missing = [i for i in self.catalog.changed_since(None) if i not in known]
+                self._catch_up(dict.fromkeys(missing, 0.0), seq)
         self.sync_indexes()
         self.refreshes += 1
         self.last_poll_s = time.perf_counter() - started
         return {"changed": len(changed), "new": new, "live_flips": flipped, "missing_fetched": len(missing)}
 
+    def poll_wait_s(self) -> float:
+        """Seconds until the next poll: ``refresh_s``, or long enough that polls of ``last_poll_s`` take
+        at most ``max_poll_share`` of the time."""
+        return max(self.refresh_s, self.last_poll_s * (1.0 / self.max_poll_share - 1.0))
+
     def _refresh_loop(self) -> None:
-        while not self._stop.wait(max(self.refresh_s, self.last_poll_s)):
+        while not self._stop.wait(self.poll_wait_s()):
             try:
                 self.refresh()
                 self.last_refresh_error = None

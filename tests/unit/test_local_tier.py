@@ -43,6 +43,7 @@ class DictCatalog:
         self.source = source
         self.tracks_writes = tracks_writes
         self.scans = 0
+        self.counts = 0
 
     def changed_since(self, stamp: float | None) -> dict[str, float]:
         self.scans += stamp is None
@@ -54,6 +55,7 @@ class DictCatalog:
         return {i for i, it in self.source._items.items() if it.feed is Feed.live and it.is_live}
 
     def count(self) -> int:
+        self.counts += 1
         return len(self.source._items)
 
     def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
@@ -142,6 +144,32 @@ def test_a_write_stamped_before_the_watermark_is_found_by_look_back_or_by_the_co
     stats = tier.refresh()
     assert "late" in tier.items
     assert (stats["new"], stats["missing_fetched"]) == ((1, 0) if lookback else (0, 1))
+
+
+def test_the_count_check_runs_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Milvus Lite scans every row for a count: quiet polls must not pay for one each time."""
+    clock = [1000.0]
+    monkeypatch.setattr(local_tier.time, "monotonic", lambda: clock[0])
+    tier, source = tier_over([item("v0", Feed.short_video, [1, 0])])
+    tier.count_check_s = 30.0
+    tier.refresh()
+    tier.refresh()
+    assert tier.catalog.counts == 1
+    source.upsert([item("late", Feed.short_video, [0, 1])])
+    source.stamps["late"] = tier._stamp - 1  # missed by the stamps: only the count check finds it
+    tier.refresh()
+    assert "late" not in tier.items
+    clock[0] += 30.0
+    assert tier.refresh()["missing_fetched"] == 1 and "late" in tier.items
+    assert tier.catalog.counts == 2
+
+
+@pytest.mark.parametrize(("poll_s", "wait_s"), [(0.01, 1.0), (0.65, 2.6), (2.0, 8.0)])
+def test_dear_polls_stretch_the_wait_to_keep_their_share(poll_s: float, wait_s: float) -> None:
+    tier, _ = tier_over([item("v0", Feed.short_video, [1, 0])])
+    tier.refresh_s, tier.max_poll_share, tier.last_poll_s = 1.0, 0.2, poll_s
+    assert tier.poll_wait_s() == pytest.approx(wait_s)
+    assert poll_s / (poll_s + tier.poll_wait_s()) <= 0.2 + 1e-9
 
 
 def test_a_poll_older_than_a_local_write_does_not_undo_it() -> None:
