@@ -227,7 +227,12 @@ class Settings(BaseSettings):
         "fighting the event loop on small busy hosts; unset: the library default (all cores).",
     )
     local_search_refresh_s: float = Field(
-        default=1.0, ge=0.0, description="How often the in-process copy polls Milvus for other workers' writes."
+        default=1.0,
+        ge=0.0,
+        description=(
+            "How often the in-process copy polls Milvus for other workers' writes (longer where a poll is "
+            "dear: polls take at most a fifth of the time)."
+        ),
     )
     local_search_lookback_s: float = Field(
         default=2.0,
