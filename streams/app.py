@@ -120,7 +120,7 @@ def build_app(settings: Settings) -> faust.App:
 
     if updates is not None:
 
-        @app.timer(0.25)
+        @app.timer(s.delta_interval_s)  # as often as the trainer publishes deltas: a model never waits a tick longer
         async def follow_trainer() -> None:
             if services.ready:
                 await ranker.apply_model_updates(await services.handlers())
