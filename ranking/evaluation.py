@@ -361,7 +361,7 @@ def run_evaluation(
 ) -> EvalResult:
     """All methods on one split, in one run; ``stream_batch``: the worker's interaction micro-batch;
     ``compare_rankers``: also teach and report ``RANKER_ALTERNATIVES``; ``search``: rank through the worker
-    tier's ANN search with these parameters (None: exact)."""
+    tier's search with these parameters, which is exact below ``exact_below`` items (None: exact)."""
     splits = dataset_splits(dataset, protocol)
     cat = Catalogue(sorted(dataset.items))
     seconds: dict[str, float] = {}
@@ -378,6 +378,8 @@ def run_evaluation(
     titles = [dataset.items[i].title for i in cat.ids]
     vectors = encode(titles)
     seconds["encode_items"] = time.perf_counter() - t
+    if search is not None and search.searches_exactly(len(cat.ids)):
+        search = None  # as the worker's tier at this size: exact
     index = build_index(dataset, vectors, cat.ids, search)
     t = time.perf_counter()
     used = models or OnlineModels(UserModel(params), params=eval_ranking(ranking, max(protocol.ks)))

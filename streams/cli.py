@@ -9,14 +9,17 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 from rich.console import Console
 
 from streams.settings import Settings
+
+if TYPE_CHECKING:
+    from ranking.feed_matrix import SearchTierParams
 
 cli = typer.Typer(
     help="LiveLens: real-time recommendations for short-video and live-stream feeds. "
@@ -355,9 +358,12 @@ def evaluate(
         ),
     ] = False,
     search_tier: Annotated[
-        Literal["exact", "ann"],
-        typer.Option(help="ann: search as the worker's IVF tier does (LIVELENS_LOCAL_SEARCH_*), at any size"),
-    ] = "exact",
+        Literal["worker", "exact", "ann"],
+        typer.Option(
+            help="worker: search as a worker's tier does (LIVELENS_LOCAL_SEARCH_*: IVF from "
+            "LOCAL_SEARCH_EXACT_BELOW items, exact below); exact: exact at any size; ann: the IVF at any size"
+        ),
+    ] = "worker",
     feed: Annotated[
         Literal["items", "creators"],
         typer.Option(
@@ -368,7 +374,6 @@ def evaluate(
     ] = "items",
 ) -> None:
     """Offline evaluation (MicroLens paper protocol): LiveLens vs popularity and co-occurrence."""
-    from dataclasses import replace
 
     from rich.table import Table
 
@@ -424,7 +429,7 @@ def evaluate(
             models=online_models_from_settings(s, ranking=eval_ranking(ranking_params_from_settings(s), max(KS))),
             stream_batch=s.interaction_batch_size,
             compare_rankers=compare_rankers,
-            search=replace(search_tier_params_from_settings(s), exact_below=0) if search_tier == "ann" else None,
+            search=_eval_search(search_tier_params_from_settings(s), search_tier),
         )
     results_path, plot_path = write_outputs(result, output)
     table = Table(title=f"{data.name}: {result.dataset['users']} users, {result.dataset['items']} items ({variant})")
@@ -448,6 +453,13 @@ def evaluate(
         )
     )
     console.print(f"wrote {results_path} and {plot_path}")
+
+
+def _eval_search(params: SearchTierParams, tier: str) -> SearchTierParams | None:
+    """``--search-tier``: the worker's tier as configured, exact search, or the IVF at any size."""
+    if tier == "exact":
+        return None
+    return replace(params, exact_below=0) if tier == "ann" else params
 
 
 def _eval_through_kafka(

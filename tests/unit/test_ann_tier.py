@@ -241,3 +241,20 @@ def test_exact_search_through_streams_starting_ending_and_re_encoded(cls: type[F
             for qv, got in zip(q, m.top(q, 10), strict=True):
                 want = sorted(truth, key=lambda i: -float(truth[i] @ qv))[:10]
                 assert [i for i, _ in got] == want
+
+
+def test_the_tier_searches_exactly_below_its_threshold_or_when_told() -> None:
+    params = SearchTierParams(exact_below=10_000)
+    assert params.searches_exactly(9_999) and not params.searches_exactly(10_000)
+    assert SearchTierParams(kind="exact").searches_exactly(10**6)
+    assert not SearchTierParams(exact_below=0).searches_exactly(1)
+
+
+@pytest.mark.parametrize(
+    ("tier", "exact_below"), [("worker", SearchTierParams().exact_below), ("ann", 0), ("exact", None)]
+)
+def test_eval_searches_as_the_worker_does_unless_told(tier: str, exact_below: int | None) -> None:
+    from streams.cli import _eval_search
+
+    got = _eval_search(SearchTierParams(), tier)
+    assert (got.exact_below if got is not None else None) == exact_below

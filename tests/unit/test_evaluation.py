@@ -1,4 +1,5 @@
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from ranking.evaluation import (
     stream_order,
     summarize,
 )
+from ranking.feed_matrix import SearchTierParams
 from ranking.index import IndexedItem
 from ranking.memory_index import InMemoryIndex
 from ranking.recommender import RankingParams
@@ -102,6 +104,14 @@ def test_generic_csv_input(tmp_path: Path) -> None:
     alternatives = {f"ranker:{name}" for name in RANKER_ALTERNATIVES}
     assert set(compared.methods) == set(result.methods) | alternatives
     assert compared.methods["livelens"] == result.methods["livelens"]  # shadows never change what is served
+
+    # as a worker: a catalogue under the tier's threshold is searched exactly, and the run says so
+    as_worker = run_evaluation(data, encode, params, Protocol(), "test", stream_batch=64, search=SearchTierParams())
+    assert as_worker.protocol["search"] == "exact" and as_worker.methods == result.methods
+    forced = SearchTierParams(nlist=1, nprobe=1, exact_below=0)
+    assert run_evaluation(data, encode, params, Protocol(), "test", stream_batch=64, search=forced).protocol[
+        "search"
+    ] == asdict(forced)
 
 
 def test_without_mmr_the_served_lists_are_the_rankers_own_order() -> None:
