@@ -60,6 +60,8 @@ def variant(settings: Settings) -> dict[str, Any]:
         "interaction_batch_wait_s": settings.interaction_batch_wait_s,
         "trainer": settings.trainer,
         "embedded_milvus": settings.embedded_milvus,
+        "search_tier": settings.local_search_tier,
+        "search_exact_below": settings.local_search_exact_below,
     }
 
 
