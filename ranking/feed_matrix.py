@@ -42,8 +42,8 @@ class SearchTierParams:
     kind: SearchKind = "ann"
     nlist: int = 1024
     nprobe: int = 32
-    # 10,000: at MicroLens-50K's 19,220 items the IVF (492 lists, 32 probed) drains 320 interactions/s
-    # against 247 exact, and moves strict HR@10 by -0.7 % (bench/README.md "The worker's in-process tier")
+    # 10,000: at MicroLens-50K's 19,220 items the IVF (492 lists, 32 probed) drains a median 268
+    # interactions/s against 244 exact, and moves strict HR@10 by -0.7 % (bench/README.md "The IVF at 19,220 items")
     exact_below: int = 10_000
     codes: Codes = "fp16"
     retrain_growth: float = 4.0

@@ -89,6 +89,10 @@ class LocalSearchTier:
         self._written_seq: dict[str, int] = {}
         self._seq = 0
         self._stamp = 0.0  # newest catalog stamp taken in (see Catalog)
+        # ids taken in within the look-back window, with their stamps (refresher thread only): each poll
+        # re-reads the window and fetches only what is not here. Without it, every poll re-fetched and
+        # re-indexed every item of the window (after a bulk load, half the catalogue, forever).
+        self._window: dict[str, float] = {}
         self.last_poll_s = 0.0
         self.max_poll_share = max_poll_share
         self.count_check_s = count_check_s
@@ -257,9 +261,19 @@ class LocalSearchTier:
 
     def load(self) -> int:
         """Read the whole collection (start-up)."""
-        n = self._catch_up(self.catalog.changed_since(None), since_seq=None)
+        stamps = self.catalog.changed_since(None)
+        n = self._catch_up(stamps, since_seq=None)
+        self._remember_window(stamps)
         self.sync_indexes()
         return n
+
+    def _remember_window(self, taken: dict[str, float]) -> None:
+        """Note ``taken``'s stamps and forget those that fell out of the look-back window."""
+        if not self.catalog.tracks_writes or self.lookback_s <= 0:
+            return
+        floor = self._stamp - self.lookback_s
+        self._window.update((i, s) for i, s in taken.items() if s >= floor)
+        self._window = {i: s for i, s in self._window.items() if s >= floor}
 
     def _catch_up(self, stamps: dict[str, float], since_seq: int | None) -> int:
         """Fetch ``stamps``' items in chunks, each merged as it arrives (a bulk load of 100,000s of items
@@ -283,11 +297,13 @@ class LocalSearchTier:
         with self._lock:
             seq, stamp = self._seq, self._stamp
         if self.catalog.tracks_writes:
-            changed = self.catalog.changed_since(stamp - self.lookback_s if stamp > 0 else None)
+            polled = self.catalog.changed_since(stamp - self.lookback_s if stamp > 0 else None)
+            changed = {i: s for i, s in polled.items() if self._window.get(i) != s}  # not taken in yet
         else:  # created_at is no write clock (a bulk load may share one): no look-back, and none asked at 0
             changed = self.catalog.changed_since(stamp) if stamp > 0 else {}
         new = sum(1 for i in changed if i not in self.items)
         self._catch_up(changed, seq)
+        self._remember_window(changed)
         flipped = 0
         if not self.catalog.tracks_writes:
             # Live streams' vectors change while they run (encoders/live.py, maybe on an encoder worker):

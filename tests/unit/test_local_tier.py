@@ -44,6 +44,7 @@ class DictCatalog:
         self.tracks_writes = tracks_writes
         self.scans = 0
         self.counts = 0
+        self.fetched = 0
 
     def changed_since(self, stamp: float | None) -> dict[str, float]:
         self.scans += stamp is None
@@ -59,6 +60,7 @@ class DictCatalog:
         return len(self.source._items)
 
     def fetch(self, item_ids: Sequence[str]) -> list[IndexedItem]:
+        self.fetched += len(item_ids)
         return list(self.source.get(item_ids).values())
 
 
@@ -144,6 +146,23 @@ def test_a_write_stamped_before_the_watermark_is_found_by_look_back_or_by_the_co
     stats = tier.refresh()
     assert "late" in tier.items
     assert (stats["new"], stats["missing_fetched"]) == ((1, 0) if lookback else (0, 1))
+
+
+def test_polls_fetch_only_what_the_look_back_window_has_not_taken_in_yet() -> None:
+    """The look-back re-reads recent stamps each poll; what was already taken in is not fetched again
+    (after a bulk load every poll re-fetched and re-indexed half the catalogue)."""
+    source = StampedIndex(2)
+    source.upsert([item(f"v{i}", Feed.short_video, [1, 0]) for i in range(20)])
+    tier = LocalSearchTier(source, DictCatalog(source), dim=2, lookback_s=5.0, start=False)
+    catalog = tier.catalog
+    loaded = catalog.fetched
+    assert tier.refresh()["changed"] == 0 and catalog.fetched == loaded  # stamps 15-20 are in the window
+    source.upsert([item("v3", Feed.short_video, [0, 1]), item("new", Feed.short_video, [0, 1])])  # stamps 21, 22
+    assert tier.refresh() == {"changed": 2, "new": 1, "live_flips": 0, "missing_fetched": 0}
+    assert catalog.fetched == loaded + 2
+    assert tier.refresh()["changed"] == 0 and catalog.fetched == loaded + 2
+    assert set(tier._window) == {f"v{i}" for i in range(16, 20)} | {"v3", "new"}  # stamps >= 22 - 5
+    assert {h.item_id for h in tier.search([np.array([0, 1], np.float32)], Feed.short_video, 2)[0]} == {"new", "v3"}
 
 
 def test_the_count_check_runs_at_most_once_per_interval(monkeypatch: pytest.MonkeyPatch) -> None:
