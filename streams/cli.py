@@ -259,26 +259,32 @@ def search(
     worker_url: Annotated[str | None, typer.Option(help="default: http://WEB_HOST:WEB_PORT")] = None,
 ) -> None:
     """Search the index for a text query through a running worker (same index as recommendations)."""
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
     s = _settings()
     base = worker_url or f"http://{s.web_host}:{s.web_port}"
     url = f"{base}/search?" + urllib.parse.urlencode({"q": query, "feed": feed, "limit": limit})
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp:
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        console.print(f"[red]search failed ({exc.code}):[/] {exc.read().decode(errors='replace')}")
-        raise typer.Exit(2) from exc
-    except urllib.error.URLError as exc:
-        console.print(f"[red]no worker at {base}[/] ({exc.reason}); start `livelens worker` or pass --worker-url")
-        raise typer.Exit(2) from exc
+    data = json.loads(_ask_worker(url, base, "search"))
     for n, hit in enumerate(data["results"], 1):
         matched = hit.get("matched", "text")
         line = f"{n:>2}. [bold]{hit['score']:.3f}[/] {hit['item_id']}  {hit['title']}"
         console.print(f"{line}  [dim](matched: {matched})[/]")
+
+
+def _ask_worker(url: str, base: str, what: str) -> bytes:
+    """GET ``url`` from a running worker; a refusal or no worker at ``base`` exits 2 with the reason."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp:
+            return bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        console.print(f"[red]{what} failed ({exc.code}):[/] {exc.read().decode(errors='replace')}")
+        raise typer.Exit(2) from exc
+    except urllib.error.URLError as exc:
+        console.print(f"[red]no worker at {base}[/] ({exc.reason}); start `livelens worker` or pass --worker-url")
+        raise typer.Exit(2) from exc
 
 
 @cli.command()
@@ -290,23 +296,13 @@ def playlist(
     as_json: Annotated[bool, typer.Option("--json", help="print the worker's JSON answer")] = False,
 ) -> None:
     """An ordered playlist for USER from a running worker: relevant, smooth in tempo, artists spaced apart."""
-    import urllib.error
     import urllib.parse
-    import urllib.request
 
     s = _settings()
     base = worker_url or f"http://{s.web_host}:{s.web_port}"
     params = {"length": length, **({"seed_item": seed_item} if seed_item else {})}
     url = f"{base}/playlist/{urllib.parse.quote(user, safe='')}?" + urllib.parse.urlencode(params)
-    try:
-        with urllib.request.urlopen(url, timeout=60) as resp:
-            raw = resp.read()
-    except urllib.error.HTTPError as exc:
-        console.print(f"[red]playlist failed ({exc.code}):[/] {exc.read().decode(errors='replace')}")
-        raise typer.Exit(2) from exc
-    except urllib.error.URLError as exc:
-        console.print(f"[red]no worker at {base}[/] ({exc.reason}); start `livelens worker` or pass --worker-url")
-        raise typer.Exit(2) from exc
+    raw = _ask_worker(url, base, "playlist")
     if as_json:
         sys.stdout.write(raw.decode() + "\n")
         return
