@@ -443,7 +443,11 @@ class NextItemSignal(BaseSignal):
 
     It learns each positive short-video event once as it arrives and keeps a bounded buffer of them
     for rehearsal: ``rehearse`` (called by ``ranking.training.TrainingScheduler`` on its event-count
-    schedule) replays a seeded sample, which is what a warm start over the whole history did offline.
+    schedule) replays the examples rehearsed least so far, which is what passes over the whole history
+    did offline. Why least-rehearsed rather than a uniform sample: drawn uniformly at every burst, an
+    example that arrived early is drawn at every later burst (about ``ratio x ln(bursts)`` times) and
+    the newest hardly at all, so the model overfits the old part of the stream and underfits the
+    recent part, which is what the next events resemble most.
     """
 
     name = "next_item"
@@ -458,6 +462,7 @@ class NextItemSignal(BaseSignal):
         # the rehearsal buffer takes at most a third of the budget (about 200 bytes an example); the
         # model itself is bounded by its own ``max_items``
         self.buffer: deque[tuple[tuple[str, ...], str, float]] = deque(maxlen=min(buffer, self.max_bytes // 600))
+        self.rehearsals: deque[int] = deque(maxlen=self.buffer.maxlen)  # per buffered example, aligned
 
     def _learn(self, events: Sequence[Observation]) -> None:
         examples, weights = [], []
@@ -471,17 +476,29 @@ class NextItemSignal(BaseSignal):
                 weights.append(ev.weight)
                 if context:
                     self.buffer.append((context, ev.item_id, ev.weight))
+                    self.rehearsals.append(0)
         if examples:
             self.model.learn_many(examples, weights)
 
     def rehearse(self, count: int, seed: int) -> None:
-        """``count`` examples drawn (seeded, without replacement while they last) from the buffer."""
-        if not self.buffer or count <= 0:
+        """``count`` rehearsals from the buffer, filled level by level: each goes to an example rehearsed
+        fewest times so far (a seeded draw among equals); learned in a seeded shuffled order."""
+        n = len(self.buffer)
+        if not n or count <= 0:
             return
         rng = np.random.default_rng(seed)
-        picks = rng.permutation(len(self.buffer))[:count]
-        if count > len(self.buffer):
-            picks = rng.integers(0, len(self.buffer), size=count)
+        times = np.fromiter(self.rehearsals, np.int64, count=n)
+        extra = np.zeros(n, np.int64)
+        left = count
+        while left > 0:
+            now = times + extra
+            low = np.flatnonzero(now == now.min())
+            if len(low) > left:
+                low = rng.choice(low, size=left, replace=False)
+            extra[low] += 1
+            left -= len(low)
+        picks = rng.permutation(np.repeat(np.arange(n), extra))
+        self.rehearsals = deque((times + extra).tolist(), maxlen=self.buffer.maxlen)
         chosen = [self.buffer[int(i)] for i in picks]
         self.model.learn_many([(c, i) for c, i, _ in chosen], [w for _, _, w in chosen])
 
@@ -492,9 +509,10 @@ class NextItemSignal(BaseSignal):
 
     def forget(self, item_id: str) -> None:
         self.model.forget(item_id)
-        self.buffer = deque(
-            ((c, i, w) for c, i, w in self.buffer if i != item_id and item_id not in c), maxlen=self.buffer.maxlen
-        )
+        pairs = zip(self.buffer, self.rehearsals, strict=True)
+        kept = [(e, t) for e, t in pairs if item_id != e[1] and item_id not in e[0]]
+        self.buffer = deque((e for e, _ in kept), maxlen=self.buffer.maxlen)
+        self.rehearsals = deque((t for _, t in kept), maxlen=self.buffer.maxlen)
 
     def memory_bytes(self) -> int:
         return super().memory_bytes() + self.model.memory_bytes() + len(self.buffer) * 200
@@ -515,6 +533,7 @@ class NextItemSignal(BaseSignal):
             else np.zeros((0, 0), "<U1"),
             "buf_item": str_array(i for _, i, _ in self.buffer),
             "buf_w": np.asarray([w for _, _, w in self.buffer], np.float64),
+            "buf_rehearsed": np.asarray(self.rehearsals, np.int64),
         }
 
     def _load(self, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -523,6 +542,9 @@ class NextItemSignal(BaseSignal):
         buffered = zip(arrays["buf_ctx"].tolist(), arrays["buf_item"].tolist(), arrays["buf_w"].tolist(), strict=True)
         for ctx, item, w in buffered:
             self.buffer.append((tuple(c for c in ctx if c), item, w))
+        # snapshots from before the least-rehearsed-first policy carry no counts: all start at 0
+        rehearsed = arrays.get("buf_rehearsed", np.zeros(len(self.buffer), np.int64))
+        self.rehearsals = deque(np.asarray(rehearsed, np.int64).tolist(), maxlen=self.buffer.maxlen)
 
 
 class EmptyView(NoView):

@@ -300,3 +300,26 @@ def test_a_fixed_seed_gives_identical_results(name: str, index: InMemoryIndex) -
         (c1, f1), (c2, f2) = observe(a, index, feed), observe(b, index, feed)
         assert c1 == c2
         np.testing.assert_array_equal(f1, f2)
+
+
+def test_next_item_rehearsal_takes_the_least_rehearsed_examples_first(index: InMemoryIndex) -> None:
+    """Bursts spread rehearsal evenly: after each, no buffered example is rehearsed more than once beyond
+    another, so the newest are caught up rather than the oldest drawn again and again."""
+    s = NextItemSignal(_transformer(300), 10_000, max_bytes=10_000_000)
+    events = [e for e in stream(600) if e.feed is Feed.short_video and e.context]
+    for start in range(0, len(events), 100):
+        s.learn(events[start : start + 100])
+        s.rehearse(150, seed=start)
+        times = np.asarray(s.rehearsals)
+        assert len(times) == len(s.buffer) == start + len(events[start : start + 100])
+        assert times.max() - times.min() <= 1
+    assert np.asarray(s.rehearsals).sum() == 150 * len(range(0, len(events), 100))
+    restored = NextItemSignal(_transformer(300), 10_000, max_bytes=10_000_000)
+    restored.restore(s.snapshot())
+    assert list(restored.rehearsals) == list(s.rehearsals)
+    s.rehearse(1000, seed=1)  # more than the buffer holds: every example at least once more
+    restored.rehearse(1000, seed=1)
+    assert list(restored.rehearsals) == list(s.rehearsals)
+    np.testing.assert_allclose(
+        observe(s, index, Feed.short_video)[1], observe(restored, index, Feed.short_video)[1], atol=1e-5
+    )
