@@ -458,7 +458,8 @@ class Settings(BaseSettings):
     rehearse_ratio: float = Field(
         default=ScheduleParams.rehearse_ratio,
         ge=0,
-        description="Next-item examples rehearsed from its bounded buffer per applied event (in bursts).",
+        description="Next-item examples rehearsed from its bounded buffer per applied event (in bursts; "
+        "least-rehearsed examples first).",
     )
     ranker_rehearse: int = Field(
         default=ScheduleParams.ranker_rehearse,
