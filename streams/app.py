@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import faust
 
 from streams import metrics
-from streams.faust_internals import cap_faust_fetch_wait
+from streams.faust_internals import cap_faust_fetch_wait, fetch_only_active_partitions, resume_inputs_after_seek
 from streams.kafka import faust_broker_options
 from streams.pages import USER_ID, register_pages
 from streams.params import online_models_from_settings
@@ -61,6 +61,9 @@ def build_app(settings: Settings) -> faust.App:
     s.data_dir.mkdir(parents=True, exist_ok=True)
     if s.consumer_fetch_wait_ms is not None:
         cap_faust_fetch_wait(s.consumer_fetch_wait_ms)
+    # else a recovery can commit events no agent saw (docs/reliability.md)
+    resume_inputs_after_seek()
+    fetch_only_active_partitions()
     app = faust.App(
         # Encoder-only workers form their own consumer group: in a shared group Faust could assign them
         # interaction partitions they have no agent for.

@@ -6,6 +6,11 @@
 - :func:`changelog_partition`: the changelog partition such a write goes to.
 - :func:`current_event`: the event a table write is pinned to now (tests read it through fakes).
 - :func:`cap_faust_fetch_wait`: the consumer's fetch wait, which Faust hard-codes.
+- :func:`resume_inputs_after_seek`: the input partitions stay paused until Faust's end of recovery has
+  sought them to their committed offsets and cleared the stream queues (``Recovery.on_recovery_completed``,
+  ``Recovery._resume_streams``, ``Consumer.resume_partitions``).
+- :func:`fetch_only_active_partitions`: a fetch never reads Faust's emptied set of active partitions as
+  "every partition" (``AIOKafkaConsumerThread._fetch_records``, aiokafka's ``Fetcher.fetched_records``).
 
 ``tests/unit/test_architecture.py`` checks that no other module imports a private ``faust`` name.
 """
@@ -13,13 +18,19 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import logging
 import types
 import weakref
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any
 
 import faust
 from faust.streams import _current_event  # the context var Faust's tables read the partition from
-from faust.types import EventT
+from faust.tables.recovery import Recovery
+from faust.types import TP, EventT
+
+log = logging.getLogger(__name__)
 
 
 def current_event() -> EventT | None:
@@ -112,3 +123,97 @@ def cap_faust_fetch_wait(ms: int) -> None:
     proxy.AIOKafkaConsumer = Consumer  # type: ignore[attr-defined]
     proxy._livelens_base_consumer = base  # type: ignore[attr-defined]
     driver.aiokafka = proxy  # type: ignore[attr-defined]
+
+
+def resume_inputs_after_seek() -> None:
+    """Keep a worker's input partitions paused until Faust has sought them and cleared its stream queues.
+
+    Why: at the end of every recovery (``Recovery.on_recovery_completed``, or ``_resume_streams`` without
+    tables) Faust resumes the input partitions, then awaits the seek to their committed offsets, then
+    resumes flow control, which clears every stream queue (``FlowControlEvent.resume`` always clears,
+    and Faust's channels are ``clear_on_resume``). The fetcher runs meanwhile (flow was resumed for the
+    changelog reads), so events it delivers during the await are dropped by the clear, while the
+    consumer's read offset has moved past them and is then reset to the committed offset; the next event
+    looks as if it followed a hole, and Faust's ``_drain_messages`` records the hole as a gap
+    (``Consumer._add_gap``, meant for compacted or transactional topics), which its commits then cover.
+    Those events are committed without ever reaching an agent. The longer the recovery, the more the
+    fetcher has prefetched by then: a restart from an empty local store (the whole changelog to read)
+    lost 15 events this way in the crash test (docs/reliability.md). With the inputs held back, nothing
+    of theirs can be delivered before the clear, and they are read from their committed offsets. Needs
+    :func:`fetch_only_active_partitions`: meanwhile no partition at all is active. Process-wide; idempotent.
+    """
+    for name in ("on_recovery_completed", "_resume_streams"):
+        method = getattr(Recovery, name)
+        if not getattr(method, "livelens_holds_inputs", False):
+            setattr(Recovery, name, _holding_inputs(method))
+
+
+def _holding_inputs(
+    method: Callable[..., Coroutine[Any, Any, None]],
+) -> Callable[..., Coroutine[Any, Any, None]]:
+    @functools.wraps(method)
+    async def run(self: Recovery, generation_id: int = 0) -> None:
+        consumer = self.app.consumer
+        held: set[TP] = set()
+
+        def hold(tps: Iterable[TP]) -> None:
+            held.update(tps)
+
+        consumer.resume_partitions = hold  # the instance attribute shadows the method while Faust runs its steps
+        try:
+            await method(self, generation_id)
+        finally:
+            vars(consumer).pop("resume_partitions", None)
+        if held and self.app.consumer_generation_id == generation_id:
+            consumer.resume_partitions(held)
+            log.info("resumed %d input partitions after the seek to their committed offsets", len(held))
+        elif held:  # rebalanced meanwhile: the next recovery resumes its own assignment
+            log.info("rebalanced during the seek at the end of recovery; the next recovery resumes the inputs")
+
+    run.livelens_holds_inputs = True  # type: ignore[attr-defined]
+    return run
+
+
+class _ActivePartitions:
+    """Faust's live set of active partitions as aiokafka's fetcher reads it: never empty-means-all.
+
+    aiokafka's ``Fetcher.fetched_records(partitions)`` returns the records of *every* partition when
+    ``partitions`` is empty. Faust hands it its live set of active partitions, from the event loop to the
+    consumer's thread, and pauses partitions meanwhile: when the last active ones are paused while a
+    fetch waits (the changelog partitions at the end of a recovery, with the inputs still paused), aiokafka
+    drains every partition's buffered records, consumes their offsets, and Faust's ``getmany`` then drops
+    them as not active. They never reach an agent: the consumer hangs at its committed offsets, or, once
+    newer events come, records the hole as a gap and commits it.
+    """
+
+    def __init__(self, live: set[TP]) -> None:
+        self.live = live
+
+    def __bool__(self) -> bool:
+        return True  # a filter, even when it lets nothing through
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self.live
+
+    def __iter__(self) -> Iterator[TP]:
+        return iter(set(self.live))
+
+
+def fetch_only_active_partitions() -> None:
+    """Make every fetch of Faust's consumer filter by its active partitions, empty or not (:class:`_ActivePartitions`).
+
+    Process-wide; idempotent."""
+    from faust.transport.drivers import aiokafka as driver
+
+    thread = driver.AIOKafkaConsumerThread
+    fetch = thread._fetch_records
+    if getattr(fetch, "livelens_filters", False):
+        return
+
+    @functools.wraps(fetch)
+    async def fetch_records(self: Any, consumer: Any, active_partitions: set[TP] | None, **kwargs: Any) -> Any:
+        partitions = None if active_partitions is None else _ActivePartitions(active_partitions)
+        return await fetch(self, consumer, partitions, **kwargs)
+
+    fetch_records.livelens_filters = True  # type: ignore[attr-defined]
+    thread._fetch_records = fetch_records

@@ -3,13 +3,15 @@
 A fixed slice of MicroLens-50K (real users and items, fixed event times) is replayed through the
 embedded broker into a real ``livelens worker`` with the production RocksDB table store. Run A is
 uninterrupted; run B SIGKILLs the worker at seeded random points while events flow and restarts it
-(five times, plus once 0-2 s after a restart); run C does the same with SIGTERM. With
-``LIVELENS_TEST_CRASH_WIPE=1`` the local RocksDB is also wiped before one restart per run, so the state
-must come back from the changelog alone (opt-in while it still fails under load: docs/reliability.md).
+(five times, plus once 0-2 s after a restart); run C does the same with SIGTERM. One restart per run
+also starts from an empty local store (the RocksDB directory wiped), so the state must come back from
+the changelog alone.
 Every user's durable state (``GET /state/{user_id}``) after B and C must equal A's: nothing lost,
 nothing applied twice (``ranking.user_state.state_differences``). Run D makes one cause of the losses
 these runs showed deterministic: offsets committed before the micro-batch's state reached the
-changelog (``streams.roles.shell.until_written``).
+changelog (``streams.roles.shell.until_written``). Run E makes the other one deterministic: events
+delivered while Faust seeks the input partitions at the end of a recovery, dropped by its queue clear
+and committed as a gap (``streams.faust_internals.resume_inputs_after_seek``).
 
 Each run has its own consumer group, interaction topic and RocksDB directory; the broker and the
 Milvus Lite index (filled once by run A, hash text encoder) are shared. The figures measured (kills,
@@ -287,9 +289,7 @@ def crash_and_restart(shared: LocalStack, stream: Stream, clean: Clean, sig: sig
     rng = random.Random(seed)
     print(f"\n[crash] run {name.upper()} ({sig.name}): seed {seed} (LIVELENS_TEST_CRASH_SEED={seed} replays it)")
     startup_kill = rng.randrange(KILLS) if sig is signal.SIGKILL else None
-    # Opt-in: a restart from an empty local store still loses or reorders events under load after the
-    # commit-ordering fix (docs/reliability.md). LIVELENS_TEST_CRASH_WIPE=1 puts it in the schedule.
-    wipe_kill = rng.randrange(KILLS) if os.environ.get("LIVELENS_TEST_CRASH_WIPE") == "1" else None
+    wipe_kill = rng.randrange(KILLS)  # as on a fresh node; it lost events before run E's fix
     started = time.monotonic()
     run = Run.create(shared, name, index_content=False)
     run.start()
@@ -461,3 +461,77 @@ def test_offsets_are_committed_only_after_the_state_reached_the_changelog(
     missing = {user: ids for user, ids in missing.items() if ids}
     print(f"\n[crash] run D (changelog slowed {SLOW_CHANGELOG_S}s a record): {len(expected)} users, missing {missing}")
     assert not missing, f"committed events whose state is not on the changelog ({len(missing)} users): {missing}"
+
+
+# Faust's end of recovery resumes the input partitions, awaits the seek to their committed offsets, then
+# clears the stream queues. This long a pause right after the seek (as when the worker is starved of CPU,
+# or has just read a whole changelog) lets the fetcher deliver the backlog into the queues meanwhile.
+SLOW_SEEK_S = 2.0
+FIRST_EVENTS = 120  # committed before the restart, so the restart seeks to offsets > 0
+
+
+def slow_seek_env(hook_dir: Path) -> dict[str, str]:
+    """Env for a worker whose seek to the committed offsets returns ``SLOW_SEEK_S`` late (sitecustomize)."""
+    hook_dir.mkdir(parents=True, exist_ok=True)
+    (hook_dir / "sitecustomize.py").write_text(
+        textwrap.dedent(
+            f"""
+            import asyncio
+
+            from faust.transport.drivers import aiokafka
+
+            _seek = aiokafka.AIOKafkaConsumerThread.seek_to_committed
+
+
+            async def seek_to_committed(self):
+                offsets = await _seek(self)
+                await asyncio.sleep({SLOW_SEEK_S})
+                return offsets
+
+
+            aiokafka.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
+            """
+        )
+    )
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH")) if p)}
+
+
+def test_a_restart_with_a_backlog_commits_only_events_an_agent_saw(
+    shared: LocalStack, stream: Stream, clean_run: Clean
+) -> None:
+    """The cause of the lost and reordered events after a restart from an empty local store, made deterministic.
+
+    The worker applies and commits the stream's first events, stops, loses its local store, and comes
+    back (its seek slowed by ``SLOW_SEEK_S``) to a backlog of the rest. A recovery that reads the
+    changelog starts Faust's fetcher before the seek (one that reads nothing starts it after), so before
+    the fix the fetcher delivered part of the backlog during the seek, the queue clear dropped it, and
+    the consumer recorded the hole as a gap and committed it: users lost events that no worker ever
+    processed. Every user's state must equal the clean run's, and every waiting event must be consumed.
+    """
+    run = Run.create(shared, "e", index_content=False)
+    first, backlog = stream.events[:FIRST_EVENTS], stream.events[FIRST_EVENTS:]
+    producer = make_producer(run.settings)
+
+    def publish(events: list[tuple[str, str, bytes]]) -> None:
+        for user, _, payload in events:
+            producer.produce(run.settings.topic_interactions, key=user.encode(), value=payload)
+        assert producer.flush(30) == 0
+
+    try:
+        run.start()
+        publish(first)
+        run.wait_done(len(first))
+        run.stop(signal.SIGTERM)
+        shutil.rmtree(run.settings.data_dir / "faust")  # the state comes back from the changelog: a recovery runs
+        publish(backlog)  # all waiting when the worker comes back
+        run.extra_env = slow_seek_env(shared.work_dir / "slow-seek-hook")
+        run.start()
+        run.wait_done(len(stream.events), timeout=180)
+        consumed = run.snapshot().consumed
+        states = run.states(list(stream.expected_ids))
+    finally:
+        run.stop()
+    print(f"\n[crash] run E (seek {SLOW_SEEK_S}s late): {len(backlog)} waiting, {consumed:.0f} consumed after restart")
+    diffs = state_differences(clean_run.states, states)
+    assert not diffs, f"{len(diffs)} differences from the clean run, first: {diffs[:10]}"
+    assert consumed >= len(backlog), f"the restarted worker consumed {consumed:.0f} of {len(backlog)} waiting events"
