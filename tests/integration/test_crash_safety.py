@@ -368,12 +368,18 @@ SLOW_CHANGELOG_S = 0.2
 SLOW_EVENTS = 90  # every user's first event and 30 users' second: two micro-batches, ~90 state writes
 
 
-def slow_changelog_env(hook_dir: Path) -> dict[str, str]:
-    """Env for a worker whose changelog records each take ``SLOW_CHANGELOG_S`` to be accepted (sitecustomize)."""
+def worker_hook_env(hook_dir: Path, source: str) -> dict[str, str]:
+    """Env for a worker process that runs ``source`` first (a ``sitecustomize`` module in ``hook_dir``)."""
     hook_dir.mkdir(parents=True, exist_ok=True)
-    (hook_dir / "sitecustomize.py").write_text(
-        textwrap.dedent(
-            f"""
+    (hook_dir / "sitecustomize.py").write_text(textwrap.dedent(source))
+    return {"PYTHONPATH": os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH")) if p)}
+
+
+def slow_changelog_env(hook_dir: Path) -> dict[str, str]:
+    """Env for a worker whose changelog records each take ``SLOW_CHANGELOG_S`` to be accepted."""
+    return worker_hook_env(
+        hook_dir,
+        f"""
             import asyncio
 
             import aiokafka
@@ -388,10 +394,8 @@ def slow_changelog_env(hook_dir: Path) -> dict[str, str]:
 
 
             aiokafka.AIOKafkaProducer.send = send
-            """
-        )
+            """,
     )
-    return {"PYTHONPATH": os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH")) if p)}
 
 
 def changelog_states(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -471,11 +475,10 @@ FIRST_EVENTS = 120  # committed before the restart, so the restart seeks to offs
 
 
 def slow_seek_env(hook_dir: Path) -> dict[str, str]:
-    """Env for a worker whose seek to the committed offsets returns ``SLOW_SEEK_S`` late (sitecustomize)."""
-    hook_dir.mkdir(parents=True, exist_ok=True)
-    (hook_dir / "sitecustomize.py").write_text(
-        textwrap.dedent(
-            f"""
+    """Env for a worker whose seek to the committed offsets returns ``SLOW_SEEK_S`` late."""
+    return worker_hook_env(
+        hook_dir,
+        f"""
             import asyncio
 
             from faust.transport.drivers import aiokafka
@@ -490,10 +493,8 @@ def slow_seek_env(hook_dir: Path) -> dict[str, str]:
 
 
             aiokafka.AIOKafkaConsumerThread.seek_to_committed = seek_to_committed
-            """
-        )
+            """,
     )
-    return {"PYTHONPATH": os.pathsep.join(p for p in (str(hook_dir), os.environ.get("PYTHONPATH")) if p)}
 
 
 def test_a_restart_with_a_backlog_commits_only_events_an_agent_saw(
