@@ -1,7 +1,7 @@
 """Every use of Faust's (and its Kafka driver's) private API, in one place: upgrade Faust, read this file.
 
-- :func:`set_in_partition_of` / :func:`write_states`: write a table key as if inside a given event, and
-  keep the changelog record's future (``faust.streams._current_event``, ``Table.send_changelog``,
+- :func:`set_in_partition_of` / :func:`write_states` / :func:`store_states`: write a table key as if inside a
+  given event, and keep the changelog record's future (``faust.streams._current_event``, ``Table.send_changelog``,
   ``Table.data``), optionally without moving the store's persisted offset (``Table.changelog_topic``).
 - :func:`changelog_partition`: the changelog partition such a write goes to.
 - :func:`current_event`: the event a table write is pinned to now (tests read it through fakes).
@@ -49,7 +49,7 @@ def changelog_partition(event: EventT, table: faust.Table, key: str) -> int:
 
 
 def set_in_partition_of(
-    event: EventT, table: faust.Table, key: str, value: Any, *, persist_offset: bool = True
+    event: EventT, table: faust.Table, key: str, value: Any, *, persist_offset: bool = True, store: bool = True
 ) -> asyncio.Future[Any]:
     """Write a table key as if inside ``event``'s processing; return its changelog record's future.
 
@@ -67,6 +67,10 @@ def set_in_partition_of(
     changelog's reported end: ``ConsistencyError`` when the store is ahead). ``shell.start_writes``
     lets only a micro-batch's one-record tail batches move it, so it never passes the end the
     embedded broker reports, even after a crash between the two (docs/embedded-broker.md).
+
+    ``store=False`` sends the record only; :func:`store_states` writes the store later, once everything
+    the micro-batch owes the broker is acknowledged, so the local store is never ahead of the changelog
+    or the training log after a crash.
     """
     token = _current_event.set(weakref.ref(event))
     try:
@@ -82,20 +86,31 @@ def set_in_partition_of(
                 value_serializer=table.value_serializer,
                 eager_partitioning=True,
             )
-        table.data[key] = value
+        if store:
+            table.data[key] = value
     finally:
         _current_event.reset(token)
     return future
 
 
 def write_states(
-    table: faust.Table, writes: dict[str, tuple[EventT, Any]], *, persist_offset: bool = True
+    table: faust.Table, writes: dict[str, tuple[EventT, Any]], *, persist_offset: bool = True, store: bool = True
 ) -> dict[str, asyncio.Future[Any]]:
     """Write each ``user -> (event, state)`` now (see :func:`set_in_partition_of`); return their changelog futures."""
     return {
-        user: set_in_partition_of(event, table, user, state, persist_offset=persist_offset)
+        user: set_in_partition_of(event, table, user, state, persist_offset=persist_offset, store=store)
         for user, (event, state) in writes.items()
     }
+
+
+def store_states(table: faust.Table, writes: dict[str, tuple[EventT, Any]]) -> None:
+    """Write each ``user -> (event, state)`` to the table's local store only, in its event's partition."""
+    for user, (event, state) in writes.items():
+        token = _current_event.set(weakref.ref(event))
+        try:
+            table.data[user] = state
+        finally:
+            _current_event.reset(token)
 
 
 def cap_faust_fetch_wait(ms: int) -> None:

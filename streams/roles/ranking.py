@@ -18,7 +18,15 @@ from faust.types import EventT
 
 from streams import metrics
 from streams.handlers import Handlers, dead_letter, parse_batch
-from streams.roles.shell import Worker, send_fanout, start_sends, start_writes, until_delivered, until_flushed
+from streams.roles.shell import (
+    Worker,
+    send_fanout,
+    start_sends,
+    start_writes,
+    store_written,
+    until_delivered,
+    until_flushed,
+)
 from streams.schemas import FanOutEvent, InteractionEvent, LiveState, LiveStatusEvent, Recommendation, RejectedEvent
 
 if TYPE_CHECKING:
@@ -101,6 +109,7 @@ async def interactions_batch(r: Ranking, events: Sequence[EventT]) -> None:
     # Faust acks the batch's events when this body returns, and commits acked offsets: not before
     # the broker holds every state written for them (and each partition ends with a one-record batch).
     await asyncio.gather(until_flushed(sent), until_delivered(logged))
+    store_written(sent)  # only now: the local store is never ahead of the changelog and the training log
     metrics.BATCH_SIZE.labels("interactions").observe(len(events))
     metrics.PROCESSING.labels("interactions").observe(time.perf_counter() - started)
 

@@ -22,7 +22,7 @@ from faust.types import EventT
 
 from ranking.index import IndexedItem
 from streams import metrics
-from streams.faust_internals import changelog_partition, write_states
+from streams.faust_internals import changelog_partition, store_states, write_states
 from streams.roles.services import Services
 from streams.schemas import DeadLetter, RejectedEvent
 from streams.settings import Settings
@@ -125,7 +125,9 @@ async def until_written(
         log.warning("%d changelog writes failed (%s); writing them again in %.1fs", len(failed), name, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
-        futures = write_states(table, {user: writes[user] for user in failed}, persist_offset=persist_offset)
+        futures = write_states(
+            table, {user: writes[user] for user in failed}, persist_offset=persist_offset, store=False
+        )
 
 
 async def until_sent(topic: Any, records: list[Record], futures: list[Any], *, retry_delay_s: float = 0.5) -> None:
@@ -192,10 +194,10 @@ def start_writes(
     Without ``exact_end`` (real Kafka) every write goes out at once.
     """
     if not exact_end:
-        return StateWrites(table, writes, write_states(table, writes), {}, persist_heads=True)
+        return StateWrites(table, writes, write_states(table, writes, store=False), {}, persist_heads=True)
     tails = last_per_partition({user: changelog_partition(event, table, user) for user, (event, _) in writes.items()})
     heads = {user: write for user, write in writes.items() if user not in tails}
-    futures = write_states(table, heads, persist_offset=False)
+    futures = write_states(table, heads, persist_offset=False, store=False)
     pending = StateWrites(table, heads, futures, {user: writes[user] for user in tails}, persist_heads=False)
     pending.flushing = asyncio.ensure_future(_flush_writes(pending, retry_delay_s))
     return pending
@@ -211,12 +213,24 @@ async def until_flushed(pending: StateWrites, *, retry_delay_s: float = 0.5) -> 
         await _flush_writes(pending, retry_delay_s)
 
 
+def store_written(pending: StateWrites) -> None:
+    """Write the micro-batch's states to the local store, once the broker holds them and its training records.
+
+    Why last: after a SIGKILL the restarted worker judges a redelivered event by the state in its local
+    store (RocksDB keeps what was written before the kill). Written before the acknowledgements, a state
+    could hold an event whose training record never reached the broker: the replay was then a duplicate,
+    logged no record, and the trainer never learned that event. Written after them, a replay finds the
+    store without the event and applies and logs it again (the trainer drops a record it has learned).
+    """
+    store_states(pending.table, {**pending.heads, **pending.tails})
+
+
 async def _flush_writes(pending: StateWrites, retry_delay_s: float) -> None:
     await until_written(
         pending.table, pending.heads, pending.futures, persist_offset=pending.persist_heads, retry_delay_s=retry_delay_s
     )
     if pending.tails:
-        futures = write_states(pending.table, pending.tails)
+        futures = write_states(pending.table, pending.tails, store=False)
         await until_written(pending.table, pending.tails, futures, retry_delay_s=retry_delay_s)
 
 

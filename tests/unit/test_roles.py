@@ -172,11 +172,12 @@ def test_an_interaction_batch_writes_pinned_states_and_returns_only_once_the_bro
         ((batch, states),) = handlers.calls
         assert [(pos, ev.event_id) for pos, ev in batch] == [(0, "e1"), (1, "e2"), (2, "e3")]
         assert states == {"u1": {"seen": ["old"]}, "u2": None}
-        # one write per user, pinned to the user's last event of the batch; the store holds them at once
+        # one write per user, pinned to the user's last event of the batch; the local store keeps the old
+        # states until the broker holds the new ones and the training records (store_written)
         pinned = {key: (value, event) for key, value, event in table.changelog}
         assert pinned["u1"] == ({"seen": ["e1", "e3"]}, events[2])
         assert pinned["u2"] == ({"seen": ["e2"]}, events[1])
-        assert table.data["u2"] == {"seen": ["e2"]}
+        assert table.data == {"u1": {"seen": ["old"]}}
         assert sorted(training.sent) == [(b"u1", b"record-u1"), (b"u2", b"record-u2")]
         feed = topics[s.feed_topics()[Feed.short_video.value]]
         assert sorted(key for key, _ in feed.sent) == [b"u1", b"u2"]  # recommendations go out meanwhile
@@ -189,8 +190,10 @@ def test_an_interaction_batch_writes_pinned_states_and_returns_only_once_the_bro
         table.futures[0].set_result(None)
         await asyncio.sleep(0.1)
         assert not body.done(), "returned with one state write unacknowledged"
+        assert table.data == {"u1": {"seen": ["old"]}}, "stored before every write was acknowledged"
         table.futures[1].set_result(None)
         await asyncio.wait_for(body, 5.0)
+        assert table.data == {"u1": {"seen": ["e1", "e3"]}, "u2": {"seen": ["e2"]}}
 
     asyncio.run(scenario())
 
