@@ -1,8 +1,9 @@
 """Every use of Faust's (and its Kafka driver's) private API, in one place: upgrade Faust, read this file.
 
-- :func:`set_in_partition_of` / :func:`write_states` / :func:`store_states`: write a table key as if inside a
-  given event, and keep the changelog record's future (``faust.streams._current_event``, ``Table.send_changelog``,
-  ``Table.data``), optionally without moving the store's persisted offset (``Table.changelog_topic``).
+- :func:`set_in_partition_of` / :func:`write_states`: send a table key's changelog record as if inside a
+  given event, and keep its future (``faust.streams._current_event``, ``Table.send_changelog``), optionally
+  without moving the store's persisted offset (``Table.changelog_topic``); :func:`store_states` writes the
+  local store (``Table.data``) once the broker holds them.
 - :func:`changelog_partition`: the changelog partition such a write goes to.
 - :func:`current_event`: the event a table write is pinned to now (tests read it through fakes).
 - :func:`cap_faust_fetch_wait`: the consumer's fetch wait, which Faust hard-codes.
@@ -49,15 +50,15 @@ def changelog_partition(event: EventT, table: faust.Table, key: str) -> int:
 
 
 def set_in_partition_of(
-    event: EventT, table: faust.Table, key: str, value: Any, *, persist_offset: bool = True, store: bool = True
+    event: EventT, table: faust.Table, key: str, value: Any, *, persist_offset: bool = True
 ) -> asyncio.Future[Any]:
-    """Write a table key as if inside ``event``'s processing; return its changelog record's future.
+    """Send a table key's changelog record as if inside ``event``'s processing; return the record's future.
 
     A micro-batch mixes partitions, and Faust picks the changelog (and RocksDB) partition of a write
     from the current event: pin it to the event that carried this user's update, so the state lives
     in the same partition as the user's input events and recovers on the worker that owns them.
 
-    The same two steps as ``table[key] = value`` (``Table.on_key_set`` sends the changelog record,
+    The first of the two steps of ``table[key] = value`` (``Table.on_key_set`` sends the changelog record,
     then the store is written), but the record's future is kept: it resolves once the broker has
     acknowledged the record (or fails). ``table[key] = value`` drops it, and nothing else waits for it
     before the input offsets are committed (see ``streams.roles.shell.until_written``).
@@ -68,9 +69,8 @@ def set_in_partition_of(
     lets only a micro-batch's one-record tail batches move it, so it never passes the end the
     embedded broker reports, even after a crash between the two (docs/embedded-broker.md).
 
-    ``store=False`` sends the record only; :func:`store_states` writes the store later, once everything
-    the micro-batch owes the broker is acknowledged, so the local store is never ahead of the changelog
-    or the training log after a crash.
+    The local store is written apart (:func:`store_states`), once everything the micro-batch owes the
+    broker is acknowledged, so it is never ahead of the changelog or the training log after a crash.
     """
     token = _current_event.set(weakref.ref(event))
     try:
@@ -86,19 +86,17 @@ def set_in_partition_of(
                 value_serializer=table.value_serializer,
                 eager_partitioning=True,
             )
-        if store:
-            table.data[key] = value
     finally:
         _current_event.reset(token)
     return future
 
 
 def write_states(
-    table: faust.Table, writes: dict[str, tuple[EventT, Any]], *, persist_offset: bool = True, store: bool = True
+    table: faust.Table, writes: dict[str, tuple[EventT, Any]], *, persist_offset: bool = True
 ) -> dict[str, asyncio.Future[Any]]:
-    """Write each ``user -> (event, state)`` now (see :func:`set_in_partition_of`); return their changelog futures."""
+    """Send each ``user -> (event, state)`` now (see :func:`set_in_partition_of`); return their changelog futures."""
     return {
-        user: set_in_partition_of(event, table, user, state, persist_offset=persist_offset, store=store)
+        user: set_in_partition_of(event, table, user, state, persist_offset=persist_offset)
         for user, (event, state) in writes.items()
     }
 

@@ -125,9 +125,7 @@ async def until_written(
         log.warning("%d changelog writes failed (%s); writing them again in %.1fs", len(failed), name, delay)
         await asyncio.sleep(delay)
         delay = min(delay * 2, 30.0)
-        futures = write_states(
-            table, {user: writes[user] for user in failed}, persist_offset=persist_offset, store=False
-        )
+        futures = write_states(table, {user: writes[user] for user in failed}, persist_offset=persist_offset)
 
 
 async def until_sent(topic: Any, records: list[Record], futures: list[Any], *, retry_delay_s: float = 0.5) -> None:
@@ -194,10 +192,10 @@ def start_writes(
     Without ``exact_end`` (real Kafka) every write goes out at once.
     """
     if not exact_end:
-        return StateWrites(table, writes, write_states(table, writes, store=False), {}, persist_heads=True)
+        return StateWrites(table, writes, write_states(table, writes), {}, persist_heads=True)
     tails = last_per_partition({user: changelog_partition(event, table, user) for user, (event, _) in writes.items()})
     heads = {user: write for user, write in writes.items() if user not in tails}
-    futures = write_states(table, heads, persist_offset=False, store=False)
+    futures = write_states(table, heads, persist_offset=False)
     pending = StateWrites(table, heads, futures, {user: writes[user] for user in tails}, persist_heads=False)
     pending.flushing = asyncio.ensure_future(_flush_writes(pending, retry_delay_s))
     return pending
@@ -230,7 +228,7 @@ async def _flush_writes(pending: StateWrites, retry_delay_s: float) -> None:
         pending.table, pending.heads, pending.futures, persist_offset=pending.persist_heads, retry_delay_s=retry_delay_s
     )
     if pending.tails:
-        futures = write_states(pending.table, pending.tails, store=False)
+        futures = write_states(pending.table, pending.tails)
         await until_written(pending.table, pending.tails, futures, retry_delay_s=retry_delay_s)
 
 
