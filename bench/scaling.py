@@ -11,13 +11,16 @@ scaling.json and two PNGs beside it.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 
 from bench import BenchOptions
 from bench.freshness import measure as measure_freshness
+from bench.load import rss_mib
 from bench.stack import (
     ENCODER,
     bench_settings,
@@ -30,6 +33,10 @@ from bench.stack import (
     wait_local_items,
 )
 from bench.throughput import measure as measure_throughput
+from ranking.domain import Feed
+from ranking.feed_matrix import AnnFeedMatrix, SearchTierParams
+from ranking.index import IndexedItem
+from streams.params import search_tier_params_from_settings
 
 RATES = [250.0, 500.0, 1_000.0, 2_000.0]
 MAX_RATE = 64_000.0
@@ -58,15 +65,59 @@ class TierBehind(Exception):
     """The worker's search tier did not take in a step's items within the wait."""
 
 
-def grow_index(stack: Any, data: Any, feed_of_item: dict[str, str], n: int, console: Console) -> dict[str, float]:
+RECALL_QUERIES = 200
+RECALL_K = 100
+
+
+def tier_recall(
+    vectors: np.ndarray, params: SearchTierParams, queries: int = RECALL_QUERIES, k: int = RECALL_K, seed: int = 0
+) -> dict[str, Any]:
+    """Recall@k of the worker's short-video search (``AnnFeedMatrix`` with the worker's parameters) against
+    exact search, on the very rows the worker indexed; queries are taste vectors as the user model makes
+    them: the normalised mean of a user's items (here three random ones). Exact below
+    ``params.exact_below`` rows, as in the worker (recall 1)."""
+    rng = np.random.default_rng(seed)
+    q = vectors[rng.integers(0, len(vectors), size=(queries, 3))].mean(axis=1)
+    q = (q / np.linalg.norm(q, axis=1, keepdims=True)).astype(np.float32)
+    matrix = AnnFeedMatrix(vectors.shape[1], params, capacity=len(vectors))
+    for n, v in enumerate(vectors):
+        matrix.put(f"r{n}", v, True)
+    started = time.perf_counter()
+    matrix.sync()
+    build_s = time.perf_counter() - started
+    exact = [set(rows) for rows, _ in matrix.exact_top_rows(q, k)]
+    found = [set(rows) for rows, _ in matrix.top_rows(q, k)]
+    recall = float(np.mean([len(e & f) / max(len(e), 1) for e, f in zip(exact, found, strict=True)]))
+    return {
+        "rows": len(vectors),
+        "searched_exactly": matrix.ivf is None,
+        "nlist": matrix.nlist if matrix.ivf is not None else None,
+        "nprobe": min(params.nprobe, matrix.nlist) if matrix.ivf is not None else None,
+        "codes": params.codes,
+        "build_s": round(build_s, 1),
+        f"recall_at_{k}": round(recall, 4),
+        "queries": queries,
+    }
+
+
+def short_video_vectors(items: Sequence[IndexedItem]) -> np.ndarray:
+    rows = [it.vector for it in items if it.feed is Feed.short_video]
+    return np.stack(rows).astype(np.float32) if rows else np.zeros((0, 384), np.float32)
+
+
+def grow_index(
+    stack: Any, data: Any, feed_of_item: dict[str, str], n: int, console: Console, written: list[np.ndarray]
+) -> dict[str, float]:
     """Write items (MicroLens first, then synthetic) up to ``n`` straight to Milvus and wait (5 min plus 1 s
-    per 1,000 new items) until the worker's search tier holds them all; ``feed_of_item`` gains them."""
+    per 1,000 new items) until the worker's search tier holds them all; ``feed_of_item`` gains them, and
+    ``written`` their short videos' vectors."""
     extra = catalogue(data, None) if len(feed_of_item) < len(data.items) else []
     extra = [it for it in extra if it.item_id not in feed_of_item][: n - len(feed_of_item)]
     start, missing = len(feed_of_item) + len(extra), n - len(feed_of_item) - len(extra)
     extra += synthetic_items(start, missing, 384, 0, time.time())
     upsert_s = upsert(stack.settings, extra)
     feed_of_item.update({it.item_id: it.feed.value for it in extra})
+    written.append(short_video_vectors(extra))
     started = time.perf_counter()
     try:
         wait_local_items(stack, len(feed_of_item), timeout=300.0 + len(extra) / 1_000)
@@ -91,14 +142,33 @@ def by_items(
     """
     points: list[dict[str, Any]] = []
     rate_points: list[dict[str, Any]] = []
-    feed_of_item = {it.item_id: it.feed.value for it in catalogue(data, steps[0])}
+    first = catalogue(data, steps[0])
+    feed_of_item = {it.item_id: it.feed.value for it in first}
+    written = [short_video_vectors(first)]
+    params = search_tier_params_from_settings(stack.settings)
+    worker_pid = stack.worker.proc.pid if stack.worker and stack.worker.proc else None
     try:
         for n in steps:
-            loading = grow_index(stack, data, feed_of_item, n, console) if n > len(feed_of_item) else {}
+            loading = grow_index(stack, data, feed_of_item, n, console, written) if n > len(feed_of_item) else {}
             fresh = measure_freshness(stack, data, 1_000.0, duration, feed_of_item, console)
             thr = measure_throughput(stack, data, backlog, feed_of_item, console)
             thr.pop("events")
-            points.append({"items": len(feed_of_item), **loading, "freshness": fresh, "throughput": thr})
+            rss = rss_mib(worker_pid)
+            recall = tier_recall(np.concatenate(written), params)
+            console.print(
+                f"{len(feed_of_item):,} items: worker RSS {rss} MiB · tier recall@{RECALL_K} "
+                f"{recall[f'recall_at_{RECALL_K}']} ({'exact' if recall['searched_exactly'] else 'IVF'})"
+            )
+            points.append(
+                {
+                    "items": len(feed_of_item),
+                    **loading,
+                    "freshness": fresh,
+                    "throughput": thr,
+                    "worker_rss_mib": rss,
+                    "tier_recall": recall,
+                }
+            )
             if with_rates and len(feed_of_item) == len(data.items):
                 rate_points = by_rate(stack, data, dict(feed_of_item), duration, console)
     except TierBehind as exc:

@@ -126,7 +126,7 @@ def main() -> None:
     ]
     dump: list[Any] = []
 
-    def run() -> None:
+    def run(batches: list[list[tuple[int, InteractionEvent]]]) -> None:
         for events in batches:
             result = worker.process_interactions(events, {ev.user_id: table.get(ev.user_id) for _, ev in events})
             table.update(result.states)
@@ -136,18 +136,21 @@ def main() -> None:
             )
             dump.append(["training", [record.hex() for _, record in result.training]])
 
+    # the first micro-batch builds the tier's IVF (once per worker start): run, dumped, not timed
+    run(batches[:1])
     started, cpu = time.perf_counter(), time.process_time()
     if a.mode == "profile":
         profiler = cProfile.Profile()
-        profiler.runcall(run)
+        profiler.runcall(run, batches[1:])
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
     else:
-        run()
+        run(batches[1:])
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
-    n = a.batches * a.batch
+    n = (a.batches - 1) * a.batch
     # CPU seconds too: on a shared machine the wall clock measures the neighbours as much as this code
     print(
-        f"{a.batches} micro-batches of {a.batch}: {elapsed:.2f} s wall, {n / elapsed:.0f} events/s; "
+        f"{a.batches - 1} micro-batches of {a.batch} (after one untimed): {elapsed:.2f} s wall, "
+        f"{n / elapsed:.0f} events/s; "
         f"{cpu:.2f} CPU s, {n / cpu:.0f} events per CPU s"
     )
     if a.mode == "dump":

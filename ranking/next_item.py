@@ -80,7 +80,10 @@ class ContextScores:
 
 
 def known_rows(row: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
-    """Every known item and its row, in one order: built once for a batch of users' ``ContextScores``."""
+    """Every known item and its row, in one order: built once for a batch of users' ``ContextScores``
+    (an ``ItemRows`` keeps it until it changes: a serving worker's model changes about once a second)."""
+    if isinstance(row, ItemRows):
+        return row.known()
     ids = list(row)
     return ids, np.fromiter(row.values(), np.int64, count=len(ids))
 
@@ -107,6 +110,39 @@ class ItemRows(OrderedDict[str, int]):
         super().__init__()
         self.max_items = max_items
         self.next_row = first  # rows below this have been handed out
+        self._known: tuple[list[str], np.ndarray] | None = None
+
+    def known(self) -> tuple[list[str], np.ndarray]:
+        """(ids, rows) in iteration order, kept until the mapping or its order changes."""
+        if self._known is None:
+            ids = list(self)
+            self._known = ids, np.fromiter(self.values(), np.int64, count=len(ids))
+        return self._known
+
+    # every change of content or order drops the kept ``known``
+    def __setitem__(self, key: str, value: int) -> None:
+        self._known = None
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self._known = None
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self._known = None
+        return super().pop(key, *default)
+
+    def popitem(self, last: bool = True) -> tuple[str, int]:
+        self._known = None
+        return super().popitem(last)
+
+    def move_to_end(self, key: str, last: bool = True) -> None:
+        self._known = None
+        super().move_to_end(key, last)
+
+    def clear(self) -> None:
+        self._known = None
+        super().clear()
 
     def touch(self, item: str) -> int | None:
         """The item's row (now the most recently used), or None for an unknown item."""

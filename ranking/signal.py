@@ -79,6 +79,15 @@ class RankRequest:
         it = self._items.get(item_id)
         return it is not None and it.feed is self.feed and (self.feed is not Feed.live or it.is_live)
 
+    def servable_mask(self, item_ids: Sequence[str]) -> np.ndarray:
+        """``servable`` of each id, as a bool array (one pass, no call per id)."""
+        found, feed, live = self._items.get, self.feed, self.feed is Feed.live
+        return np.fromiter(
+            (it is not None and it.feed is feed and (not live or it.is_live) for it in (found(i) for i in item_ids)),
+            bool,
+            count=len(item_ids),
+        )
+
 
 @dataclass
 class Candidates:

@@ -640,6 +640,7 @@ class TrendingView(NoView):
     def __init__(self, request: RankRequest, model: Trending, pool: int) -> None:
         super().__init__(request)
         self.model = model
+        self.pool = pool
         self.top = model.top(request.feed, pool)
         self.best = self.top[0][1] if self.top else 0.0
         self.order = [i for i, _ in self.top]
@@ -651,16 +652,18 @@ class TrendingView(NoView):
 
     def features(self, cands: Candidates) -> np.ndarray:
         feed = self.request.feed
-        rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
-        best = self.best or 1.0
-        row: dict[str, tuple[float, float, float]] = {}
-        scored = self.model.scores[feed]  # most candidates are not trending at all: their score is 0
-        for i in cands.items:
-            if i not in row:
+        # each item's row, kept by the model until its scores or clock change (several micro-batches)
+        row: dict[str, tuple[float, float, float]] = self.model.memo(("features", feed, self.pool))
+        distinct = list(dict.fromkeys(cands.items))
+        missing = [i for i in distinct if i not in row]
+        if missing:
+            rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
+            best = self.best or 1.0
+            scored = self.model.scores[feed]  # most candidates are not trending at all: their score is 0
+            for i in missing:
                 raw = self.model.score(i, feed) if i in scored else 0.0
                 row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
         # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
-        distinct = list(row)
         table = np.asarray([row[i] for i in distinct], np.float64).reshape(-1, 3).astype(np.float32)
         at = {i: n for n, i in enumerate(distinct)}
         return table[np.fromiter((at[i] for i in cands.items), np.int64, count=len(cands))]

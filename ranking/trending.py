@@ -17,6 +17,7 @@ import math
 from collections import deque
 from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ranking.domain import Feed, InteractionType
 
@@ -39,6 +40,7 @@ class Trending:
         self.scores: dict[Feed, dict[str, tuple[float, float]]] = {f: {} for f in Feed}
         self.version = 0
         self._top: dict[tuple[Feed, int], tuple[tuple[int, float], list[tuple[str, float]]]] = {}
+        self._memo: dict[Any, tuple[tuple[int, float], dict[str, Any]]] = {}
 
     def invalidate(self) -> None:
         """The scores changed: ``top`` sorts again on its next call."""
@@ -94,6 +96,16 @@ class Trending:
                 kept = self._top[key] = (stamp, self._sorted_top(feed, limit, ()))
             return list(kept[1])
         return self._sorted_top(feed, limit, exclude)
+
+    def memo(self, key: Any) -> dict[str, Any]:
+        """A dict for values derived per item from the scores as they are now (e.g. a view's feature
+        rows), emptied when the scores or the clock change: a serving worker's scores change about
+        once a second, and it ranks several micro-batches in between."""
+        stamp = (self.version, self.clock)
+        kept = self._memo.get(key)
+        if kept is None or kept[0] != stamp:
+            kept = self._memo[key] = (stamp, {})
+        return kept[1]
 
     def _sorted_top(self, feed: Feed, limit: int, exclude: Container[str]) -> list[tuple[str, float]]:
         row = self.scores[feed]

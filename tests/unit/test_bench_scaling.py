@@ -41,3 +41,19 @@ def test_a_partial_rerun_keeps_the_other_part_and_says_where_it_came_from(tmp_pa
     assert kept["by_items"] == [{"items": 10}] and "by_rate" not in kept
     assert kept["kept_from"]["by_items"]["started_at"] == "2026-11-29T11:52:00Z"
     assert scaling.kept_part(tmp_path / "none.json", "by_rate") == {}
+
+
+def test_tier_recall_is_one_below_the_ivf_threshold_and_measured_against_exact_above_it() -> None:
+    from bench.stack import synthetic_items
+    from ranking.feed_matrix import SearchTierParams
+
+    vectors = scaling.short_video_vectors(synthetic_items(0, 3_000, 32, 0, 0.0))
+    exact = scaling.tier_recall(vectors, SearchTierParams(exact_below=10_000), queries=20)
+    assert exact["searched_exactly"] and exact["recall_at_100"] == 1.0
+    # probing every list finds every row: only the float16 codes differ, and hits are rescored exactly
+    every_list = scaling.tier_recall(vectors, SearchTierParams(exact_below=100, nlist=16, nprobe=16), queries=20)
+    assert not every_list["searched_exactly"] and every_list["nlist"] == 16
+    assert every_list["recall_at_100"] >= 0.99
+    # one list of 16 misses most of the true neighbours of a three-item taste: the figure is not constant
+    one_list = scaling.tier_recall(vectors, SearchTierParams(exact_below=100, nlist=16, nprobe=1), queries=20)
+    assert one_list["recall_at_100"] < every_list["recall_at_100"]

@@ -123,3 +123,29 @@ def test_item_rows_reuse_the_least_recently_used_row() -> None:
     assert rows.touch("a") == 1 and rows.touch("zzz") is None
     assert rows.allocate("c") == 2  # b was the least recently used
     assert list(rows) == ["a", "c"] and rows.next_row == 3
+
+
+def test_item_rows_keep_their_known_list_until_their_content_or_order_changes() -> None:
+    from ranking.next_item import ItemRows, known_rows
+
+    rows = ItemRows(max_items=3)
+    for item in "abc":
+        rows.allocate(item)
+
+    def listed() -> tuple[list[str], list[int]]:
+        ids, r = known_rows(rows)
+        return ids, r.tolist()
+
+    assert listed() == (["a", "b", "c"], [0, 1, 2])
+    assert known_rows(rows) is known_rows(rows)  # kept, not rebuilt
+    rows.touch("a")  # least recently used order changes
+    assert listed() == (["b", "c", "a"], [1, 2, 0])
+    rows.allocate("d")  # full: b's row is reused
+    assert listed() == (["c", "a", "d"], [2, 0, 1])
+    rows.pop("c")
+    assert listed() == (["a", "d"], [0, 1])
+    rows["e"] = 7
+    del rows["a"]
+    assert listed() == (["d", "e"], [1, 7])
+    rows.clear()
+    assert listed() == ([], [])

@@ -65,3 +65,19 @@ def test_live_velocity_is_bounded_per_item_and_in_items() -> None:
     assert set(v.events) == {"b", "c"}
     v.forget("b")
     assert set(v.events) == {"c"}
+
+
+def test_a_memo_lasts_while_the_scores_and_clock_stand() -> None:
+    t = Trending()
+    t.learn_one("a", Feed.short_video, 1.0, 100.0)
+    memo = t.memo("k")
+    memo["a"] = 1.0
+    assert t.memo("k") == {"a": 1.0} and t.memo("other") == {}
+    t.learn_one("b", Feed.short_video, 1.0, 100.0)  # scores change
+    assert t.memo("k") == {}
+    t.memo("k")["a"] = 2.0
+    t.learn_one("c", Feed.short_video, -1.0, 200.0)  # a skip: no score, but the clock moves
+    assert t.memo("k") == {}
+    t.memo("k")["a"] = 3.0
+    t.invalidate()
+    assert t.memo("k") == {}
