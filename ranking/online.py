@@ -130,8 +130,8 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
     used, idx = np.unique(item_codes, return_inverse=True)
     rows = [known[vocab[c]] for c in used.tolist()]
     unique = np.zeros((0, dim), np.float32)
-    if rows:  # one stacked copy (a row assignment per item was a tenth of the merge)
-        unique = np.stack([it.vector for it in rows]).astype(np.float32, copy=False)
+    if rows:  # one copy from the list (a row assignment per item was a tenth of the merge)
+        unique = np.array([it.vector for it in rows], dtype=np.float32)
     created = np.fromiter((it.created_at for it in rows), np.float64, count=len(rows))
     idx = idx.reshape(-1)
     return Candidates(
