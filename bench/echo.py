@@ -16,7 +16,7 @@ import multiprocessing as mp
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,14 +63,32 @@ def create_topics(settings: Settings, names: Sequence[str], partitions: int) -> 
                 raise RuntimeError(f"could not create {name}: {exc}") from exc
 
 
-def produce(p: Producer, topic: str, key: bytes, value: bytes) -> None:
+def produce(
+    p: Producer, topic: str, key: bytes, value: bytes, on_delivery: Callable[[Any, Any], None] | None = None
+) -> None:
     while True:
         try:
-            p.produce(topic, key=key, value=value)
+            if on_delivery is None:
+                p.produce(topic, key=key, value=value)
+            else:
+                p.produce(topic, key=key, value=value, on_delivery=on_delivery)
             p.poll(0)
             return
         except BufferError:
             p.poll(0.01)
+
+
+def note_delivery(ends: dict[int, int]) -> Callable[[Any, Any], None]:
+    """A confluent-kafka delivery callback keeping ``partition -> highest acknowledged offset + 1`` in ``ends``."""
+
+    def on_delivery(err: Any, msg: Any) -> None:
+        if err is not None:
+            return
+        offset = msg.offset()
+        if offset is not None and offset >= 0:
+            ends[msg.partition()] = max(ends.get(msg.partition(), 0), offset + 1)
+
+    return on_delivery
 
 
 # --- the echo process --------------------------------------------------------------------------
@@ -186,12 +204,18 @@ class Reader:
 
 
 def publish_paced(
-    p: Producer, topic: str, events: Sequence[tuple[bytes, dict[str, Any]]], rate: float | None
+    p: Producer,
+    topic: str,
+    events: Sequence[tuple[bytes, dict[str, Any]]],
+    rate: float | None,
+    ends: dict[int, int] | None = None,
 ) -> tuple[float, float]:
     """Send events at ``rate`` (None: as fast as possible), stamping ``ts`` at send time.
 
-    Returns (first send time, last send time). ``events`` are (key, event dict) pairs.
+    Returns (first send time, last send time). ``events`` are (key, event dict) pairs. ``ends``, when
+    given, gets ``partition -> highest acknowledged offset + 1`` (:func:`note_delivery`).
     """
+    on_delivery = note_delivery(ends) if ends is not None else None
     started = time.perf_counter()
     t0 = time.time()
     for n, (key, ev) in enumerate(events):
@@ -200,7 +224,7 @@ def publish_paced(
             if ahead > 0:
                 time.sleep(ahead)
         ev["ts"] = time.time()
-        produce(p, topic, key, json.dumps(ev).encode())
+        produce(p, topic, key, json.dumps(ev).encode(), on_delivery)
     p.flush(60)
     return t0, time.time()
 

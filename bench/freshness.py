@@ -2,7 +2,12 @@
 
 One worker (real process) over the MicroLens catalogue in Milvus Lite; an independent confluent-kafka
 producer publishes MicroLens interactions at ``--rate`` for ``--duration``; a reader consumes both
-feed topics. Then the bare echo loop (bench/echo.py) runs at the same rate in the same run.
+feed topics. Then the bare echo loop (bench/echo.py) runs at the same rate in the same run, on an
+idle machine: a saturated worker can still be draining its backlog when the LiveLens phase's wait
+ends, so the worker is stopped first (``bench scaling``, which goes on with it, waits until its group
+has committed every event instead), and the trainer's catch-up is waited for (``bench.phases``). Each
+phase's wall-clock start and end, 1-minute load average and the stack's CPU seconds per process are
+recorded. Events the LiveLens phase left uncovered when its wait ended stay ``events_missing``.
 
 Matching: a recommendation names the *last* event of its (user, feed) in its micro-batch
 (``trigger_event_id``); earlier events of that user and feed in the same batch were coalesced into
@@ -27,6 +32,7 @@ from rich.console import Console
 
 from bench import BenchOptions, percentiles
 from bench.echo import Reader, echo_latency, ms, producer, publish_paced, wait_quiet
+from bench.phases import Phases, describe, quiet_stack
 from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack, variant
 from streams.local import LocalStack
 
@@ -90,13 +96,15 @@ def drive_worker(
     rate: float | None,
     feed_of_item: Mapping[str, str],
     timeout: float = 120.0,
+    ends: dict[int, int] | None = None,
 ) -> dict[str, Any]:
-    """Publish ``events`` into the interactions topic (paced or as one backlog) and match what comes out."""
+    """Publish ``events`` into the interactions topic (paced or as one backlog) and match what comes out;
+    ``ends`` gets each partition's acknowledged end (``bench.echo.publish_paced``)."""
     s = stack.settings
     tag = events[0][1]["event_id"].split(":", 1)[0] + ":" if events else ""
     reader = Reader(s, list(s.feed_topics().values()), marker=f'"trigger_event_id":"{tag}'.encode()).start()
     profiler = profile_worker(stack, len(events) / rate if rate else 20.0)
-    t0, t1 = publish_paced(producer(s, linger_ms=1 if rate else 5), s.topic_interactions, events, rate)
+    t0, t1 = publish_paced(producer(s, linger_ms=1 if rate else 5), s.topic_interactions, events, rate, ends)
     wait_quiet(reader, len(events), timeout=timeout)
     reader.stop()
     if profiler is not None:
@@ -129,13 +137,30 @@ def profile_worker(stack: LocalStack, seconds: float) -> subprocess.Popen[bytes]
 
 
 def measure(
-    stack: LocalStack, data: Any, rate: float, duration: float, feed_of_item: Mapping[str, str], console: Console
+    stack: LocalStack,
+    data: Any,
+    rate: float,
+    duration: float,
+    feed_of_item: Mapping[str, str],
+    console: Console,
+    stop_worker: bool = False,
 ) -> dict[str, Any]:
-    """LiveLens, then the echo loop, at the same rate on the same events; with ratios."""
+    """LiveLens, then the echo loop, at the same rate on the same events; with ratios.
+
+    Between the two the worker is stopped (``stop_worker``: nothing after needs it) or waited for
+    until it has committed every event published, and the trainer until it has caught up
+    (``bench.phases.quiet_stack``, under ``before_echo``), so the echo loop runs on an idle stack."""
     known = set(feed_of_item)
     n = int(rate * duration)
-    worker = drive_worker(stack, interaction_events(data, n, known, uuid.uuid4().hex[:6]), rate, feed_of_item)
-    echo = echo_latency(stack.settings, interaction_events(data, n, known, "echo"), rate)
+    phases = Phases(stack)
+    ends: dict[int, int] = {}
+    events = interaction_events(data, n, known, uuid.uuid4().hex[:6])
+    echo_events = interaction_events(data, n, known, "echo")
+    with phases.phase("livelens"):
+        worker = drive_worker(stack, events, rate, feed_of_item, ends=ends)
+    before_echo = quiet_stack(stack, ends, stop_worker)
+    with phases.phase("echo"):
+        echo = echo_latency(stack.settings, echo_events, rate)
     ratio = {
         k: round(worker["latency_ms"][k] / max(echo["latency_ms"][k], 1e-6), 2)
         for k in ("p50", "p99")
@@ -147,7 +172,17 @@ def measure(
         f"{worker['events_per_list']} events/list) · echo p50 {echo['latency_ms'].get('p50')} ms, "
         f"p99 {echo['latency_ms'].get('p99')} ms · ratio {ratio}"
     )
-    return {"rate": rate, "duration_s": duration, "livelens": worker, "echo": echo, "ratio_to_echo": ratio}
+    console.print(f"before the echo: {describe(before_echo)}")
+    console.print(phases.summary())
+    return {
+        "rate": rate,
+        "duration_s": duration,
+        "livelens": worker,
+        "echo": echo,
+        "ratio_to_echo": ratio,
+        "before_echo": before_echo,
+        **phases.result(),
+    }
 
 
 def run(options: BenchOptions, console: Console) -> dict[str, Any]:
@@ -159,7 +194,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     feed_of_item = {it.item_id: it.feed.value for it in items}
     started = time.time()
     with running_stack(settings, items, console) as (stack, upsert_s):
-        point = measure(stack, data, rate, duration, feed_of_item, console)
+        point = measure(stack, data, rate, duration, feed_of_item, console, stop_worker=True)
     p99 = point["livelens"]["latency_ms"].get("p99")
     return {
         "goal": {"p99_ms_at_1000_per_s": GOAL_P99_MS},

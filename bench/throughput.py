@@ -2,8 +2,12 @@
 
 Method: publish a backlog of MicroLens interactions as fast as an independent producer can (far
 faster than the worker drains it), and time from the first publish to the recommendation that
-covers the last event. Then the bare echo loop drains the same number of records through the same
-broker: the ratio is LiveLens's share of what any Kafka app could do here.
+covers the last event. Then two references drain the same number of records through the same
+broker, each in its own process: the bare echo loop (bench/echo.py: what any Kafka client could do
+here) and the framework's own ceiling (bench/faust_ceiling.py: a Faust agent configured like the
+worker that only forwards each record; and the same agent on micro-batches). The ratios are
+LiveLens's share of each. Each phase's wall-clock start and end, 1-minute load average and the
+stack's CPU seconds per process are recorded (``bench.phases``).
 
 Correctness under load, checked in the same run: every event must be covered by a recommendation
 (at least once), and re-publishing events with ids already applied must leave user state alone
@@ -24,7 +28,9 @@ from rich.console import Console
 
 from bench import BenchOptions
 from bench.echo import echo_max_throughput, producer, publish_paced
+from bench.faust_ceiling import faust_max_throughput
 from bench.freshness import drive_worker
+from bench.phases import Phases, describe, quiet_stack
 from bench.stack import (
     ENCODER,
     CpuSplit,
@@ -104,21 +110,55 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
     known = set(feed_of_item)
     events = interaction_events(data, n, known, uuid.uuid4().hex[:6])
     histogram = batch_histogram(stack)
-    split = CpuSplit(stack)
-    # waits for a drain down to 50 events/s: a shorter wait reported its own cut-off as lost events
-    worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 50))
-    worker["cpu_split"] = split.result()
+    phases = Phases(stack)
+    ends: dict[int, int] = {}
+    with phases.phase("livelens"):
+        split = CpuSplit(stack)
+        # waits for a drain down to 50 events/s: a shorter wait reported its own cut-off as lost events
+        worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 50), ends=ends)
+        worker["cpu_split"] = split.result()
     worker["batch_size"] = batch_sizes(histogram, batch_histogram(stack))
+    # the references on an idle stack: the worker (still needed for the dedupe check) and the trainer caught up
+    before_references = quiet_stack(stack, ends, stop_worker=False)
     users = len({ev["user_id"] for _, ev in events})
-    echo = echo_max_throughput(stack.settings, interaction_events(data, n, known, "echo"))
+    with phases.phase("echo"):
+        echo = echo_max_throughput(stack.settings, interaction_events(data, n, known, "echo"))
+    with phases.phase("faust_ceiling"):
+        ceiling = faust_max_throughput(stack.settings, stack.work_dir, interaction_events(data, n, known, "faust"))
+    with phases.phase("faust_batched"):
+        batched = faust_max_throughput(
+            stack.settings, stack.work_dir, interaction_events(data, n, known, "faustb"), batched=True
+        )
+    ceiling["batched"] = batched
     ratio = round(worker["processed_per_s"] / max(echo["events_per_s"], 1e-9), 3)
+    ratio_faust = round(worker["processed_per_s"] / max(ceiling["events_per_s"], 1e-9), 3)
     console.print(
         f"backlog {n:,}: LiveLens {worker['processed_per_s']:,.0f} ev/s ({worker['events_missing']} missing, "
         f"{worker['recommendation_lists']:,} lists for {users:,} users, {worker['duplicate_lists']} duplicate lists) "
         f"· echo {echo['events_per_s']:,.0f} ev/s · ratio {ratio} · micro-batches {worker['batch_size']}"
     )
+    console.print(
+        f"Faust ceiling (forward only): {ceiling['events_per_s']:,.0f} ev/s per event "
+        f"({ceiling['received']:,}/{ceiling['sent']:,} forwarded), "
+        f"{batched['events_per_s']:,.0f} ev/s in micro-batches ({batched['received']:,}/{batched['sent']:,}) "
+        f"· LiveLens/Faust ceiling {ratio_faust} "
+        f"· Faust ceiling/echo {round(ceiling['events_per_s'] / max(echo['events_per_s'], 1e-9), 3)}"
+    )
     console.print(f"cores busy while draining: {worker['cpu_split']['cores_busy']}")
-    return {"backlog": n, "users": users, "livelens": worker, "echo": echo, "ratio_to_echo": ratio, "events": events}
+    console.print(f"before the references: {describe(before_references)}")
+    console.print(phases.summary())
+    return {
+        "backlog": n,
+        "users": users,
+        "livelens": worker,
+        "echo": echo,
+        "ratio_to_echo": ratio,
+        "faust_ceiling": ceiling,
+        "ratio_to_faust_ceiling": ratio_faust,
+        "before_references": before_references,
+        **phases.result(),
+        "events": events,
+    }
 
 
 def idle_cpu_split(stack: LocalStack, n_items: int, console: Console, seconds: float = IDLE_S) -> dict[str, Any]:
