@@ -228,7 +228,9 @@ class CpuSplit:
 
 
 def wait_local_items(stack: LocalStack, n: int, timeout: float = 300.0) -> None:
-    """Until the worker's in-process tier holds ``n`` items (no-op when the tier is off)."""
-    if not stack.settings.local_search or stack.worker is None:
+    """Until every ranking worker's in-process tier holds ``n`` items (no-op when the tier is off): an
+    event on an item a worker's tier does not hold yet is dropped there."""
+    if not stack.settings.local_search:
         return
-    stack.worker.wait_for("local_index_items", n, timeout)
+    for worker in stack.workers or ([stack.worker] if stack.worker else []):
+        worker.wait_for("local_index_items", n, timeout)

@@ -49,11 +49,17 @@ GOAL_RATIO = 0.5
 IDLE_S = 20.0  # the idle phase before the backlog: long enough for several tier polls at 19,220 items
 
 
+def metrics_lines(stack: LocalStack) -> list[str]:
+    """Every ranking worker's /metrics lines (each worker counts its own partitions' events)."""
+    workers = stack.workers or ([stack.worker] if stack.worker else [])
+    assert workers
+    return [line for w in workers for line in w.get_text("/metrics").splitlines()]
+
+
 def duplicates_counted(stack: LocalStack) -> float:
-    """livelens_duplicate_events_total from the worker's /metrics."""
-    assert stack.worker is not None
+    """livelens_duplicate_events_total from the workers' /metrics."""
     total = 0.0
-    for line in stack.worker.get_text("/metrics").splitlines():
+    for line in metrics_lines(stack):
         if line.startswith("livelens_duplicate_events_total"):
             total += float(line.rsplit(" ", 1)[1])
     return total
@@ -75,18 +81,20 @@ def check_dedupe(stack: LocalStack, events: list[tuple[bytes, dict[str, Any]]], 
 
 
 def batch_histogram(stack: LocalStack) -> dict[float, float]:
-    """The interaction agent's livelens_batch_size histogram from the worker's /metrics: bucket upper
-    bound -> cumulative count (``+Inf`` as inf), and the sum of sizes under key -1."""
-    assert stack.worker is not None
+    """The interaction agent's livelens_batch_size histogram from the workers' /metrics (summed over
+    workers): bucket upper bound -> cumulative count (``+Inf`` as inf), and the sum of sizes under key -1."""
     out: dict[float, float] = {}
-    for line in stack.worker.get_text("/metrics").splitlines():
+    for line in metrics_lines(stack):
         if not line.startswith("livelens_batch_size") or 'agent="interactions"' not in line:
             continue
         value = float(line.rsplit(" ", 1)[1])
         if line.startswith("livelens_batch_size_bucket"):
-            out[float(line.split('le="', 1)[1].split('"', 1)[0])] = value
+            key = float(line.split('le="', 1)[1].split('"', 1)[0])
         elif line.startswith("livelens_batch_size_sum"):
-            out[-1.0] = value
+            key = -1.0
+        else:
+            continue
+        out[key] = out.get(key, 0.0) + value
     return out
 
 
@@ -173,11 +181,13 @@ def idle_cpu_split(stack: LocalStack, n_items: int, console: Console, seconds: f
 
 def run(options: BenchOptions, console: Console) -> dict[str, Any]:
     n = int(options.extra.get("backlog", 0)) or (10_000 if options.quick else 60_000)
-    settings = bench_settings()
+    workers = int(options.extra.get("workers", 1))  # scale-out on one machine: one partition each at least
+    base = bench_settings()
+    settings = base.model_copy(update={"partitions": max(base.partitions, workers)})
     data = dataset()
     items = catalogue(data, options.items)
     feed_of_item = {it.item_id: it.feed.value for it in items}
-    with running_stack(settings, items, console) as (stack, upsert_s):
+    with running_stack(settings, items, console, workers=workers) as (stack, upsert_s):
         idle = idle_cpu_split(stack, len(items), console)
         point = measure(stack, data, n, feed_of_item, console)
         dedupe = check_dedupe(stack, point.pop("events"), min(1_000, n))
@@ -191,6 +201,7 @@ def run(options: BenchOptions, console: Console) -> dict[str, Any]:
         "items": len(items),
         "item_vectors": ENCODER,
         "variant": variant(settings),
+        "ranking_workers": workers,
         "milvus_upsert_s": round(upsert_s, 1),
         "idle_cpu_split": idle,
         **point,

@@ -597,7 +597,10 @@ def bench(
         typer.Option(help="scaling: rates|items, retrieval: tier|milvus; measure only this part"),
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="model-freshness: ranking workers beside the trainer (default 2)")
+        int | None,
+        typer.Option(
+            min=1, help="model-freshness (default 2), throughput (default 1): ranking workers beside the trainer"
+        ),
     ] = None,
     milvus_uri: Annotated[
         str | None,
