@@ -159,8 +159,10 @@ def running_stack(
                 extra = stack.settings.model_copy(update={"web_port": free_port(), "data_dir": root / f"worker{n + 1}"})
                 procs.append(WorkerProcess(extra, root / f"worker{n + 1}.log").launch())
             try:
+                # a worker is ready once its search tier has loaded the catalogue: minutes at 1M items
+                ready_s = (120.0 + len(items) / 2_000) * workers
                 for worker in procs:
-                    worker.ready_or_stop(120.0 * workers)
+                    worker.ready_or_stop(ready_s)
                 stack.worker, stack.workers = procs[0], procs
                 yield stack, upsert_s
             finally:
