@@ -32,7 +32,7 @@ from rich.console import Console
 
 from bench import BenchOptions, percentiles
 from bench.echo import Reader, echo_latency, ms, producer, publish_paced, wait_quiet
-from bench.phases import Phases, describe, quiet_stack
+from bench.phases import Phases, quiet_stack
 from bench.stack import ENCODER, bench_settings, catalogue, dataset, interaction_events, running_stack, variant
 from streams.local import LocalStack
 
@@ -172,8 +172,7 @@ def measure(
         f"{worker['events_per_list']} events/list) · echo p50 {echo['latency_ms'].get('p50')} ms, "
         f"p99 {echo['latency_ms'].get('p99')} ms · ratio {ratio}"
     )
-    console.print(f"before the echo: {describe(before_echo)}")
-    console.print(phases.summary())
+    phases.report(console, "before the echo", before_echo)
     return {
         "rate": rate,
         "duration_s": duration,

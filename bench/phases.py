@@ -183,6 +183,11 @@ class Phases:
     def result(self) -> dict[str, Any]:
         return {"load_average": self.load_averages(), "phases": self.phases}
 
+    def report(self, console: Any, label: str, quiet: Mapping[str, Any]) -> None:
+        """Print how the stack was quieted before a reference phase (``quiet_stack``), then every phase."""
+        console.print(f"{label}: {describe(quiet)}")
+        console.print(self.summary())
+
     def summary(self) -> str:
         """One line: each phase's load average at start -> end and its cores busy per process."""
         parts = []

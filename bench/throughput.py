@@ -30,7 +30,7 @@ from bench import BenchOptions
 from bench.echo import echo_max_throughput, producer, publish_paced
 from bench.faust_ceiling import faust_max_throughput
 from bench.freshness import drive_worker
-from bench.phases import Phases, describe, quiet_stack
+from bench.phases import Phases, quiet_stack
 from bench.stack import (
     ENCODER,
     CpuSplit,
@@ -153,8 +153,7 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
         f"· Faust ceiling/echo {round(ceiling['events_per_s'] / max(echo['events_per_s'], 1e-9), 3)}"
     )
     console.print(f"cores busy while draining: {worker['cpu_split']['cores_busy']}")
-    console.print(f"before the references: {describe(before_references)}")
-    console.print(phases.summary())
+    phases.report(console, "before the references", before_references)
     return {
         "backlog": n,
         "users": users,
