@@ -108,6 +108,24 @@ def test_writes_go_through_to_the_source_and_show_at_once() -> None:
     assert "v9" in source.get(["v9"]) and tier.get(["v9"])["v9"].feed is Feed.short_video
 
 
+def test_items_share_the_rows_of_the_matrix_as_it_is_after_it_grows() -> None:
+    """A view into a grown-out buffer would keep that buffer alive (every doubling resident)."""
+    tier, _ = tier_over([])
+    rng = np.random.default_rng(0)
+    for n in range(3_000):  # the matrix starts at 1,024 rows: two doublings
+        v = rng.standard_normal(2).tolist()
+        tier.upsert([item(f"v{n}", Feed.short_video, v)])
+    tier.upsert([item("v1", Feed.live, [1, 0])])  # an item that moved feed keeps the live feed's row
+    matrix = tier.feeds[Feed.short_video]
+    assert len(matrix.vectors) == 4_096
+    items = tier.get([f"v{n}" for n in range(3_000)])
+    assert all(it.vector.base is matrix.vectors for i, it in items.items() if i != "v1"), (
+        "every short video's vector is a view of the current matrix"
+    )
+    assert items["v2"].vector.tolist() == matrix.vectors[matrix.row_of["v2"]].tolist()
+    assert items["v1"].vector.base is tier.feeds[Feed.live].vectors
+
+
 @pytest.mark.parametrize("tracks_writes", [True, False])
 def test_refresh_picks_up_other_workers_writes(tracks_writes: bool) -> None:
     tier, source = tier_over([item("l1", Feed.live, [1, 0], created=100.0)], tracks_writes)
