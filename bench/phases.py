@@ -101,7 +101,7 @@ def quiet_stack(stack: LocalStack, ends: Mapping[int, int], stop_worker: bool) -
         behind_at_end, _ = wait_until(lambda: events_behind(ends, offsets.committed(parts)), timeout=0)
         out: dict[str, Any] = {"worker_behind_at_end": behind_at_end}
         if stop_worker:
-            for worker in stack.workers or ([stack.worker] if stack.worker else []):
+            for worker in stack.ranking_workers:
                 worker.stop()
             out["worker"] = "stopped"
         else:

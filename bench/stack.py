@@ -203,7 +203,7 @@ def stack_processes(stack: LocalStack) -> dict[str, int]:
         "milvus": getattr(stack.milvus, "pid", None),
         "trainer": stack.trainer.proc.pid if stack.trainer and stack.trainer.proc else None,
     }
-    workers = stack.workers or ([stack.worker] if stack.worker else [])
+    workers = stack.ranking_workers
     for n, w in enumerate(workers):
         procs["worker" if len(workers) == 1 else f"worker{n + 1}"] = w.proc.pid if w.proc else None
     return {role: pid for role, pid in procs.items() if pid is not None}
@@ -234,5 +234,5 @@ def wait_local_items(stack: LocalStack, n: int, timeout: float = 300.0) -> None:
     event on an item a worker's tier does not hold yet is dropped there."""
     if not stack.settings.local_search:
         return
-    for worker in stack.workers or ([stack.worker] if stack.worker else []):
+    for worker in stack.ranking_workers:
         worker.wait_for("local_index_items", n, timeout)

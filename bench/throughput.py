@@ -51,7 +51,7 @@ IDLE_S = 20.0  # the idle phase before the backlog: long enough for several tier
 
 def metrics_lines(stack: LocalStack) -> list[str]:
     """Every ranking worker's /metrics lines (each worker counts its own partitions' events)."""
-    workers = stack.workers or ([stack.worker] if stack.worker else [])
+    workers = stack.ranking_workers
     assert workers
     return [line for w in workers for line in w.get_text("/metrics").splitlines()]
 

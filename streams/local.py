@@ -203,6 +203,11 @@ class LocalStack:
         self.trainer: TrainerProcess | None = None
         self._stack = ExitStack()
 
+    @property
+    def ranking_workers(self) -> list[WorkerProcess]:
+        """Every ranking worker the stack runs (``workers`` when filled in, else the one ``worker``)."""
+        return self.workers or ([self.worker] if self.worker else [])
+
     def __enter__(self) -> LocalStack:
         try:
             return self._start()
@@ -268,7 +273,7 @@ class LocalStack:
                 raise TimeoutError(f"trainer behind the training topic {ends} after {timeout}s: {status}")
             time.sleep(0.1)
         version = int(status["version"])
-        for worker in self.workers or ([self.worker] if self.worker else []):
+        for worker in self.ranking_workers:
             stats: dict[str, Any] = {}
             while True:
                 stats = worker.get("/stats")

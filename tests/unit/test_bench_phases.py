@@ -79,7 +79,8 @@ class FakeWorker:
 
 def fake_stack(workers: list[FakeWorker]) -> Any:
     settings = SimpleNamespace(app_id="livelens", topic_interactions="livelens.interactions")
-    return SimpleNamespace(settings=settings, workers=workers, worker=workers[0] if workers else None, trainer=None)
+    first = workers[0] if workers else None
+    return SimpleNamespace(settings=settings, workers=workers, worker=first, ranking_workers=workers, trainer=None)
 
 
 def fake_offsets(answers: list[dict[int, int]]) -> type:
@@ -134,7 +135,7 @@ def test_each_phase_records_wall_time_load_average_and_cpu_at_its_start_and_end(
 ) -> None:
     loads = iter([1.0, 2.5, 2.0, 0.5])
     monkeypatch.setattr(phases.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
-    stack = SimpleNamespace(broker=None, milvus=None, trainer=None, workers=[], worker=None)
+    stack = SimpleNamespace(broker=None, milvus=None, trainer=None, workers=[], worker=None, ranking_workers=[])
     p = Phases(stack)  # type: ignore[arg-type]
     with p.phase("livelens"):
         pass
