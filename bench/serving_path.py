@@ -2,7 +2,8 @@
 
 Why: the throughput bench (``livelens bench throughput``) needs the whole stack and a quiet machine;
 this drives ``RankingHandlers.process_interactions`` (what the interaction agent runs per micro-batch)
-in-process over MicroLens-50K (19,220 items, hash-384 vectors, the in-process search tier), as a
+in-process over MicroLens-50K (19,220 items, hash-384 vectors, the in-process search tier) with the
+worker's default models (``online_models_from_settings``: the transformer next-item model included), as a
 worker with a trainer does: the shared models are first taught 40,000 events, then micro-batches of
 the following events are ranked. ``dump`` writes every list (ids, scores, reasons) and training record,
 so two versions of the code can be compared for identical output.
@@ -27,10 +28,11 @@ from ranking.domain import Feed, Interaction, InteractionType
 from ranking.index import IndexedItem
 from ranking.local_tier import LocalSearchTier
 from ranking.memory_index import InMemoryIndex
-from ranking.online import OnlineModels
-from ranking.user_state import DEFAULT_EVENT_WEIGHTS, UserModel, UserModelParams, UserState
+from ranking.user_state import UserState
 from streams import handlers
+from streams.params import online_models_from_settings, search_tier_params_from_settings
 from streams.schemas import InteractionEvent
+from streams.settings import Settings
 
 PRETRAIN = 40_000
 TYPES = [
@@ -82,10 +84,13 @@ def main() -> None:
         IndexedItem(i, Feed.short_video, False, 1e9 - rng.random() * 1e6, data.items[i].title, vectors[n])
         for n, i in enumerate(ids)
     ]
-    tier = LocalSearchTier(InMemoryIndex(384), NoCatalog(len(items)), 384, start=False)
+    settings = Settings()
+    tier = LocalSearchTier(
+        InMemoryIndex(384), NoCatalog(len(items)), 384, start=False, search=search_tier_params_from_settings(settings)
+    )
     tier.upsert(items)
-    user_model = UserModel(UserModelParams({InteractionType(k): v for k, v in DEFAULT_EVENT_WEIGHTS.items()}))
-    models = OnlineModels(user_model)
+    models = online_models_from_settings(settings)  # what a worker serves by default
+    user_model = models.user_model
     models.learn_content(items)
     seqs = [[it.item_id for it in s] for s in data.sequences.values()]
     users = list(data.sequences)

@@ -402,13 +402,6 @@ class NextItemView(NoView):
         super().__init__(request)
         self.confidence = model.confidence(warmup)
         self.scores = model.context_scores_many([u.positives for u in request.users])
-        self.sorted: list[np.ndarray | None] = [None] * len(request.users)
-        self.lse: list[float] = [0.0] * len(request.users)
-        for n, s in enumerate(self.scores):
-            if s is not None and len(s.logits):
-                self.sorted[n] = np.sort(s.logits)
-                top = float(s.logits.max())
-                self.lse[n] = top + math.log(float(np.exp(s.logits - top).sum()))
 
     def candidates(self, limit: int) -> list[list[str]]:
         return [s.top(limit) if s is not None else [] for s in self.scores]
@@ -416,18 +409,17 @@ class NextItemView(NoView):
     def features(self, cands: Candidates) -> np.ndarray:
         """logit, log-softmax over the known items, z-score x the model's confidence (0 before it has
         learned anything, 1 after ``warmup`` examples: early on its scores are initialisation noise),
-        and 1/(1+rank) among the known items; an item the model does not know gets the lowest logit."""
+        and 1/(1+rank) among the known items (exact in the context's head, sampled below it:
+        ``ContextScores``); an item the model does not know gets the lowest logit."""
         out = np.zeros((len(cands), 4), np.float32)
         for n, s in enumerate(self.scores):
             rows = cands.rows_of(n)
             if s is None or rows.start == rows.stop:
                 continue
             logits = s.logits_of(cands.items[rows.start : rows.stop])
-            srt = self.sorted[n]
-            assert srt is not None
-            above = len(srt) - np.searchsorted(srt, logits, side="right")
+            above = s.above(logits)
             out[rows.start : rows.stop, 0] = logits
-            out[rows.start : rows.stop, 1] = logits - self.lse[n]
+            out[rows.start : rows.stop, 1] = logits - s.lse
             out[rows.start : rows.stop, 2] = self.confidence * (logits - s.mean) / s.std
             out[rows.start : rows.stop, 3] = 1.0 / (1.0 + above)
         return out

@@ -7,7 +7,14 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from ranking.next_item import NextItemLearner, NextItemModel, NextItemParams
+from ranking.next_item import (
+    HEAD_RANKS,
+    RANK_SAMPLE,
+    ContextScores,
+    NextItemLearner,
+    NextItemModel,
+    NextItemParams,
+)
 
 
 def trained(pairs: list[tuple[list[str], str]], passes: int = 30, **kw: object) -> NextItemModel:
@@ -149,3 +156,64 @@ def test_item_rows_keep_their_known_list_until_their_content_or_order_changes() 
     assert listed() == (["d", "e"], [1, 7])
     rows.clear()
     assert listed() == ([], [])
+
+
+def scores_over(logits: np.ndarray) -> ContextScores:
+    ids = [f"i{n}" for n in range(len(logits))]
+    return ContextScores(dict(zip(ids, range(len(ids)), strict=True)), logits, ids, logits)
+
+
+@pytest.mark.parametrize("n_items", [50, RANK_SAMPLE, 19_220, 100_000])
+def test_ranks_are_exact_in_the_head_and_close_below_it(n_items: int) -> None:
+    rng = np.random.default_rng(n_items)
+    logits = rng.standard_normal(n_items).astype(np.float32)
+    logits[::7] = logits[3]  # ties
+    scores = scores_over(logits)
+    probe = np.concatenate([logits[rng.choice(n_items, 300)], [logits.max() + 1, logits.min() - 1]]).astype(np.float64)
+    exact = np.array([(logits > v).sum() for v in probe])
+    got = scores.above(probe)
+    head = len(scores.head()[0])
+    assert head >= min(n_items, HEAD_RANKS // 2)  # about HEAD_RANKS: the sample's item at that rank
+    in_head = exact < head
+    np.testing.assert_array_equal(got[in_head], exact[in_head])
+    assert (got[~in_head] >= head).all()
+    if n_items <= RANK_SAMPLE:
+        np.testing.assert_array_equal(got, exact)  # the sample is every item
+    else:  # below the head: the strided sample's count times its stride, within its noise
+        stride = n_items // RANK_SAMPLE
+        err = np.abs(got[~in_head] - exact[~in_head])
+        assert (err <= 4 * np.sqrt(exact[~in_head] * stride) + 2 * stride).all()
+    order = np.argsort(-logits, kind="stable")
+    for k in (1, 100, HEAD_RANKS, HEAD_RANKS + 1000):
+        top = scores.top(k)
+        assert len(top) == min(k, n_items)
+        np.testing.assert_array_equal(np.sort(logits[[int(i[1:]) for i in top]])[::-1], logits[order[: len(top)]])
+
+
+def test_batched_statistics_equal_one_context_alone() -> None:
+    model = trained([(["a"], "b"), (["c"], "d"), (["e"], "f"), (["b"], "c")] * 5)
+    model.forget("d")  # a freed row: the known items no longer fill a range of rows (gathered, not sliced)
+    assert model.row.dense() is None
+    for context in (["a"], ["c", "b"]):
+        scores = model.context_scores(context)
+        assert scores is not None and "d" not in scores.ids
+        alone = ContextScores(model.row, scores._by_row, scores.ids, scores.logits.copy())
+        assert scores.mean == pytest.approx(alone.mean) and scores.std == pytest.approx(alone.std)
+        assert scores.lse == pytest.approx(alone.lse, rel=1e-5)
+        assert scores.top(3) == alone.top(3)
+
+
+def test_item_rows_say_when_the_known_items_fill_a_range_of_rows() -> None:
+    from ranking.next_item import ItemRows
+
+    rows = ItemRows(max_items=3, first=1)
+    for item in "abc":
+        rows.allocate(item)
+    rows.touch("a")  # order changes, rows do not
+    assert rows.dense() == (1, ["a", "b", "c"])
+    rows.allocate("d")  # full: b's row is reused
+    assert rows.dense() == (1, ["a", "d", "c"])
+    rows.pop("d")
+    assert rows.dense() is None  # row 2 holds no item now
+    rows.pop("a")
+    assert rows.dense() == (3, ["c"])
