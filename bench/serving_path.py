@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import json
 import pstats
 import random
@@ -63,6 +64,25 @@ class NoCatalog:
 
     def fetch(self, item_ids: Any) -> list[IndexedItem]:
         return []
+
+
+class GcTime:
+    """A ``gc.callbacks`` entry: how many collections of each generation ran, and their seconds."""
+
+    def __init__(self) -> None:
+        self.runs = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.runs[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.perf_counter() - self._started
+
+    def report(self) -> str:
+        return ", ".join(f"gen{g} {n}x {t:.2f} s" for g, (n, t) in enumerate(zip(self.runs, self.seconds, strict=True)))
 
 
 def main() -> None:
@@ -143,20 +163,24 @@ def main() -> None:
 
     # the first micro-batch builds the tier's IVF (once per worker start): run, dumped, not timed
     run(batches[:1])
+    collector = GcTime()
+    gc.callbacks.append(collector)
     started, cpu = time.perf_counter(), time.process_time()
     if a.mode == "profile":
         profiler = cProfile.Profile()
         profiler.runcall(run, batches[1:])
         pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(30)
     else:
         run(batches[1:])
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+    gc.callbacks.remove(collector)
     n = (a.batches - 1) * a.batch
     # CPU seconds too: on a shared machine the wall clock measures the neighbours as much as this code
     print(
         f"{a.batches - 1} micro-batches of {a.batch} (after one untimed): {elapsed:.2f} s wall, "
         f"{n / elapsed:.0f} events/s; "
-        f"{cpu:.2f} CPU s, {n / cpu:.0f} events per CPU s"
+        f"{cpu:.2f} CPU s, {n / cpu:.0f} events per CPU s; garbage collection {collector.report()}"
     )
     if a.mode == "dump":
         Path(a.out).write_text(json.dumps(dump))

@@ -22,6 +22,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -87,7 +88,7 @@ class ContextScores:
     def logits_of(self, candidates: Sequence[str]) -> np.ndarray:
         """Each candidate's logit; an item the model does not know gets the lowest known logit."""
         floor = float(self.logits.min())
-        rows = np.fromiter((self._row.get(i, -1) for i in candidates), np.int64, count=len(candidates))
+        rows = np.fromiter(map(self._row.get, candidates, repeat(-1)), np.int64, count=len(candidates))
         out = np.full(len(candidates), floor, np.float64)
         known = rows >= 0
         out[known] = self._by_row[rows[known]]

@@ -89,8 +89,7 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
     then each signal's order) and each row marks every signal that proposed it.
     """
     n_users = len(request.users)
-    code: dict[str, int] = {}
-    flat_codes: list[int] = []
+    flat: list[str] = []
     flat_src: list[int] = []
     counts = np.zeros(n_users, np.int64)
     for n in range(n_users):
@@ -98,18 +97,19 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
             ids = per_signal[n]
             if not ids:
                 continue
-            flat_codes.extend([code.setdefault(i, len(code)) for i in ids])
+            flat.extend(ids)
             flat_src.extend([s] * len(ids))
             counts[n] += len(ids)
-    vocab = list(code)
+    vocab = list(dict.fromkeys(flat))  # distinct ids, in order of first proposal; codes are positions here
+    code = dict(zip(vocab, range(len(vocab)), strict=True))
     known = request.items(vocab)
     servable = request.servable_mask(vocab)
-    codes = np.asarray(flat_codes, np.int64)
+    codes = np.fromiter(map(code.__getitem__, flat), np.int64, count=len(flat))  # looked up in C
     srcs = np.asarray(flat_src, np.int64)
     users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     width = max(len(vocab), 1)
     keys = users * width + codes
-    seen = [n * width + code[i] for n, u in enumerate(request.users) for i in u.seen if i in code]
+    seen = [n * width + c for n, u in enumerate(request.users) for c in map(code.get, u.seen) if c is not None]
     keep = servable[codes] if len(codes) else np.zeros(0, bool)
     if seen:
         keep &= ~np.isin(keys, np.asarray(seen, np.int64))
@@ -125,10 +125,11 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
     sources[row_of[inverse.reshape(-1)], srcs] = True
     offsets = np.zeros(n_users + 1, np.int64)
     offsets[1:] = np.cumsum(np.bincount(user, minlength=n_users))
-    items = [vocab[c] for c in item_codes.tolist()]
+    by_code = np.array(vocab, dtype=object)
+    items = by_code[item_codes].tolist()
     dim = next((len(it.vector) for it in known.values()), 1)
     used, idx = np.unique(item_codes, return_inverse=True)
-    rows = [known[vocab[c]] for c in used.tolist()]
+    rows = list(map(known.__getitem__, by_code[used].tolist()))
     unique = np.zeros((0, dim), np.float32)
     if rows:  # one copy from the list (a row assignment per item was a tenth of the merge)
         unique = np.array([it.vector for it in rows], dtype=np.float32)

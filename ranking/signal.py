@@ -17,6 +17,7 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
@@ -226,5 +227,9 @@ class EventWindow:
 
 def rank_feature(order: Sequence[str], items: Sequence[str]) -> np.ndarray:
     """1 / (1 + position) of each item in ``order`` (0 when absent): a scale-free rank column."""
-    pos = {i: n for n, i in enumerate(order)}
-    return np.fromiter((1.0 / (1.0 + pos[i]) if i in pos else 0.0 for i in items), np.float32, count=len(items))
+    pos = dict(zip(order, range(len(order)), strict=True))
+    at = np.fromiter(map(pos.get, items, repeat(-1)), np.float64, count=len(items))  # looked up in C
+    out = np.zeros(len(items), np.float32)
+    found = at >= 0
+    out[found] = 1.0 / (1.0 + at[found])
+    return out

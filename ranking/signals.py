@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -315,10 +316,11 @@ class CoView(NoView):
             for i in items:
                 if i not in log_pop:
                     log_pop[i] = math.log1p(popularity.get(i, 0.0))
-            # columns from Python floats, as the per-row writes were (same float64 values, one cast)
-            out[start:stop, 0] = [scores.get(i, 0.0) for i in items]
-            out[start:stop, 1] = [last_row.get(i, 0.0) / total for i in items]
-            out[start:stop, 2] = [log_pop[i] for i in items]
+            # float64 columns looked up in C, cast once (the same values as per-row writes)
+            out[start:stop, 0] = np.fromiter(map(scores.get, items, repeat(0.0)), np.float64, count=len(items))
+            last = np.fromiter(map(last_row.get, items, repeat(0.0)), np.float64, count=len(items))
+            out[start:stop, 1] = last / total
+            out[start:stop, 2] = np.fromiter(map(log_pop.__getitem__, items), np.float64, count=len(items))
         return out
 
     def reason(self, n: int, item_id: str) -> str | None:
@@ -657,8 +659,8 @@ class TrendingView(NoView):
                 row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
         # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
         table = np.asarray([row[i] for i in distinct], np.float64).reshape(-1, 3).astype(np.float32)
-        at = {i: n for n, i in enumerate(distinct)}
-        return table[np.fromiter((at[i] for i in cands.items), np.int64, count=len(cands))]
+        at = dict(zip(distinct, range(len(distinct)), strict=True))
+        return table[np.fromiter(map(at.__getitem__, cands.items), np.int64, count=len(cands))]
 
     def reason(self, n: int, item_id: str) -> str | None:
         return trending_reason(self.request.feed)
@@ -727,6 +729,8 @@ class LiveView(NoView):
         return [list(best) for _ in self.request.users]
 
     def features(self, cands: Candidates) -> np.ndarray:
+        if not self.boosts:  # off the live feed, or nothing on air: every candidate's boost is 0
+            return np.zeros((len(cands), 1), np.float32)
         return np.fromiter((self.boosts.get(i, (0.0, ""))[0] for i in cands.items), np.float32, count=len(cands))[
             :, None
         ]
