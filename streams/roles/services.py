@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,10 @@ class Services:
                     else:
                         self._handlers = await asyncio.get_running_loop().run_in_executor(self.index_pool, self._build)
                     self.last_error = None
+                    # what loading built (models, the search tier's items, the encoder) lives as long as
+                    # the worker: frozen out of the cyclic collector, whose full passes over it took
+                    # about 1 s each, once every ~80 micro-batches (bench.serving_path)
+                    gc.freeze()
                 except Exception as exc:
                     metrics.PROCESSING_ERRORS.labels("load", type(exc).__name__).inc()
                     self.last_error = f"load: {type(exc).__name__}: {exc}"[:500]

@@ -447,3 +447,20 @@ def test_handlers_started_early_are_built_once_and_a_failed_early_build_is_retri
     again.start_loading(then)
     assert asyncio.run(again.handlers()).name == "second"  # retried after the failed early build
     assert built[-2:] == ["Milvus not up yet", "second"] and seen == []  # no callback without handlers
+
+
+def test_loaded_handlers_are_frozen_out_of_the_cyclic_collector(monkeypatch: Any) -> None:
+    """What loading built lives as long as the worker: ``gc.freeze`` keeps full collections off it."""
+    import gc
+
+    from streams.roles.services import Services
+
+    loaded = [SimpleNamespace(n=n) for n in range(1000)]
+    monkeypatch.setattr(Services, "_build", lambda self: SimpleNamespace(loaded=loaded))
+    gc.unfreeze()
+    try:
+        assert gc.get_freeze_count() == 0
+        handlers = asyncio.run(Services(Settings()).handlers())
+        assert handlers.loaded is loaded and gc.get_freeze_count() >= len(loaded)
+    finally:
+        gc.unfreeze()
