@@ -83,7 +83,7 @@ def build_forwarder(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    import faust
+    from streams.faust_internals import faust_worker
 
     parser = argparse.ArgumentParser(description="forward every record of IN to OUT (bench throughput's ceiling)")
     parser.add_argument("in_topic")
@@ -96,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     s = Settings()
     args.data_dir.mkdir(parents=True, exist_ok=True)
     app = build_forwarder(s, args.app_id, args.in_topic, args.out_topic, args.data_dir, args.ready_file, args.batched)
-    faust.Worker(app, loglevel=s.log_level, quiet=True).execute_from_commandline()
+    faust_worker(app, s.log_level, quiet=True).execute_from_commandline()  # as the worker runs it
 
 
 class FaustForwarder:

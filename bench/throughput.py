@@ -29,7 +29,7 @@ from rich.console import Console
 from bench import BenchOptions
 from bench.echo import echo_max_throughput, producer, publish_paced
 from bench.faust_ceiling import faust_max_throughput
-from bench.freshness import drive_worker
+from bench.freshness import drive_worker, profile_worker
 from bench.phases import Phases, quiet_stack
 from bench.stack import (
     ENCODER,
@@ -122,6 +122,7 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
     ends: dict[int, int] = {}
     with phases.phase("livelens"):
         split = CpuSplit(stack)
+        profile_worker(stack, 60.0)  # BENCH_PYSPY=path: the worker's first minute of draining, sampled
         # waits for a drain down to 50 events/s: a shorter wait reported its own cut-off as lost events
         worker = drive_worker(stack, events, None, feed_of_item, timeout=max(120.0, n / 50), ends=ends)
         worker["cpu_split"] = split.result()

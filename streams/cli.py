@@ -46,9 +46,9 @@ def worker(
     log_level: Annotated[str | None, typer.Option(help="crit|error|warn|info|debug")] = None,
 ) -> None:
     """Run a stream worker (content, live-status and interaction agents) until stopped."""
-    import faust
 
     from streams.app import build_app, start_loading
+    from streams.faust_internals import faust_worker
     from streams.topics import ensure_topics
 
     s = _settings()
@@ -62,7 +62,7 @@ def worker(
     ensure_topics(s)
     app = build_app(s)
     start_loading(app)  # models and the trainer's snapshot load while the consumer group forms
-    faust.Worker(app, loglevel=s.log_level).execute_from_commandline()
+    faust_worker(app, s.log_level).execute_from_commandline()
 
 
 @cli.command()

@@ -464,3 +464,23 @@ def test_loaded_handlers_are_frozen_out_of_the_cyclic_collector(monkeypatch: Any
         assert handlers.loaded is loaded and gc.get_freeze_count() >= len(loaded)
     finally:
         gc.unfreeze()
+
+
+def test_the_faust_worker_leaves_the_root_logger_at_the_configured_level() -> None:
+    """Faust's start-up spinner set the root logger to DEBUG for good: every aiokafka debug call built a record."""
+    import logging
+
+    import faust
+
+    from streams.faust_internals import faust_worker
+
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        worker = faust_worker(faust.App("spinner-check", broker="memory://"), "warn", quiet=True)
+        worker._setup_logging()
+        assert not logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+        assert root.getEffectiveLevel() == logging.WARNING
+    finally:
+        root.setLevel(level)
+        root.handlers[:] = handlers
