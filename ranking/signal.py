@@ -202,6 +202,7 @@ class EventWindow:
     def __init__(self, size: int) -> None:
         self.size = size
         self._ids: OrderedDict[str, None] = OrderedDict()
+        self._id_chars = 0  # total length of the ids held: ``memory_bytes`` without a pass over them
 
     def admit(self, events: Sequence[Observation]) -> list[Observation]:
         fresh = []
@@ -209,9 +210,10 @@ class EventWindow:
             if ev.event_id in self._ids:
                 continue
             self._ids[ev.event_id] = None
+            self._id_chars += len(ev.event_id)
             fresh.append(ev)
             if len(self._ids) > self.size:
-                self._ids.popitem(last=False)
+                self._id_chars -= len(self._ids.popitem(last=False)[0])
         return fresh
 
     @property
@@ -220,9 +222,11 @@ class EventWindow:
 
     def load(self, ids: Iterable[str]) -> None:
         self._ids = OrderedDict.fromkeys(ids)
+        self._id_chars = sum(map(len, self._ids))
 
     def memory_bytes(self) -> int:
-        return sum(64 + len(i) for i in self._ids)
+        """64 bytes per id plus its length (read after every learned batch: kept, not summed)."""
+        return 64 * len(self._ids) + self._id_chars
 
 
 def rank_feature(order: Sequence[str], items: Sequence[str]) -> np.ndarray:

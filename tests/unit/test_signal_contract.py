@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -323,3 +325,18 @@ def test_next_item_rehearsal_takes_the_least_rehearsed_examples_first(index: InM
     np.testing.assert_allclose(
         observe(s, index, Feed.short_video)[1], observe(restored, index, Feed.short_video)[1], atol=1e-5
     )
+
+
+def test_event_window_keeps_its_byte_count_through_admits_evictions_and_loads() -> None:
+    from ranking.signal import EventWindow
+
+    def obs(event_id: str) -> Any:
+        return SimpleNamespace(event_id=event_id)
+
+    window = EventWindow(3)
+    ids = ["a", "bb", "ccc", "bb", "dddd", "e"]  # "bb" again: a duplicate, not admitted
+    assert [o.event_id for o in window.admit([obs(i) for i in ids])] == ["a", "bb", "ccc", "dddd", "e"]
+    assert window.ids == ["ccc", "dddd", "e"]
+    assert window.memory_bytes() == sum(64 + len(i) for i in window.ids)
+    window.load(["xy", "z"])
+    assert window.memory_bytes() == 64 * 2 + 3
