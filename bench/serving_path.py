@@ -9,6 +9,7 @@ the following events are ranked. ``dump`` writes every list (ids, scores, reason
 so two versions of the code can be compared for identical output.
 
     PYTHONPATH=. python -m bench.serving_path time|profile|dump [--batches 6] [--batch 256] [--out F]
+        [--no-gc-freeze]
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import argparse
 import cProfile
 import gc
 import json
-import os
 import pstats
 import random
 import time
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--out", default="serving_path.json")
     ap.add_argument("--datasets", default="/work/shared/datasets")
+    ap.add_argument("--no-gc-freeze", action="store_true", help="leave the loaded objects to the collector")
     a = ap.parse_args()
     import torch
 
@@ -164,7 +165,7 @@ def main() -> None:
 
     # the first micro-batch builds the tier's IVF (once per worker start): run, dumped, not timed
     run(batches[:1])
-    if os.environ.get("SERVING_PATH_GC_FREEZE", "1") == "1":
+    if not a.no_gc_freeze:
         gc.freeze()  # as a worker does once loaded (streams.roles.services): start-up objects out of collections
     collector = GcTime()
     gc.callbacks.append(collector)

@@ -18,14 +18,14 @@ recently used dropped); memory is ``max_items x 2 x dim`` floats.
 
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
 from typing import Any, Protocol
 
 import numpy as np
+
+from ranking.signal import looked_up
 
 NEG_TABLE_EVERY = 2_000
 NOISE_ALONE = 0.1
@@ -75,10 +75,8 @@ class ContextScores:
         self._row = row
         self._by_row = by_row  # logit per embedding row (rows of no item included, never read)
         self.ids, self.logits = ids, logits  # the known items and their logits, in one order
-        if stats is None:
-            top = float(logits.max())
-            stats = float(logits.mean()), float(logits.std()), top + math.log(float(np.exp(logits - top).sum()))
-        self.mean, std, self.lse = stats  # ``lse``: log of the softmax's denominator over the known items
+        # ``lse``: log of the softmax's denominator over the known items
+        self.mean, std, self.lse = stats if stats is not None else logit_stats(logits[None, :])[0]
         self.std = std or 1.0
         self._head: tuple[np.ndarray, np.ndarray, np.ndarray, float, int] | None = None
 
@@ -88,7 +86,7 @@ class ContextScores:
     def logits_of(self, candidates: Sequence[str]) -> np.ndarray:
         """Each candidate's logit; an item the model does not know gets the lowest known logit."""
         floor = float(self.logits.min())
-        rows = np.fromiter(map(self._row.get, candidates, repeat(-1)), np.int64, count=len(candidates))
+        rows = looked_up(self._row, candidates, np.int64, default=-1)
         out = np.full(len(candidates), floor, np.float64)
         known = rows >= 0
         out[known] = self._by_row[rows[known]]
@@ -126,6 +124,13 @@ class ContextScores:
         return [self.ids[j] for j in at[:k]]
 
 
+def logit_stats(known: np.ndarray) -> list[tuple[float, float, float]]:
+    """(mean, standard deviation, log-sum-exp) of each row of known items' logits, for a whole batch."""
+    top = known.max(axis=1)
+    lse = top + np.log(np.exp(known - top[:, None]).sum(axis=1))
+    return list(zip(known.mean(axis=1).tolist(), known.std(axis=1).tolist(), lse.tolist(), strict=True))
+
+
 def known_rows(row: Mapping[str, int]) -> tuple[list[str], np.ndarray]:
     """Every known item and its row, in one order: built once for a batch of users' ``ContextScores``
     (an ``ItemRows`` keeps it until it changes: a serving worker's model changes about once a second)."""
@@ -152,10 +157,7 @@ def batch_scores(
     else:
         ids, rows = known_rows(row)
         known = logits[:, rows]
-    top = known.max(axis=1)
-    lse = top + np.log(np.exp(known - top[:, None]).sum(axis=1))
-    stats = zip(known.mean(axis=1).tolist(), known.std(axis=1).tolist(), lse.tolist(), strict=True)
-    for n, by_row, mine, st in zip(scored, logits, known, stats, strict=True):
+    for n, by_row, mine, st in zip(scored, logits, known, logit_stats(known), strict=True):
         out[n] = ContextScores(row, by_row, ids, mine, st)
     return out
 

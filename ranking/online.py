@@ -43,7 +43,7 @@ from ranking.index import Index, IndexedItem
 from ranking.next_item import NextItemLearner
 from ranking.ranker import Example, Ranker, RankerParams, sample_negatives
 from ranking.recommender import RankingParams, cold_start, mmr_batch
-from ranking.signal import Candidates, Observation, RankRequest, Signal, SignalView, UserContext
+from ranking.signal import Candidates, Observation, RankRequest, Signal, SignalView, UserContext, looked_up
 from ranking.signals import (
     CoEngagementSignal,
     ContentSignal,
@@ -104,7 +104,7 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
     code = dict(zip(vocab, range(len(vocab)), strict=True))
     known = request.items(vocab)
     servable = request.servable_mask(vocab)
-    codes = np.fromiter(map(code.__getitem__, flat), np.int64, count=len(flat))  # looked up in C
+    codes = looked_up(code, flat, np.int64)
     srcs = np.asarray(flat_src, np.int64)
     users = np.repeat(np.arange(n_users, dtype=np.int64), counts)
     width = max(len(vocab), 1)

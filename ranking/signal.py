@@ -229,10 +229,17 @@ class EventWindow:
         return 64 * len(self._ids) + self._id_chars
 
 
+def looked_up(table: Mapping[str, Any], keys: Sequence[str], dtype: Any, default: Any = None) -> np.ndarray:
+    """``table[key]`` for every key as one array (``default`` for a missing key, when given): the
+    look-ups run in C through ``map``, not as a Python loop per key (a batch has ~15,000 candidates)."""
+    values = map(table.__getitem__, keys) if default is None else map(table.get, keys, repeat(default))
+    return np.fromiter(values, dtype, count=len(keys))
+
+
 def rank_feature(order: Sequence[str], items: Sequence[str]) -> np.ndarray:
     """1 / (1 + position) of each item in ``order`` (0 when absent): a scale-free rank column."""
     pos = dict(zip(order, range(len(order)), strict=True))
-    at = np.fromiter(map(pos.get, items, repeat(-1)), np.float64, count=len(items))  # looked up in C
+    at = looked_up(pos, items, np.float64, default=-1)
     out = np.zeros(len(items), np.float32)
     found = at >= 0
     out[found] = 1.0 / (1.0 + at[found])

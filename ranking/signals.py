@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Sequence
-from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -31,6 +30,7 @@ from ranking.signal import (
     RankRequest,
     decode_snapshot,
     encode_snapshot,
+    looked_up,
     rank_feature,
     str_array,
 )
@@ -317,10 +317,9 @@ class CoView(NoView):
                 if i not in log_pop:
                     log_pop[i] = math.log1p(popularity.get(i, 0.0))
             # float64 columns looked up in C, cast once (the same values as per-row writes)
-            out[start:stop, 0] = np.fromiter(map(scores.get, items, repeat(0.0)), np.float64, count=len(items))
-            last = np.fromiter(map(last_row.get, items, repeat(0.0)), np.float64, count=len(items))
-            out[start:stop, 1] = last / total
-            out[start:stop, 2] = np.fromiter(map(log_pop.__getitem__, items), np.float64, count=len(items))
+            out[start:stop, 0] = looked_up(scores, items, np.float64, default=0.0)
+            out[start:stop, 1] = looked_up(last_row, items, np.float64, default=0.0) / total
+            out[start:stop, 2] = looked_up(log_pop, items, np.float64)
         return out
 
     def reason(self, n: int, item_id: str) -> str | None:
@@ -660,7 +659,7 @@ class TrendingView(NoView):
         # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
         table = np.asarray([row[i] for i in distinct], np.float64).reshape(-1, 3).astype(np.float32)
         at = dict(zip(distinct, range(len(distinct)), strict=True))
-        return table[np.fromiter(map(at.__getitem__, cands.items), np.int64, count=len(cands))]
+        return table[looked_up(at, cands.items, np.int64)]
 
     def reason(self, n: int, item_id: str) -> str | None:
         return trending_reason(self.request.feed)
