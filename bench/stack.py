@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from bench.load import rss_mib
 from ranking.datasets import Dataset, load_dataset
 from ranking.index import IndexedItem
 from storage.milvus import MilvusIndex
@@ -209,14 +211,44 @@ def stack_processes(stack: LocalStack) -> dict[str, int]:
     return {role: pid for role, pid in procs.items() if pid is not None}
 
 
+class RssPeak:
+    """The largest resident memory of each process (its own, not its children's), sampled every
+    ``every_s`` from ``__init__`` until ``stop()``: the 1M-item goal is a worker RSS of at most 2 GiB
+    *throughout*, which a reading at the end would not show."""
+
+    def __init__(self, pids: Mapping[str, int], every_s: float = 1.0) -> None:
+        self.pids = dict(pids)
+        self.peak: dict[str, float] = {}
+        self._every_s = every_s
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-peak", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while True:
+            for role, pid in self.pids.items():
+                rss = rss_mib(pid)
+                if rss is not None:
+                    self.peak[role] = max(self.peak.get(role, 0.0), rss)
+            if self._done.wait(self._every_s):
+                return
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self._thread.join()
+        return dict(self.peak)
+
+
 class CpuSplit:
     """CPU seconds each process of the stack spends between ``__init__`` and ``result()``: where a
-    benchmark's cores went (``bench throughput`` reports it beside its drain rate)."""
+    benchmark's cores went (``bench throughput`` reports it beside its drain rate), and each process's
+    peak RSS meanwhile."""
 
     def __init__(self, stack: LocalStack) -> None:
         self.pids = stack_processes(stack)
         self.started = time.monotonic()
         self.before = {role: tree_cpu_seconds(pid) for role, pid in self.pids.items()}
+        self.rss = RssPeak(self.pids)
 
     def result(self) -> dict[str, Any]:
         wall = time.monotonic() - self.started
@@ -226,6 +258,7 @@ class CpuSplit:
             "cpu_s": spent,
             "cores_busy": {role: round(v / wall, 2) for role, v in spent.items()} if wall > 0 else {},
             "machine_cores": os.cpu_count(),
+            "rss_peak_mib": self.rss.stop(),
         }
 
 

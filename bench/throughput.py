@@ -153,7 +153,10 @@ def measure(stack: LocalStack, data: Any, n: int, feed_of_item: dict[str, str], 
         f"· LiveLens/Faust ceiling {ratio_faust} "
         f"· Faust ceiling/echo {round(ceiling['events_per_s'] / max(echo['events_per_s'], 1e-9), 3)}"
     )
-    console.print(f"cores busy while draining: {worker['cpu_split']['cores_busy']}")
+    console.print(
+        f"cores busy while draining: {worker['cpu_split']['cores_busy']} · "
+        f"peak RSS (MiB): {worker['cpu_split']['rss_peak_mib']}"
+    )
     phases.report(console, "before the references", before_references)
     return {
         "backlog": n,

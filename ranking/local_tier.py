@@ -180,7 +180,7 @@ class LocalSearchTier:
         with self._lock:
             matrix = self.feeds[feed]
             ids = matrix.ids
-            return [[ids[j] for j in rows] for rows, _ in matrix.top_rows(q, limit)]
+            return [list(map(ids.__getitem__, rows)) for rows, _ in matrix.top_rows(q, limit)]
 
     def count(self) -> int:
         with self._lock:

@@ -85,9 +85,17 @@ class ContextScores:
 
     def logits_of(self, candidates: Sequence[str]) -> np.ndarray:
         """Each candidate's logit; an item the model does not know gets the lowest known logit."""
+        return self.logits_at(self.rows(candidates))
+
+    def rows(self, candidates: Sequence[str]) -> np.ndarray:
+        """Each candidate's embedding row, -1 for an item the model does not know (the same for every
+        context of one batch: look them up once, then ``logits_at``)."""
+        return looked_up(self._row, candidates, np.int64, default=-1)
+
+    def logits_at(self, rows: np.ndarray) -> np.ndarray:
+        """``logits_of`` for rows from ``rows``."""
         floor = float(self.logits.min())
-        rows = looked_up(self._row, candidates, np.int64, default=-1)
-        out = np.full(len(candidates), floor, np.float64)
+        out = np.full(len(rows), floor, np.float64)
         known = rows >= 0
         out[known] = self._by_row[rows[known]]
         return out

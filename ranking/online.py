@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -129,11 +130,12 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
     items = by_code[item_codes].tolist()
     dim = next((len(it.vector) for it in known.values()), 1)
     used, idx = np.unique(item_codes, return_inverse=True)
-    rows = list(map(known.__getitem__, by_code[used].tolist()))
+    distinct = by_code[used].tolist()
+    rows = list(map(known.__getitem__, distinct))
     unique = np.zeros((0, dim), np.float32)
     if rows:  # one copy from the list (a row assignment per item was a tenth of the merge)
-        unique = np.array([it.vector for it in rows], dtype=np.float32)
-    created = np.fromiter((it.created_at for it in rows), np.float64, count=len(rows))
+        unique = np.array(list(map(attrgetter("vector"), rows)), dtype=np.float32)
+    created = np.fromiter(map(attrgetter("created_at"), rows), np.float64, count=len(rows))
     idx = idx.reshape(-1)
     return Candidates(
         user=user,
@@ -144,7 +146,14 @@ def merge_proposals(request: RankRequest, proposals: Sequence[Sequence[Sequence[
         sources=sources,
         item_vectors=unique,
         vector_rows=idx,
+        distinct=distinct,
     )
+
+
+def is_in(values: np.ndarray, few: np.ndarray) -> np.ndarray:
+    """``np.isin(values, few)`` for a handful of ``few`` (a user's top rows): one broadcast comparison,
+    without ``np.isin``'s sort (which cost more than the rest of a user's selection)."""
+    return (values[:, None] == few[None, :]).any(axis=1)
 
 
 def default_signals(
@@ -527,10 +536,15 @@ class OnlineModels:
         explain: bool = True,
     ) -> Ranked:
         """Candidates, features, scores and (``explain``) the explained lists of a batch of users for one feed."""
+        contexts = [user_context(u, s, self.user_model) for u, s in zip(user_ids, states, strict=True)]
+        return self.rank_contexts(contexts, feed, catalogue, now, explain)
+
+    def rank_contexts(
+        self, contexts: list[UserContext], feed: Feed, catalogue: Index, now: float, explain: bool = True
+    ) -> Ranked:
+        """``rank`` for users already read into contexts."""
         assert self.ranker is not None
-        request = RankRequest(
-            feed, [user_context(u, s, self.user_model) for u, s in zip(user_ids, states, strict=True)], now, catalogue
-        )
+        request = RankRequest(feed, contexts, now, catalogue)
         views = [s.read(request) for s in self.signals]
         cands = self.candidates(request, views)
         parts = [
@@ -571,12 +585,12 @@ class OnlineModels:
             if explore_on:
                 # rows of the exploration source not already earned on merit, by its rank column (stable)
                 fresh = np.flatnonzero(cands.sources[start:stop, src])
-                fresh = fresh[~np.isin(fresh, top[: p.top_k - slots])]
+                fresh = fresh[~is_in(fresh, top[: p.top_k - slots])]
                 fresh = fresh[np.argsort(-features[start + fresh, col], kind="stable")]
                 explore = (start + fresh[:slots]).tolist()
             rows = start + top
             if explore:
-                rows = rows[~np.isin(rows, explore)]
+                rows = rows[~is_in(rows, np.asarray(explore, np.int64))]
             pools.append(rows)
             explores.append(explore)
         ks = [p.top_k - len(e) for e in explores]
@@ -604,23 +618,29 @@ class OnlineModels:
         contrib = self.ranker.contributions(features[flat], self.column_groups()) if flat else {}
         names = list(contrib)
         table = np.stack([contrib[g] for g in names], axis=1) if names else np.zeros((len(flat), 0))
-        at = {r: m for m, r in enumerate(flat)}
+        # per kept row, the groups that raised its score, most first (one sort for the whole batch)
+        order = np.argsort(-table, axis=1, kind="stable")
+        raised = np.take_along_axis(table, order, axis=1) > 0
+        group_views = [views[self.sources.index(g)] for g in names]
         out: list[list[RecommendedItem]] = []
+        m = 0
         for n, (chosen, explore) in enumerate(kept):
             items = []
-            for r in (*chosen, *explore):
+            for r in chosen:
                 item = cands.items[r]
-                reason = "new" if r in explore else None
-                if reason is None:
-                    row = table[at[r]]
-                    for g in np.argsort(-row, kind="stable"):
-                        if row[g] <= 0:
-                            break
-                        reason = views[self.sources.index(names[g])].reason(n, item)
-                        if reason:
-                            break
-                    reason = reason or explain_similar(request, n, item)
+                reason = None
+                for g, up in zip(order[m].tolist(), raised[m].tolist(), strict=True):
+                    if not up:
+                        break
+                    reason = group_views[g].reason(n, item)
+                    if reason:
+                        break
+                m += 1
+                reason = reason or explain_similar(request, n, item)
                 items.append(RecommendedItem(item_id=item, score=round(float(scores[r]), 6), reason=reason))
+            for r in explore:
+                m += 1
+                items.append(RecommendedItem(item_id=cands.items[r], score=round(float(scores[r]), 6), reason="new"))
             out.append(items)
         return out
 
@@ -689,13 +709,15 @@ class OnlineModels:
     def _recommend_items(
         self, users: Sequence[UserState], feed: Feed, index: Index, now: float, ids: list[str]
     ) -> list[list[RecommendedItem]]:
-        warm = [n for n, s in enumerate(users) if self.user_model.query_vector(s) is not None]
+        contexts = [user_context(u, s, self.user_model) for u, s in zip(ids, users, strict=True)]
+        warm = [n for n, c in enumerate(contexts) if c.query is not None]
         out: list[list[RecommendedItem]] = [[] for _ in users]
         if warm:
-            ranked = self.rank([ids[n] for n in warm], [users[n] for n in warm], feed, index, now)
+            ranked = self.rank_contexts([contexts[n] for n in warm], feed, index, now)
             for n, lst in zip(warm, ranked.lists, strict=True):
                 out[n] = lst
-        cold = [n for n in range(len(users)) if n not in set(warm)]
+        warm_set = set(warm)
+        cold = [n for n in range(len(users)) if n not in warm_set]
         if cold:
             trending = self.signal("trending").model  # type: ignore[attr-defined]
             newest = self.signal(EXPLORE_SOURCE).model  # type: ignore[attr-defined]

@@ -121,15 +121,16 @@ class Ranker:
     def contributions(self, features: np.ndarray, groups: Mapping[str, Sequence[int]]) -> dict[str, np.ndarray]:
         """Per group of columns (a signal), how much each row's score drops when that group is replaced
         by its running mean: the ranker's own account of what made a row score high."""
-        base = self.score(features)
-        out = {}
-        for name, cols in groups.items():
-            if not cols:
-                continue
-            x = features.astype(np.float32, copy=True)
-            x[:, list(cols)] = self.mean[list(cols)].astype(np.float32)
-            out[name] = base - self.score(x)
-        return out
+        named = [(name, list(cols)) for name, cols in groups.items() if cols]
+        n = len(features)
+        # the rows and each group's replaced copy scored in one forward pass (one call per group was
+        # ten small passes per micro-batch)
+        x = np.tile(features.astype(np.float32), (len(named) + 1, 1))
+        for g, (_, cols) in enumerate(named, start=1):
+            x[g * n : (g + 1) * n, cols] = self.mean[cols].astype(np.float32)
+        scores = self.score(x)
+        base = scores[:n]
+        return {name: base - scores[g * n : (g + 1) * n] for g, (name, _) in enumerate(named, start=1)}
 
     # --- learning --------------------------------------------------------------------------------
     def step(self, examples: Sequence[Example]) -> float:

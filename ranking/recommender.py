@@ -94,6 +94,9 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     norms = np.sqrt(np.vecdot(v32, v32)).astype(np.float64) if len(v32) else np.zeros(0)
     out = v32.astype(np.float64)
     nonzero = norms > 0
+    if nonzero.all():  # the usual case: one division, not a masked copy and write-back
+        out /= norms[:, None]
+        return out
     out[nonzero] /= norms[nonzero, None]
     out[~nonzero] = 0.0
     return out

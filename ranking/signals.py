@@ -179,7 +179,7 @@ def explain_similar(request: RankRequest, n: int, item_id: str) -> str:
     texts, vectors = _recent_reasons(request, n)
     if not texts:
         return "similar to what you watch"
-    item = request.items([item_id]).get(item_id)
+    item = request.item(item_id)
     if item is None:
         return texts[0]  # every similarity counts 0: the most recent interaction is named
     # the same float32 dot products as one np.dot each (np.vecdot), newest first; the first maximum wins
@@ -303,8 +303,9 @@ class CoView(NoView):
 
     def features(self, cands: Candidates) -> np.ndarray:
         out = np.zeros((len(cands), 3), np.float32)
-        popularity = self.co.popularity
-        log_pop: dict[str, float] = {}
+        distinct, codes = cands.item_codes()
+        popularity = looked_up(self.co.popularity, distinct, np.float64, default=0.0).tolist()
+        out[:, 2] = np.fromiter(map(math.log1p, popularity), np.float64, count=len(distinct))[codes]
         for n, user in enumerate(self.request.users):
             start, stop = int(cands.offsets[n]), int(cands.offsets[n + 1])
             if start == stop:
@@ -313,18 +314,14 @@ class CoView(NoView):
             scores = self.scores[n][0]
             last_row = self.co.links.get(user.positives[-1], {}) if user.positives else {}
             total = sum(last_row.values()) or 1.0
-            for i in items:
-                if i not in log_pop:
-                    log_pop[i] = math.log1p(popularity.get(i, 0.0))
             # float64 columns looked up in C, cast once (the same values as per-row writes)
             out[start:stop, 0] = looked_up(scores, items, np.float64, default=0.0)
             out[start:stop, 1] = looked_up(last_row, items, np.float64, default=0.0) / total
-            out[start:stop, 2] = looked_up(log_pop, items, np.float64)
         return out
 
     def reason(self, n: int, item_id: str) -> str | None:
         source = self.scores[n][1].get(item_id)
-        item = self.request.items([source]).get(source) if source else None
+        item = self.request.item(source) if source else None
         return f"people who watched “{shorten(item.title)}” also watched this" if item else None
 
 
@@ -413,11 +410,16 @@ class NextItemView(NoView):
         and 1/(1+rank) among the known items (exact in the context's head, sampled below it:
         ``ContextScores``); an item the model does not know gets the lowest logit."""
         out = np.zeros((len(cands), 4), np.float32)
+        scored = next((s for s in self.scores if s is not None), None)
+        if scored is None:
+            return out
+        distinct, codes = cands.item_codes()
+        item_rows = scored.rows(distinct)[codes]  # every context of the batch shares the model's rows
         for n, s in enumerate(self.scores):
             rows = cands.rows_of(n)
             if s is None or rows.start == rows.stop:
                 continue
-            logits = s.logits_of(cands.items[rows.start : rows.stop])
+            logits = s.logits_at(item_rows[rows.start : rows.stop])
             above = s.above(logits)
             out[rows.start : rows.stop, 0] = logits
             out[rows.start : rows.stop, 1] = logits - s.lse
@@ -647,7 +649,7 @@ class TrendingView(NoView):
         feed = self.request.feed
         # each item's row, kept by the model until its scores or clock change (several micro-batches)
         row: dict[str, tuple[float, float, float]] = self.model.memo(("features", feed, self.pool))
-        distinct = list(dict.fromkeys(cands.items))
+        distinct, codes = cands.item_codes()
         missing = [i for i in distinct if i not in row]
         if missing:
             rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
@@ -657,9 +659,8 @@ class TrendingView(NoView):
                 raw = self.model.score(i, feed) if i in scored else 0.0
                 row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
         # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
-        table = np.asarray([row[i] for i in distinct], np.float64).reshape(-1, 3).astype(np.float32)
-        at = dict(zip(distinct, range(len(distinct)), strict=True))
-        return table[looked_up(at, cands.items, np.int64)]
+        table = np.asarray(list(map(row.__getitem__, distinct)), np.float64).reshape(-1, 3).astype(np.float32)
+        return table[codes]
 
     def reason(self, n: int, item_id: str) -> str | None:
         return trending_reason(self.request.feed)

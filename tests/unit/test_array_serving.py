@@ -9,6 +9,7 @@ from ranking.domain import Feed
 from ranking.index import IndexedItem
 from ranking.local_tier import LocalSearchTier
 from ranking.memory_index import InMemoryIndex
+from ranking.signal import Candidates
 from ranking.signals import best_by_score, search_ids
 from ranking.trending import Trending, TrendingParams
 
@@ -77,3 +78,32 @@ def test_trending_top_is_kept_until_scores_or_clock_change() -> None:
     t.invalidate()
     assert [i for i, _ in t.top(Feed.short_video, 5)] == ["c", "b"]
     assert t.top(Feed.short_video, 5, exclude={"c"}) == t._sorted_top(Feed.short_video, 5, {"c"})
+
+
+def test_trending_top_is_the_full_sort_with_ties_and_idle_items() -> None:
+    rng = np.random.default_rng(4)
+    t = Trending(TrendingParams(half_life_s=50.0, window_s=400.0))
+    for k in range(3000):  # rounded weights at few timestamps: many exact ties, broken by id
+        t.learn_one(f"i{k % 900}", Feed.short_video, float(np.round(rng.random(), 1)), float(rng.integers(0, 500)))
+    row = t.scores[Feed.short_video]
+    live = [(t._decayed(s, ts, t.clock), i) for i, (s, ts) in row.items() if t.clock - ts <= 400.0]
+    want = [(i, s) for s, i in sorted(live, key=lambda si: (-si[0], si[1]))]
+    assert len(want) < len(row)  # some items have left the window
+    for limit in (0, 1, 30, 10_000):
+        assert t._sorted_top(Feed.short_video, limit, ()) == want[:limit]
+    assert t._sorted_top(Feed.short_video, 30, {want[0][0]}) == want[1:31]
+
+
+def test_item_codes_name_each_row_by_its_distinct_item() -> None:
+    items = ["b", "a", "b", "c", "a", "b"]
+    plain = Candidates(np.zeros(6, np.int64), items, np.array([0, 6]), None, np.zeros(6), np.zeros((6, 1), bool))
+    distinct, codes = plain.item_codes()
+    assert distinct == ["b", "a", "c"] and codes.tolist() == [0, 1, 0, 2, 1, 0]
+    vectors = np.eye(3, dtype=np.float32)
+    merged = Candidates(
+        np.zeros(6, np.int64), items, np.array([0, 6]), None, np.zeros(6), np.zeros((6, 1), bool),
+        item_vectors=vectors, vector_rows=np.array([2, 0, 2, 1, 0, 2]), distinct=["a", "c", "b"],
+    )  # fmt: skip
+    distinct, codes = merged.item_codes()
+    assert [distinct[c] for c in codes] == items
+    assert (merged.block(0, 6) == vectors[codes]).all()  # the codes are the rows of ``item_vectors``

@@ -189,3 +189,17 @@ def test_shadow_rankers_are_taught_the_same_steps() -> None:
     assert same.steps == other.steps == ranker.steps > 0
     np.testing.assert_array_equal(ranker.score(x), same.score(x))
     assert not np.allclose(ranker.score(x), other.score(x))
+
+
+def test_contributions_are_each_group_replaced_by_its_mean() -> None:
+    ranker = Ranker(COLUMNS, RankerParams())
+    for batch in range(4):
+        ranker.step(planted(16, batch))
+    x = np.random.default_rng(9).standard_normal((37, len(COLUMNS))).astype(np.float32)
+    got = ranker.contributions(x, {**GROUPS, "empty": []})
+    assert list(got) == ["good", "noise"]  # a group without columns is left out
+    for name, cols in GROUPS.items():
+        replaced = x.copy()
+        replaced[:, cols] = ranker.mean[cols].astype(np.float32)
+        np.testing.assert_allclose(got[name], ranker.score(x) - ranker.score(replaced), rtol=1e-6, atol=1e-6)
+    assert ranker.contributions(x[:0], GROUPS) == {"good": pytest.approx([]), "noise": pytest.approx([])}
