@@ -6,10 +6,12 @@ in-process over MicroLens-50K (19,220 items, hash-384 vectors, the in-process se
 worker's default models (``online_models_from_settings``: the transformer next-item model included), as a
 worker with a trainer does: the shared models are first taught 40,000 events, then micro-batches of
 the following events are ranked. ``dump`` writes every list (ids, scores, reasons) and training record,
-so two versions of the code can be compared for identical output.
+so two versions of the code can be compared for identical output. ``--new-users`` gives every event a
+user of its own, with no state yet: the drain of ``livelens bench throughput`` is such a stream (each
+event is a user's first).
 
     PYTHONPATH=. python -m bench.serving_path time|profile|dump [--batches 6] [--batch 256] [--out F]
-        [--no-gc-freeze]
+        [--no-gc-freeze] [--new-users]
 """
 
 from __future__ import annotations
@@ -94,6 +96,11 @@ def main() -> None:
     ap.add_argument("--out", default="serving_path.json")
     ap.add_argument("--datasets", default="/work/shared/datasets")
     ap.add_argument("--no-gc-freeze", action="store_true", help="leave the loaded objects to the collector")
+    ap.add_argument(
+        "--new-users",
+        action="store_true",
+        help="every event from a user never seen before, as in `livelens bench throughput`'s drain",
+    )
     a = ap.parse_args()
     import torch
 
@@ -144,7 +151,11 @@ def main() -> None:
             (
                 p,
                 InteractionEvent(
-                    event_id=f"{u}:{n}", user_id=u, item_id=i, type=TYPES[n % len(TYPES)], ts=1e9 + n * 10.0
+                    event_id=f"{u}:{n}",
+                    user_id=f"new-{b}-{p}" if a.new_users else u,
+                    item_id=i,
+                    type=TYPES[n % len(TYPES)],
+                    ts=1e9 + n * 10.0,
                 ),
             )
             for p, (u, n, i) in enumerate(rest[b * a.batch : (b + 1) * a.batch])

@@ -183,7 +183,7 @@ def explain_similar(request: RankRequest, n: int, item_id: str) -> str:
     if item is None:
         return texts[0]  # every similarity counts 0: the most recent interaction is named
     # the same float32 dot products as one np.dot each (np.vecdot), newest first; the first maximum wins
-    return texts[int(np.argmax(np.vecdot(vectors, item.vector)))]
+    return texts[int(np.vecdot(vectors, item.vector).argmax())]
 
 
 def _recent_reasons(request: RankRequest, n: int) -> tuple[list[str], np.ndarray]:
@@ -650,17 +650,24 @@ class TrendingView(NoView):
         # each item's row, kept by the model until its scores or clock change (several micro-batches)
         row: dict[str, tuple[float, float, float]] = self.model.memo(("features", feed, self.pool))
         distinct, codes = cands.item_codes()
-        missing = [i for i in distinct if i not in row]
+        # most candidates are not trending at all: their row is zeros (score 0, no rank). Only the
+        # candidates the model scores get a row, found by a set intersection in C: a worker's clock
+        # moves with every micro-batch, so this memo rarely outlives one
+        hot = list(self.model.scores[feed].keys() & set(distinct))
+        missing = [i for i in hot if i not in row]
         if missing:
             rank = dict(zip(self.order, rank_feature(self.order, self.order).tolist(), strict=True))
             best = self.best or 1.0
-            scored = self.model.scores[feed]  # most candidates are not trending at all: their score is 0
             for i in missing:
-                raw = self.model.score(i, feed) if i in scored else 0.0
+                raw = self.model.score(i, feed)
                 row[i] = (raw / best, math.log1p(raw), rank.get(i, 0.0))
-        # one row per distinct item, gathered: the same float64 values cast once, as the per-row writes were
-        table = np.asarray(list(map(row.__getitem__, distinct)), np.float64).reshape(-1, 3).astype(np.float32)
-        return table[codes]
+        # one row per hot item and a zero row, gathered: the same float64 values cast once, as the
+        # per-row writes were
+        table = np.zeros((len(hot) + 1, 3), np.float32)
+        if hot:
+            table[:-1] = np.asarray(list(map(row.__getitem__, hot)), np.float64).astype(np.float32)
+        at = looked_up(dict(zip(hot, range(len(hot)), strict=True)), distinct, np.int64, default=len(hot))
+        return table[at[codes]]
 
     def reason(self, n: int, item_id: str) -> str | None:
         return trending_reason(self.request.feed)
