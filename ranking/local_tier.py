@@ -129,16 +129,13 @@ class LocalSearchTier:
             return fetched
         # Lock-free read: writers only assign whole values into the dict (atomic under the GIL), and
         # this is called per recommended item, so it must stay cheap.
-        items = self.items
-        found: dict[str, IndexedItem] = {}
-        missing: list[str] = []
-        for i in item_ids:
-            it = items.get(i)
-            if it is not None:
-                found[i] = it
-            elif i not in missing:
-                missing.append(i)
-        if missing:  # written by another worker since the last refresh: ask Milvus, remember
+        ids = list(item_ids)
+        values = list(map(self.items.get, ids))  # the look-ups in C (a micro-batch asks for ~5,000)
+        missing = list(dict.fromkeys(i for i, it in zip(ids, values, strict=True) if it is None))
+        found: dict[str, IndexedItem] = dict(zip(ids, values, strict=True))
+        if missing:
+            for i in missing:
+                del found[i]  # written by another worker since the last refresh: ask Milvus, remember
             fetched = self.source.get(missing)
             self.merge(fetched.values(), since_seq=None)
             found.update(fetched)

@@ -18,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from operator import attrgetter, is_, is_not
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,6 +58,17 @@ class UserContext:
     creators: Mapping[str, Sequence[float]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class _Nowhere:
+    """Stands in for an unknown item in ``servable_mask``: in no feed, never live."""
+
+    feed: None = None
+    is_live: bool = False
+
+
+_NOWHERE = _Nowhere()
+
+
 @dataclass
 class RankRequest:
     """One feed's ranking for a batch of users at one moment."""
@@ -86,13 +98,16 @@ class RankRequest:
         return it is not None and it.feed is self.feed and (self.feed is not Feed.live or it.is_live)
 
     def servable_mask(self, item_ids: Sequence[str]) -> np.ndarray:
-        """``servable`` of each id, as a bool array (one pass, no call per id)."""
-        found, feed, live = self._items.get, self.feed, self.feed is Feed.live
-        return np.fromiter(
-            (it is not None and it.feed is feed and (not live or it.is_live) for it in (found(i) for i in item_ids)),
-            bool,
-            count=len(item_ids),
-        )
+        """``servable`` of each id, as a bool array (the look-ups and tests in C, no Python per id)."""
+        found = list(map(self._items.get, item_ids))
+        n = len(found)
+        known = np.fromiter(map(is_not, found, repeat(None)), bool, count=n)
+        if not known.all():  # an id the catalogue does not have: never servable
+            found = [it if it is not None else _NOWHERE for it in found]
+        mask = known & np.fromiter(map(is_, map(attrgetter("feed"), found), repeat(self.feed)), bool, count=n)
+        if self.feed is Feed.live:
+            mask &= np.fromiter(map(attrgetter("is_live"), found), bool, count=n)
+        return mask
 
 
 @dataclass

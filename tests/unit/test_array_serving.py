@@ -9,7 +9,7 @@ from ranking.domain import Feed
 from ranking.index import IndexedItem
 from ranking.local_tier import LocalSearchTier
 from ranking.memory_index import InMemoryIndex
-from ranking.signal import Candidates
+from ranking.signal import Candidates, RankRequest
 from ranking.signals import best_by_score, search_ids
 from ranking.trending import Trending, TrendingParams
 
@@ -107,3 +107,17 @@ def test_item_codes_name_each_row_by_its_distinct_item() -> None:
     distinct, codes = merged.item_codes()
     assert [distinct[c] for c in codes] == items
     assert (merged.block(0, 6) == vectors[codes]).all()  # the codes are the rows of ``item_vectors``
+
+
+def test_servable_mask_is_servable_of_each_id() -> None:
+    items = catalogue(30, 8, 5)
+    items[3] = IndexedItem("i3", Feed.live, True, 3.0, "t3", items[3].vector)  # on air
+    items[4] = IndexedItem("i4", Feed.live, False, 4.0, "t4", items[4].vector)  # ended
+    memory = InMemoryIndex(8)
+    memory.upsert(items)
+    ids = ["i3", "nope", "i4", "i0", "i3", "i29", "also-nope"]
+    for feed in (Feed.short_video, Feed.live):
+        request = RankRequest(feed, [], 0.0, memory)
+        request.items(ids)
+        assert request.servable_mask(ids).tolist() == [request.servable(i) for i in ids]
+    assert RankRequest(Feed.live, [], 0.0, memory).servable_mask([]).tolist() == []
