@@ -647,12 +647,12 @@ class TrendingView(NoView):
 
     def features(self, cands: Candidates) -> np.ndarray:
         feed = self.request.feed
-        # each item's row, kept by the model until its scores or clock change (several micro-batches)
+        # each scored item's row, kept by the model until its scores or clock change: in a worker the
+        # clock moves with every micro-batch, so the rows are rebuilt about once per batch. Most
+        # candidates are not trending at all: their row is zeros (score 0, no rank), and only the
+        # candidates the model scores get a row, found by a set intersection in C
         row: dict[str, tuple[float, float, float]] = self.model.memo(("features", feed, self.pool))
         distinct, codes = cands.item_codes()
-        # most candidates are not trending at all: their row is zeros (score 0, no rank). Only the
-        # candidates the model scores get a row, found by a set intersection in C: a worker's clock
-        # moves with every micro-batch, so this memo rarely outlives one
         hot = list(self.model.scores[feed].keys() & set(distinct))
         missing = [i for i in hot if i not in row]
         if missing:

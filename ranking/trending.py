@@ -111,10 +111,10 @@ class Trending:
     def _sorted_top(self, feed: Feed, limit: int, exclude: Container[str]) -> list[tuple[str, float]]:
         """``limit`` best by (-score, id): a heap of plain tuples compared in C, not a sort with a key
         function over every item (up to ~6,000 per feed, again whenever a trainer's delta lands)."""
-        row, clock, window, half_life = self.scores[feed], self.clock, self.params.window_s, self.params.half_life_s
+        clock, window = self.clock, self.params.window_s
         live = (
-            (-(s * 0.5 ** (max(0.0, clock - ts) / half_life)), i)  # ``_decayed``, inlined
-            for i, (s, ts) in row.items()
+            (-self._decayed(s, ts, clock), i)
+            for i, (s, ts) in self.scores[feed].items()
             if clock - ts <= window and i not in exclude
         )
         return [(i, -s) for s, i in heapq.nsmallest(limit, live)]

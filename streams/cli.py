@@ -46,7 +46,6 @@ def worker(
     log_level: Annotated[str | None, typer.Option(help="crit|error|warn|info|debug")] = None,
 ) -> None:
     """Run a stream worker (content, live-status and interaction agents) until stopped."""
-
     from streams.app import build_app, start_loading
     from streams.faust_internals import faust_worker
     from streams.topics import ensure_topics
